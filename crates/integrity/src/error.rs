@@ -1,0 +1,52 @@
+//! The crate's one error type. Messages name the offending key or value so that
+//! the extension can pass them to a DBA unchanged.
+
+/// Everything that can go wrong in the core library.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// A number that must be finite and within a range was not.
+    #[error("{what} must be {expected}, got {value}")]
+    InvalidNumber {
+        what: String,
+        expected: &'static str,
+        value: f64,
+    },
+
+    /// An edge refers to a node index the graph does not have.
+    #[error("edge endpoint {index} is out of range: the graph has {nodes} nodes")]
+    NodeOutOfRange { index: usize, nodes: usize },
+
+    /// A node was added twice under the same kind and name.
+    #[error("duplicate node {kind}:{name}")]
+    DuplicateNode { kind: &'static str, name: String },
+
+    /// The graph has fewer than two nodes, so it has no cut.
+    #[error("a graph needs at least two nodes to have a cut, it has {0}")]
+    TooFewNodes(usize),
+
+    /// A policy document or patch is invalid; `key` is its dotted path.
+    #[error("invalid policy key \"{key}\": {reason}")]
+    Policy { key: String, reason: String },
+
+    /// An operation name that the gate does not know. Unknown operations are
+    /// refused, never allowed.
+    #[error("unknown operation \"{name}\"; valid operations are: {valid}")]
+    UnknownOperation { name: String, valid: String },
+
+    /// An audit payload, key or signature could not be encoded or decoded.
+    #[error("audit: {0}")]
+    Audit(String),
+
+    /// An eigensolver did not converge.
+    #[error("λ₂ did not converge: {0}")]
+    Spectral(String),
+}
+
+impl Error {
+    pub(crate) fn policy(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Policy {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,614 @@
+//! The gate: may this operation run on this collection now? One rule for every
+//! operation, decided from the collection's state and its compiled policy.
+//!
+//! 1. Stale or unknown state: high-risk work is deferred. Otherwise the rules
+//!    below apply to the last state known; with no state known at all, low- and
+//!    medium-risk work is allowed.
+//! 2. An explicit decision in the state's `decisions` wins.
+//! 3. The state's actions forbid the operation: high risk is deferred in normal
+//!    and stress and rejected in critical; low and medium risk are rejected.
+//! 4. A batch larger than `max_insert_batch_size` is rejected; a search beyond
+//!    `max_concurrent_searches` is throttled (refused for this call).
+//! 5. A throttle percentage above 0 for the operation (inserts, searches) makes
+//!    it a `throttle`: refused at that rate, decided per call.
+//! 6. Otherwise it is allowed.
+//!
+//! [`decide`] works on plain-old-data ([`CompiledPolicy`]) and allocates
+//! nothing, so the extension runs it straight from shared memory.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::hysteresis::State;
+use crate::Error;
+
+/// Every operation the gate knows. Aliases map onto these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Operation {
+    Search,
+    Insert,
+    BulkInsert,
+    Delete,
+    BulkDelete,
+    Update,
+    IndexBuild,
+    Compaction,
+    Replication,
+    Backup,
+    GnnTrain,
+    TierManage,
+    CentroidUpdate,
+    ShardMove,
+}
+
+/// How much damage an operation can do to a collection that is already hurting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Risk {
+    Low,
+    Medium,
+    High,
+}
+
+/// Every accepted name, canonical first, with the operation it means.
+const NAMES: &[(&str, Operation)] = &[
+    ("search", Operation::Search),
+    ("read", Operation::Search),
+    ("insert", Operation::Insert),
+    ("point_insert", Operation::Insert),
+    ("bulk_insert", Operation::BulkInsert),
+    ("delete", Operation::Delete),
+    ("point_delete", Operation::Delete),
+    ("bulk_delete", Operation::BulkDelete),
+    ("update", Operation::Update),
+    ("index_build", Operation::IndexBuild),
+    ("index_rewire", Operation::IndexBuild),
+    ("index_rebuild", Operation::IndexBuild),
+    ("hnsw_rewire", Operation::IndexBuild),
+    ("compaction", Operation::Compaction),
+    ("compression", Operation::Compaction),
+    ("compact", Operation::Compaction),
+    ("replication", Operation::Replication),
+    ("backup", Operation::Backup),
+    ("gnn_train", Operation::GnnTrain),
+    ("tier_manage", Operation::TierManage),
+    ("tier_demotion", Operation::TierManage),
+    ("centroid_update", Operation::CentroidUpdate),
+    ("shard_move", Operation::ShardMove),
+];
+
+impl Operation {
+    pub const ALL: [Operation; 14] = [
+        Operation::Search,
+        Operation::Insert,
+        Operation::BulkInsert,
+        Operation::Delete,
+        Operation::BulkDelete,
+        Operation::Update,
+        Operation::IndexBuild,
+        Operation::Compaction,
+        Operation::Replication,
+        Operation::Backup,
+        Operation::GnnTrain,
+        Operation::TierManage,
+        Operation::CentroidUpdate,
+        Operation::ShardMove,
+    ];
+
+    /// The operation a name or alias means. Unknown names are an error that
+    /// lists every valid name: the gate fails closed.
+    pub fn parse(name: &str) -> Result<Operation, Error> {
+        NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|&(_, op)| op)
+            .ok_or_else(|| Error::UnknownOperation {
+                name: name.to_owned(),
+                valid: NAMES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
+            })
+    }
+
+    /// The canonical name.
+    pub fn name(self) -> &'static str {
+        NAMES
+            .iter()
+            .find(|&&(_, op)| op == self)
+            .map(|(n, _)| *n)
+            .expect("every operation has a name")
+    }
+
+    pub fn risk(self) -> Risk {
+        use Operation::*;
+        match self {
+            Search | Insert | Delete | Replication | Backup => Risk::Low,
+            BulkInsert | BulkDelete | Update | CentroidUpdate => Risk::Medium,
+            IndexBuild | Compaction | TierManage | ShardMove | GnnTrain => Risk::High,
+        }
+    }
+
+    fn is_insert(self) -> bool {
+        matches!(self, Operation::Insert | Operation::BulkInsert)
+    }
+}
+
+impl Risk {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Risk::Low => "low",
+            Risk::Medium => "medium",
+            Risk::High => "high",
+        }
+    }
+}
+
+/// A decision a policy can impose on one operation in one state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum ForcedDecision {
+    Allow = 1,
+    Defer = 2,
+    Reject = 3,
+}
+
+impl ForcedDecision {
+    pub fn parse(name: &str) -> Option<ForcedDecision> {
+        match name {
+            "allow" => Some(ForcedDecision::Allow),
+            "defer" => Some(ForcedDecision::Defer),
+            "reject" => Some(ForcedDecision::Reject),
+            _ => None,
+        }
+    }
+}
+
+/// One state's actions in fixed-size form (see `policy::Actions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct CompiledActions {
+    /// Bit `op as u32` is set when the state's flags permit `op`.
+    pub permitted: u32,
+    /// `ForcedDecision as u8` per operation, 0 for none.
+    pub forced: [u8; Operation::ALL.len()],
+    pub throttle_inserts_pct: u8,
+    pub throttle_searches_pct: u8,
+    /// Bits: 1 pause_gnn_training, 2 pause_tier_management, 4 emergency_compact.
+    pub signals: u8,
+    /// 0 is unlimited.
+    pub max_concurrent_searches: u32,
+    /// 0 is unlimited.
+    pub max_insert_batch_size: u32,
+}
+
+/// A policy in the fixed-size form kept in shared memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct CompiledPolicy {
+    /// Normal, stress, critical.
+    pub actions: [CompiledActions; 3],
+    pub defer_retry_secs: u32,
+}
+
+impl CompiledPolicy {
+    fn for_state(&self, state: State) -> &CompiledActions {
+        match state {
+            State::Critical => &self.actions[2],
+            State::Stress => &self.actions[1],
+            State::Normal | State::Unknown => &self.actions[0],
+        }
+    }
+
+    /// The signal bits of a state (see [`CompiledActions::signals`]).
+    pub fn signals(&self, state: State) -> u8 {
+        if state == State::Unknown {
+            0
+        } else {
+            self.for_state(state).signals
+        }
+    }
+}
+
+/// What the gate says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Throttle,
+    Defer,
+    Reject,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Throttle => "throttle",
+            Decision::Defer => "defer",
+            Decision::Reject => "reject",
+        }
+    }
+}
+
+/// Why the gate decided as it did. Formatting it is the only allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Permitted,
+    Forced,
+    Forbidden,
+    Throttled,
+    ConcurrencyLimit { limit: u32 },
+    BatchTooLarge { rows: u64, limit: u32 },
+    Stale,
+    NoSampleYet,
+}
+
+/// The gate's verdict for one operation, before the per-call throttle roll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub operation: Operation,
+    pub decision: Decision,
+    /// Share of calls refused: 100 for reject and defer, 0 for allow.
+    pub throttle_pct: u8,
+    pub retry_after_secs: u32,
+    pub state: State,
+    pub stale: bool,
+    pub reason: Reason,
+}
+
+/// The state as the gate sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GateInput {
+    /// The last state known (`Unknown` before the first sample).
+    pub state: State,
+    /// The worker has not sampled the collection recently enough.
+    pub stale: bool,
+    /// Searching transactions on the collection right now, this one excluded.
+    pub live_searches: u32,
+    /// Rows the statement adds, for inserts, when known.
+    pub rows: Option<u64>,
+}
+
+/// Decides `op` under `policy` for a collection in `input`'s state.
+pub fn decide(policy: &CompiledPolicy, input: GateInput, op: Operation) -> Verdict {
+    let verdict = |decision, throttle_pct, retry_after_secs, reason| Verdict {
+        operation: op,
+        decision,
+        throttle_pct,
+        retry_after_secs,
+        state: input.state,
+        stale: input.stale || input.state == State::Unknown,
+        reason,
+    };
+    let defer = |reason| verdict(Decision::Defer, 100, policy.defer_retry_secs, reason);
+    let reject = |reason| verdict(Decision::Reject, 100, 0, reason);
+    let allow = |reason| verdict(Decision::Allow, 0, 0, reason);
+
+    if op.risk() == Risk::High && (input.stale || input.state == State::Unknown) {
+        return defer(if input.state == State::Unknown {
+            Reason::NoSampleYet
+        } else {
+            Reason::Stale
+        });
+    }
+    if input.state == State::Unknown {
+        return allow(Reason::NoSampleYet);
+    }
+    let actions = policy.for_state(input.state);
+    match actions.forced[op as usize] {
+        1 => return allow(Reason::Forced),
+        2 => return defer(Reason::Forced),
+        3 => return reject(Reason::Forced),
+        _ => {}
+    }
+    if actions.permitted & (1 << op as u32) == 0 {
+        return match (op.risk(), input.state) {
+            (Risk::High, State::Normal | State::Stress) => defer(Reason::Forbidden),
+            _ => reject(Reason::Forbidden),
+        };
+    }
+    if op.is_insert() {
+        if let Some(rows) = input.rows {
+            let limit = actions.max_insert_batch_size;
+            if limit > 0 && rows > limit as u64 {
+                return reject(Reason::BatchTooLarge { rows, limit });
+            }
+        }
+    }
+    if op == Operation::Search {
+        let limit = actions.max_concurrent_searches;
+        if limit > 0 && input.live_searches >= limit {
+            return verdict(
+                Decision::Throttle,
+                100,
+                1,
+                Reason::ConcurrencyLimit { limit },
+            );
+        }
+    }
+    let pct = match op {
+        Operation::Search => actions.throttle_searches_pct,
+        op if op.is_insert() => actions.throttle_inserts_pct,
+        _ => 0,
+    };
+    if pct > 0 {
+        verdict(Decision::Throttle, pct.min(100), 1, Reason::Throttled)
+    } else {
+        allow(Reason::Permitted)
+    }
+}
+
+impl Verdict {
+    /// Whether this call may proceed, given `roll`, uniform in [0, 1): a throttle
+    /// of p% refuses the calls whose roll falls below p/100.
+    pub fn allowed(&self, roll: f64) -> bool {
+        match self.decision {
+            Decision::Allow => true,
+            Decision::Throttle => roll * 100.0 >= self.throttle_pct as f64,
+            Decision::Defer | Decision::Reject => false,
+        }
+    }
+
+    pub fn risk(&self) -> Risk {
+        self.operation.risk()
+    }
+}
+
+impl fmt::Display for Verdict {
+    /// The reason, in words a DBA reads in an error message.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (op, state) = (self.operation.name(), self.state.as_str());
+        match self.reason {
+            Reason::Permitted => write!(f, "{op} is permitted in state {state}"),
+            Reason::Forced => write!(
+                f,
+                "the policy sets {op} to {} in state {state}",
+                self.decision.as_str()
+            ),
+            Reason::Forbidden => write!(
+                f,
+                "the policy forbids {op} ({} risk) in state {state}",
+                self.operation.risk().as_str()
+            ),
+            Reason::Throttled => write!(
+                f,
+                "{op} is throttled at {}% in state {state}",
+                self.throttle_pct
+            ),
+            Reason::ConcurrencyLimit { limit } => {
+                write!(
+                    f,
+                    "the limit of {limit} concurrent searches in state {state} is reached"
+                )
+            }
+            Reason::BatchTooLarge { rows, limit } => write!(
+                f,
+                "a batch of {rows} rows exceeds max_insert_batch_size {limit} in state {state}"
+            ),
+            Reason::Stale => write!(
+                f,
+                "the integrity state is stale (no recent sample), so {} risk work waits",
+                self.operation.risk().as_str()
+            ),
+            Reason::NoSampleYet => write!(f, "no integrity sample has been taken yet"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Policy;
+
+    fn input(state: State) -> GateInput {
+        GateInput {
+            state,
+            stale: false,
+            live_searches: 0,
+            rows: None,
+        }
+    }
+
+    fn decide_default(state: State, op: Operation) -> Verdict {
+        decide(&Policy::default().compile(), input(state), op)
+    }
+
+    #[test]
+    fn every_operation_in_every_state_follows_the_rule() {
+        use Decision::*;
+        use Operation::*;
+        // (operation, normal, stress, critical) under the v2 default policy.
+        let matrix = [
+            (Search, Allow, Allow, Throttle),
+            (Insert, Allow, Throttle, Reject),
+            (BulkInsert, Allow, Reject, Reject),
+            (Delete, Allow, Allow, Reject),
+            (BulkDelete, Allow, Allow, Reject),
+            (Update, Allow, Allow, Reject),
+            (IndexBuild, Allow, Allow, Reject),
+            (Compaction, Allow, Allow, Reject),
+            (Replication, Allow, Allow, Allow),
+            (Backup, Allow, Allow, Allow),
+            (GnnTrain, Allow, Defer, Reject),
+            (TierManage, Allow, Allow, Reject),
+            (CentroidUpdate, Allow, Allow, Reject),
+            (ShardMove, Allow, Allow, Reject),
+        ];
+        assert_eq!(matrix.len(), Operation::ALL.len());
+        for (op, normal, stress, critical) in matrix {
+            for (state, expected) in [
+                (State::Normal, normal),
+                (State::Stress, stress),
+                (State::Critical, critical),
+            ] {
+                let v = decide_default(state, op);
+                assert_eq!(v.decision, expected, "{} in {}", op.name(), state.as_str());
+            }
+        }
+    }
+
+    #[test]
+    fn throttle_percentages_come_from_the_state() {
+        assert_eq!(
+            decide_default(State::Stress, Operation::Insert).throttle_pct,
+            50
+        );
+        assert_eq!(
+            decide_default(State::Critical, Operation::Search).throttle_pct,
+            20
+        );
+        assert_eq!(
+            decide_default(State::Normal, Operation::Insert).throttle_pct,
+            0
+        );
+    }
+
+    #[test]
+    fn throttle_refuses_calls_at_its_rate() {
+        let v = decide_default(State::Stress, Operation::Insert);
+        let allowed = (0..1000).filter(|i| v.allowed(*i as f64 / 1000.0)).count();
+        assert_eq!(allowed, 500);
+        assert!(decide_default(State::Normal, Operation::Insert).allowed(0.0));
+        assert!(!decide_default(State::Critical, Operation::Insert).allowed(0.99));
+    }
+
+    #[test]
+    fn high_risk_forbidden_in_stress_is_deferred_with_the_policy_retry() {
+        let policy = Policy::default()
+            .merged(&serde_json::json!({"stress_actions": {"allow_index_rewire": false}, "defer_retry_secs": 120}))
+            .unwrap()
+            .compile();
+        let v = decide(&policy, input(State::Stress), Operation::IndexBuild);
+        assert_eq!((v.decision, v.retry_after_secs), (Decision::Defer, 120));
+        assert!(
+            v.to_string()
+                .contains("forbids index_build (high risk) in state stress"),
+            "{v}"
+        );
+    }
+
+    #[test]
+    fn stale_state_defers_high_risk_and_keeps_the_rest_of_the_last_state() {
+        let policy = Policy::default().compile();
+        let stale = GateInput {
+            stale: true,
+            ..input(State::Normal)
+        };
+        assert_eq!(
+            decide(&policy, stale, Operation::IndexBuild).decision,
+            Decision::Defer
+        );
+        let search = decide(&policy, stale, Operation::Search);
+        assert_eq!(search.decision, Decision::Allow);
+        assert!(search.stale);
+        let critical = GateInput {
+            stale: true,
+            ..input(State::Critical)
+        };
+        assert_eq!(
+            decide(&policy, critical, Operation::Insert).decision,
+            Decision::Reject
+        );
+    }
+
+    #[test]
+    fn unknown_state_allows_low_and_medium_and_defers_high() {
+        let policy = Policy::default().compile();
+        for (op, expected) in [
+            (Operation::Search, Decision::Allow),
+            (Operation::BulkInsert, Decision::Allow),
+            (Operation::Compaction, Decision::Defer),
+        ] {
+            let v = decide(&policy, input(State::Unknown), op);
+            assert_eq!(v.decision, expected);
+            assert!(v.stale);
+            assert_eq!(v.state, State::Unknown);
+        }
+    }
+
+    #[test]
+    fn explicit_decisions_override_the_rule() {
+        let policy = Policy::default()
+            .merged(&serde_json::json!({
+                "critical_actions": {"decisions": {"index_build": "allow"}},
+                "normal_actions": {"decisions": {"bulk_insert": "defer"}}
+            }))
+            .unwrap()
+            .compile();
+        assert_eq!(
+            decide(&policy, input(State::Critical), Operation::IndexBuild).decision,
+            Decision::Allow
+        );
+        let v = decide(&policy, input(State::Normal), Operation::BulkInsert);
+        assert_eq!((v.decision, v.reason), (Decision::Defer, Reason::Forced));
+    }
+
+    #[test]
+    fn batch_limit_rejects_large_inserts_only() {
+        let policy = Policy::default()
+            .merged(&serde_json::json!({"normal_actions": {"max_insert_batch_size": 100}}))
+            .unwrap()
+            .compile();
+        let rows = |n| GateInput {
+            rows: Some(n),
+            ..input(State::Normal)
+        };
+        assert_eq!(
+            decide(&policy, rows(100), Operation::BulkInsert).decision,
+            Decision::Allow
+        );
+        let v = decide(&policy, rows(101), Operation::BulkInsert);
+        assert_eq!(v.decision, Decision::Reject);
+        assert_eq!(
+            v.to_string(),
+            "a batch of 101 rows exceeds max_insert_batch_size 100 in state normal"
+        );
+    }
+
+    #[test]
+    fn concurrent_search_limit_throttles_the_call_beyond_it() {
+        let policy = Policy::default().compile();
+        let busy = GateInput {
+            live_searches: 10,
+            ..input(State::Critical)
+        };
+        let v = decide(&policy, busy, Operation::Search);
+        assert_eq!(v.decision, Decision::Throttle);
+        assert!(!v.allowed(0.99));
+    }
+
+    #[test]
+    fn aliases_map_to_their_operation_and_unknown_names_fail_closed() {
+        assert_eq!(
+            Operation::parse("hnsw_rewire").unwrap(),
+            Operation::IndexBuild
+        );
+        assert_eq!(Operation::parse("compact").unwrap(), Operation::Compaction);
+        assert_eq!(Operation::parse("read").unwrap(), Operation::Search);
+        assert_eq!(
+            Operation::parse("tier_demotion").unwrap(),
+            Operation::TierManage
+        );
+        let err = Operation::parse("drop_everything").unwrap_err();
+        let message = err.to_string();
+        assert!(message.starts_with(
+            "unknown operation \"drop_everything\"; valid operations are: search, read,"
+        ));
+        for op in Operation::ALL {
+            assert!(message.contains(op.name()));
+        }
+    }
+
+    #[test]
+    fn risk_classes_are_the_spec_ones() {
+        use Operation::*;
+        for op in [Search, Insert, Delete] {
+            assert_eq!(op.risk(), Risk::Low);
+        }
+        for op in [BulkInsert, BulkDelete, Update, CentroidUpdate] {
+            assert_eq!(op.risk(), Risk::Medium);
+        }
+        for op in [IndexBuild, Compaction, TierManage, ShardMove, GnnTrain] {
+            assert_eq!(op.risk(), Risk::High);
+        }
+    }
+}

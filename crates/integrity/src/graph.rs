@@ -1,0 +1,360 @@
+//! The contracted operational graph of one collection: typed nodes with a health
+//! score, typed undirected edges with a capacity and an error rate, and its
+//! integrity numbers (λ, λ_nominal, λ_norm, the witness edges).
+//!
+//! This module validates every number at the edge, so NaN, ∞ or negative
+//! metrics never reach a solver. It does not know where nodes come from: the
+//! extension's graph builder reads them from the catalog and statistics views.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{mincut, Error};
+
+/// What a node stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeKind {
+    /// A table or leaf partition holding the collection's vectors.
+    Partition,
+    /// An IVF list: where queries for one region of the space are routed.
+    Centroid,
+    /// A server holding partitions: the local primary or a foreign server.
+    Shard,
+    /// Something the collection's upkeep depends on: autovacuum, WAL archiving.
+    MaintenanceDep,
+    /// A standby that is expected to stream the shard's WAL.
+    ReplicationTarget,
+}
+
+/// What an edge stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EdgeKind {
+    /// Placement: a partition lives on a shard.
+    PartitionLink,
+    /// Routing: a centroid's vectors live in a partition.
+    RoutingLink,
+    /// Dependency: a shard relies on a maintenance service.
+    Dependency,
+    /// Replication: a shard streams to a standby.
+    Replication,
+}
+
+impl NodeKind {
+    pub const ALL: [NodeKind; 5] = [
+        NodeKind::Partition,
+        NodeKind::Centroid,
+        NodeKind::Shard,
+        NodeKind::MaintenanceDep,
+        NodeKind::ReplicationTarget,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeKind::Partition => "partition",
+            NodeKind::Centroid => "centroid",
+            NodeKind::Shard => "shard",
+            NodeKind::MaintenanceDep => "maintenance_dep",
+            NodeKind::ReplicationTarget => "replication_target",
+        }
+    }
+}
+
+impl EdgeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EdgeKind::PartitionLink => "partition_link",
+            EdgeKind::RoutingLink => "routing_link",
+            EdgeKind::Dependency => "dependency",
+            EdgeKind::Replication => "replication",
+        }
+    }
+}
+
+/// A node: its kind, a name unique within its kind, and a health in [0, 1].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub kind: NodeKind,
+    pub name: String,
+    pub health: f64,
+}
+
+/// An undirected edge between two node indices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Edge {
+    pub source: usize,
+    pub target: usize,
+    pub kind: EdgeKind,
+    /// Nominal capacity, finite and ≥ 0.
+    pub capacity: f64,
+    /// Share of recent operations over this edge that failed, in [0, 1].
+    pub error_rate: f64,
+}
+
+/// The graph. Build it with [`ContractedGraph::add_node`] and
+/// [`ContractedGraph::add_edge`]; both refuse invalid numbers.
+#[derive(Debug, Clone, Default)]
+pub struct ContractedGraph {
+    nodes: Vec<Node>,
+    edges: Vec<Edge>,
+    index: HashMap<(NodeKind, String), usize>,
+}
+
+/// The integrity numbers of a graph.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Integrity {
+    /// λ_cut: the minimum cut of the graph at its effective capacities.
+    pub lambda_cut: f64,
+    /// λ of the same topology with every health 1 and every error rate 0.
+    pub lambda_nominal: f64,
+    /// `lambda_cut / lambda_nominal`, in [0, 1]; 0 when the nominal graph is
+    /// itself disconnected.
+    pub lambda_norm: f64,
+    /// Node indices on the reported side of the minimum cut.
+    pub cut_side: Vec<usize>,
+    /// Indices of the edges that cross the minimum cut.
+    pub witness_edges: Vec<usize>,
+}
+
+fn check_unit(what: impl FnOnce() -> String, value: f64) -> Result<(), Error> {
+    if value.is_finite() && (0.0..=1.0).contains(&value) {
+        Ok(())
+    } else {
+        Err(Error::InvalidNumber {
+            what: what(),
+            expected: "a number in [0, 1]",
+            value,
+        })
+    }
+}
+
+impl ContractedGraph {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    pub fn edges(&self) -> &[Edge] {
+        &self.edges
+    }
+
+    /// Index of the node of this kind and name, if there is one.
+    pub fn find(&self, kind: NodeKind, name: &str) -> Option<usize> {
+        self.index.get(&(kind, name.to_owned())).copied()
+    }
+
+    /// Adds a node; `health` must be in [0, 1]. Returns its index.
+    pub fn add_node(
+        &mut self,
+        kind: NodeKind,
+        name: impl Into<String>,
+        health: f64,
+    ) -> Result<usize, Error> {
+        let name = name.into();
+        check_unit(
+            || format!("the health of {}:{}", kind.as_str(), name),
+            health,
+        )?;
+        if self.index.contains_key(&(kind, name.clone())) {
+            return Err(Error::DuplicateNode {
+                kind: kind.as_str(),
+                name,
+            });
+        }
+        self.index.insert((kind, name.clone()), self.nodes.len());
+        self.nodes.push(Node { kind, name, health });
+        Ok(self.nodes.len() - 1)
+    }
+
+    /// Adds an undirected edge. Parallel edges are kept and add up in the cut.
+    pub fn add_edge(
+        &mut self,
+        source: usize,
+        target: usize,
+        kind: EdgeKind,
+        capacity: f64,
+        error_rate: f64,
+    ) -> Result<usize, Error> {
+        for index in [source, target] {
+            if index >= self.nodes.len() {
+                return Err(Error::NodeOutOfRange {
+                    index,
+                    nodes: self.nodes.len(),
+                });
+            }
+        }
+        let label = || {
+            format!(
+                "{} edge {}:{} - {}:{}",
+                kind.as_str(),
+                self.nodes[source].kind.as_str(),
+                self.nodes[source].name,
+                self.nodes[target].kind.as_str(),
+                self.nodes[target].name
+            )
+        };
+        if !capacity.is_finite() || capacity < 0.0 {
+            return Err(Error::InvalidNumber {
+                what: format!("the capacity of the {}", label()),
+                expected: "a finite number ≥ 0",
+                value: capacity,
+            });
+        }
+        check_unit(|| format!("the error rate of the {}", label()), error_rate)?;
+        self.edges.push(Edge {
+            source,
+            target,
+            kind,
+            capacity,
+            error_rate,
+        });
+        Ok(self.edges.len() - 1)
+    }
+
+    /// `capacity · (1 − error_rate) · min(health of its two ends)`: an edge is only
+    /// as good as its weaker end.
+    pub fn effective_capacity(&self, edge: &Edge) -> f64 {
+        let health = self.nodes[edge.source]
+            .health
+            .min(self.nodes[edge.target].health);
+        edge.capacity * (1.0 - edge.error_rate) * health
+    }
+
+    /// The weighted edge list the solvers take: effective capacities, or the
+    /// nominal ones (health 1, error 0).
+    pub fn weighted_edges(&self, nominal: bool) -> Vec<(u32, u32, f64)> {
+        self.edges
+            .iter()
+            .map(|e| {
+                let weight = if nominal {
+                    e.capacity
+                } else {
+                    self.effective_capacity(e)
+                };
+                (e.source as u32, e.target as u32, weight)
+            })
+            .collect()
+    }
+
+    /// λ_cut, λ_nominal, λ_norm and the witness edges. Needs at least two nodes.
+    pub fn integrity(&self) -> Result<Integrity, Error> {
+        let n = self.nodes.len();
+        let effective = self.weighted_edges(false);
+        let cut = mincut::min_cut(n, &effective)?.ok_or(Error::TooFewNodes(n))?;
+        let nominal =
+            mincut::min_cut(n, &self.weighted_edges(true))?.ok_or(Error::TooFewNodes(n))?;
+        let lambda_norm = if nominal.value > 0.0 {
+            (cut.value / nominal.value).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let witness_edges = (0..self.edges.len())
+            .filter(|&i| cut.side[self.edges[i].source] != cut.side[self.edges[i].target])
+            .collect();
+        Ok(Integrity {
+            lambda_cut: cut.value,
+            lambda_nominal: nominal.value,
+            lambda_norm,
+            cut_side: cut.side_vertices(),
+            witness_edges,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One partition on the primary, which depends on autovacuum and archiving.
+    fn single_partition(partition_health: f64, archiver_health: f64) -> ContractedGraph {
+        let mut g = ContractedGraph::new();
+        let p = g
+            .add_node(NodeKind::Partition, "public.items", partition_health)
+            .unwrap();
+        let s = g.add_node(NodeKind::Shard, "primary", 1.0).unwrap();
+        let av = g
+            .add_node(NodeKind::MaintenanceDep, "autovacuum", 1.0)
+            .unwrap();
+        let ar = g
+            .add_node(NodeKind::MaintenanceDep, "wal_archiving", archiver_health)
+            .unwrap();
+        g.add_edge(p, s, EdgeKind::PartitionLink, 1.0, 0.0).unwrap();
+        g.add_edge(s, av, EdgeKind::Dependency, 1.0, 0.0).unwrap();
+        g.add_edge(s, ar, EdgeKind::Dependency, 1.0, 0.0).unwrap();
+        g
+    }
+
+    #[test]
+    fn healthy_graph_has_lambda_norm_exactly_one() {
+        let integrity = single_partition(1.0, 1.0).integrity().unwrap();
+        assert_eq!(integrity.lambda_norm, 1.0);
+        assert_eq!(integrity.lambda_cut, integrity.lambda_nominal);
+    }
+
+    #[test]
+    fn weakest_end_scales_the_edge_and_is_the_witness() {
+        let g = single_partition(1.0, 0.5);
+        let integrity = g.integrity().unwrap();
+        assert_eq!(integrity.lambda_cut, 0.5);
+        assert_eq!(integrity.lambda_norm, 0.5);
+        assert_eq!(integrity.witness_edges, vec![2]);
+        assert_eq!(integrity.cut_side, vec![3]);
+    }
+
+    #[test]
+    fn failed_node_disconnects_and_gives_zero() {
+        let integrity = single_partition(0.0, 1.0).integrity().unwrap();
+        assert_eq!(integrity.lambda_cut, 0.0);
+        assert_eq!(integrity.lambda_norm, 0.0);
+        assert_eq!(integrity.witness_edges, vec![0]);
+    }
+
+    #[test]
+    fn error_rate_scales_capacity() {
+        let mut g = single_partition(1.0, 1.0);
+        g.add_edge(0, 1, EdgeKind::PartitionLink, 1.0, 0.5).unwrap();
+        // partition—shard is now 1 + 0.5 against a nominal 2; the leaves still cut at 1.
+        let integrity = g.integrity().unwrap();
+        assert_eq!(integrity.lambda_cut, 1.0);
+        assert_eq!(integrity.lambda_nominal, 1.0);
+    }
+
+    #[test]
+    fn invalid_numbers_are_refused_with_their_name() {
+        let mut g = ContractedGraph::new();
+        let err = g
+            .add_node(NodeKind::Shard, "primary", f64::NAN)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("the health of shard:primary"),
+            "{err}"
+        );
+        let a = g.add_node(NodeKind::Shard, "primary", 1.0).unwrap();
+        let b = g.add_node(NodeKind::Partition, "t", 1.0).unwrap();
+        assert!(g
+            .add_edge(a, b, EdgeKind::PartitionLink, -1.0, 0.0)
+            .is_err());
+        assert!(g
+            .add_edge(a, b, EdgeKind::PartitionLink, f64::INFINITY, 0.0)
+            .is_err());
+        assert!(g.add_edge(a, b, EdgeKind::PartitionLink, 1.0, 1.5).is_err());
+        assert!(g.add_edge(a, 7, EdgeKind::PartitionLink, 1.0, 0.0).is_err());
+        assert!(matches!(
+            g.add_node(NodeKind::Shard, "primary", 1.0),
+            Err(Error::DuplicateNode { .. })
+        ));
+        assert!(g.edges().is_empty());
+    }
+
+    #[test]
+    fn one_node_has_no_integrity() {
+        let mut g = ContractedGraph::new();
+        g.add_node(NodeKind::Shard, "primary", 1.0).unwrap();
+        assert_eq!(g.integrity(), Err(Error::TooFewNodes(1)));
+    }
+}

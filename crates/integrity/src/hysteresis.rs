@@ -1,0 +1,384 @@
+//! The integrity state machine: `lambda_norm` samples in, at most one state
+//! transition out per sample, with the hysteresis of the v2 design.
+//!
+//! - A sample is *below high* when `lambda_norm < threshold_high` and *below low*
+//!   when `lambda_norm < threshold_low`.
+//! - Escalation: `critical_samples` consecutive samples below low reach critical
+//!   from normal or stress (escalation may jump); `degrade_samples` consecutive
+//!   samples below high take normal to stress.
+//! - Recovery steps down one level at a time: critical → stress once
+//!   `lambda_norm ≥ threshold_low + restore_threshold_offset` has held for
+//!   `restore_hold_seconds`, stress → normal likewise with `threshold_high`.
+//!   Each step needs its own hold, counted from the sample that started it.
+//! - No transition at all within `cooldown_after_transition_seconds` of the last
+//!   one; a transition held back by the cooldown happens on the first sample
+//!   after it, if its condition still holds.
+//! - Before the first sample the state is `unknown`; the first sample sets the
+//!   state its value calls for, without waiting for counts.
+//!
+//! Time is injected ([`Micros`]), so every rule is tested exactly. This module
+//! does not know where samples come from or what a state permits.
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{Hysteresis, Thresholds};
+use crate::{Micros, SECOND};
+
+/// The integrity state of a collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// No sample yet since the collection was registered or the server started.
+    Unknown,
+    Normal,
+    Stress,
+    Critical,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Unknown => "unknown",
+            State::Normal => "normal",
+            State::Stress => "stress",
+            State::Critical => "critical",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<State> {
+        [
+            State::Unknown,
+            State::Normal,
+            State::Stress,
+            State::Critical,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
+
+    /// The state one recovery step below this one.
+    fn recovered(self) -> State {
+        match self {
+            State::Critical => State::Stress,
+            _ => State::Normal,
+        }
+    }
+}
+
+/// A state change decided by [`Controller::observe`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Transition {
+    pub from: State,
+    pub to: State,
+}
+
+/// The controller's memory between samples. It is serialized into the
+/// collection's state row so that a restart resumes counts and holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Controller {
+    pub state: State,
+    /// Consecutive samples below `threshold_high`.
+    pub below_high: u32,
+    /// Consecutive samples below `threshold_low`.
+    pub below_low: u32,
+    /// When the current run of samples at or above the recovery level began.
+    pub recovering_since: Option<Micros>,
+    pub last_transition: Option<Micros>,
+}
+
+impl Default for Controller {
+    fn default() -> Self {
+        Controller {
+            state: State::Unknown,
+            below_high: 0,
+            below_low: 0,
+            recovering_since: None,
+            last_transition: None,
+        }
+    }
+}
+
+impl Controller {
+    /// Feeds one sample taken at `now`; returns the transition it causes, if any.
+    pub fn observe(
+        &mut self,
+        lambda_norm: f64,
+        now: Micros,
+        thresholds: &Thresholds,
+        hysteresis: &Hysteresis,
+    ) -> Option<Transition> {
+        let below_high = lambda_norm < thresholds.high;
+        let below_low = lambda_norm < thresholds.low;
+        self.below_high = if below_high { self.below_high + 1 } else { 0 };
+        self.below_low = if below_low { self.below_low + 1 } else { 0 };
+        let recovery_level = |state: State| match state {
+            State::Critical => thresholds.low + hysteresis.restore_threshold_offset,
+            _ => thresholds.high + hysteresis.restore_threshold_offset,
+        };
+        if matches!(self.state, State::Stress | State::Critical) {
+            if lambda_norm >= recovery_level(self.state) {
+                self.recovering_since.get_or_insert(now);
+            } else {
+                self.recovering_since = None;
+            }
+        }
+
+        let target = match self.state {
+            State::Unknown if below_low => State::Critical,
+            State::Unknown if below_high => State::Stress,
+            State::Unknown => State::Normal,
+            state if state != State::Critical && self.below_low >= hysteresis.critical_samples => {
+                State::Critical
+            }
+            State::Normal if self.below_high >= hysteresis.degrade_samples => State::Stress,
+            state @ (State::Stress | State::Critical)
+                if self.recovering_since.is_some_and(|since| {
+                    now - since >= hysteresis.restore_hold_seconds as Micros * SECOND
+                }) =>
+            {
+                state.recovered()
+            }
+            _ => return None,
+        };
+        let cooling_down = self.last_transition.is_some_and(|at| {
+            now - at < hysteresis.cooldown_after_transition_seconds as Micros * SECOND
+        });
+        if cooling_down && self.state != State::Unknown {
+            return None;
+        }
+        let transition = Transition {
+            from: self.state,
+            to: target,
+        };
+        self.state = target;
+        self.last_transition = Some(now);
+        // The next recovery step's hold starts now if this sample already qualifies.
+        self.recovering_since =
+            (target != State::Normal && lambda_norm >= recovery_level(target)).then_some(now);
+        Some(transition)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const THRESHOLDS: Thresholds = Thresholds {
+        high: 0.8,
+        low: 0.3,
+    };
+
+    fn v2() -> Hysteresis {
+        Hysteresis::default()
+    }
+
+    /// Feeds `(seconds, lambda_norm)` samples and returns the state after each.
+    fn run(
+        controller: &mut Controller,
+        hysteresis: &Hysteresis,
+        samples: &[(i64, f64)],
+    ) -> Vec<State> {
+        samples
+            .iter()
+            .map(|&(t, value)| {
+                controller.observe(value, t * SECOND, &THRESHOLDS, hysteresis);
+                controller.state
+            })
+            .collect()
+    }
+
+    fn at(state: State, since: i64) -> Controller {
+        Controller {
+            state,
+            last_transition: Some(since * SECOND),
+            ..Controller::default()
+        }
+    }
+
+    use State::*;
+
+    #[test]
+    fn first_sample_sets_the_state_it_calls_for() {
+        for (value, expected) in [(1.0, Normal), (0.5, Stress), (0.1, Critical)] {
+            let mut c = Controller::default();
+            let t = c.observe(value, 0, &THRESHOLDS, &v2()).unwrap();
+            assert_eq!((t.from, t.to), (Unknown, expected));
+        }
+    }
+
+    #[test]
+    fn stress_needs_three_samples_below_high() {
+        let mut c = at(Normal, -1000);
+        assert_eq!(
+            run(&mut c, &v2(), &[(0, 0.7), (60, 0.7), (120, 0.7)]),
+            [Normal, Normal, Stress]
+        );
+    }
+
+    #[test]
+    fn a_healthy_sample_resets_the_degrade_count() {
+        let mut c = at(Normal, -1000);
+        let states = run(
+            &mut c,
+            &v2(),
+            &[(0, 0.7), (60, 0.7), (120, 0.9), (180, 0.7), (240, 0.7)],
+        );
+        assert_eq!(states, [Normal; 5]);
+    }
+
+    #[test]
+    fn critical_needs_two_samples_and_may_jump_from_normal() {
+        let mut c = at(Normal, -1000);
+        assert_eq!(
+            run(&mut c, &v2(), &[(0, 0.1), (60, 0.1)]),
+            [Normal, Critical]
+        );
+    }
+
+    #[test]
+    fn critical_from_stress_needs_two_samples_below_low() {
+        let mut c = at(Stress, -1000);
+        assert_eq!(
+            run(
+                &mut c,
+                &v2(),
+                &[(0, 0.2), (60, 0.5), (120, 0.2), (180, 0.2)]
+            ),
+            [Stress, Stress, Stress, Critical]
+        );
+    }
+
+    #[test]
+    fn recovery_from_stress_waits_for_the_hold() {
+        let mut c = at(Stress, -1000);
+        let states = run(
+            &mut c,
+            &v2(),
+            &[(0, 0.95), (240, 0.95), (299, 0.95), (300, 0.95)],
+        );
+        assert_eq!(states, [Stress, Stress, Stress, Normal]);
+    }
+
+    #[test]
+    fn recovery_needs_the_offset_above_the_threshold() {
+        let mut c = at(Stress, -1000);
+        // 0.85 is above threshold_high but below high + offset = 0.9.
+        assert_eq!(
+            run(&mut c, &v2(), &[(0, 0.85), (400, 0.85), (800, 0.85)]),
+            [Stress; 3]
+        );
+    }
+
+    #[test]
+    fn a_dip_restarts_the_hold() {
+        let mut c = at(Stress, -1000);
+        let states = run(
+            &mut c,
+            &v2(),
+            &[
+                (0, 0.95),
+                (200, 0.85),
+                (260, 0.95),
+                (500, 0.95),
+                (560, 0.95),
+            ],
+        );
+        assert_eq!(states, [Stress, Stress, Stress, Stress, Normal]);
+    }
+
+    #[test]
+    fn recovery_from_critical_steps_one_level_at_a_time() {
+        let mut c = at(Critical, -1000);
+        let states = run(
+            &mut c,
+            &v2(),
+            &[(0, 1.0), (300, 1.0), (360, 1.0), (599, 1.0), (600, 1.0)],
+        );
+        assert_eq!(states, [Critical, Stress, Stress, Stress, Normal]);
+    }
+
+    #[test]
+    fn critical_recovers_to_stress_at_low_plus_offset() {
+        let mut c = at(Critical, -1000);
+        // 0.5 ≥ 0.3 + 0.1 restores to stress but never to normal.
+        assert_eq!(
+            run(&mut c, &v2(), &[(0, 0.5), (300, 0.5), (900, 0.5)]),
+            [Critical, Stress, Stress]
+        );
+    }
+
+    #[test]
+    fn cooldown_blocks_a_transition_until_it_ends() {
+        let mut c = at(Normal, -1000);
+        let fast = Hysteresis {
+            restore_hold_seconds: 0,
+            ..v2()
+        };
+        // Recovery at 0 would be immediate, but stress was entered at 0: the cooldown
+        // holds it back until 60.
+        let states = run(
+            &mut c,
+            &fast,
+            &[
+                (-120, 0.5),
+                (-60, 0.5),
+                (0, 0.5),
+                (30, 1.0),
+                (59, 1.0),
+                (60, 1.0),
+            ],
+        );
+        assert_eq!(states, [Normal, Normal, Stress, Stress, Stress, Normal]);
+    }
+
+    #[test]
+    fn escalation_held_by_cooldown_happens_right_after_it() {
+        let mut c = at(Stress, 0);
+        assert_eq!(
+            run(&mut c, &v2(), &[(10, 0.1), (20, 0.1), (40, 0.1), (60, 0.1)]),
+            [Stress, Stress, Stress, Critical]
+        );
+    }
+
+    #[test]
+    fn flapping_every_sample_makes_at_most_one_transition_per_cooldown() {
+        let fast = Hysteresis {
+            degrade_samples: 1,
+            critical_samples: 1,
+            restore_hold_seconds: 0,
+            restore_threshold_offset: 0.0,
+            cooldown_after_transition_seconds: 60,
+        };
+        let mut c = at(Normal, -1000);
+        let mut transitions = Vec::new();
+        for i in 0..600 {
+            let value = if i % 2 == 0 { 0.79 } else { 0.81 };
+            if c.observe(value, i * SECOND, &THRESHOLDS, &fast).is_some() {
+                transitions.push(i);
+            }
+        }
+        assert!(
+            transitions.windows(2).all(|w| w[1] - w[0] >= 60),
+            "{transitions:?}"
+        );
+        assert!(transitions.len() <= 10);
+    }
+
+    #[test]
+    fn flapping_under_the_default_policy_never_transitions() {
+        let mut c = at(Normal, -1000);
+        let samples: Vec<(i64, f64)> = (0..100)
+            .map(|i| (i * 60, if i % 2 == 0 { 0.79 } else { 0.81 }))
+            .collect();
+        assert!(run(&mut c, &v2(), &samples).iter().all(|&s| s == Normal));
+    }
+
+    #[test]
+    fn controller_round_trips_through_json() {
+        let mut c = at(Stress, 5);
+        c.below_high = 2;
+        c.recovering_since = Some(7);
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<Controller>(&json).unwrap(), c);
+    }
+}

@@ -1,0 +1,30 @@
+//! The integrity control plane's core, free of PostgreSQL.
+//!
+//! Everything here is plain Rust and is tested with `cargo test` in seconds: the
+//! contracted operational graph ([`graph`]), its exact global minimum cut
+//! ([`mincut`]) and algebraic connectivity ([`spectral`]), the hysteresis state
+//! machine ([`hysteresis`]), the per-collection policy ([`policy`]) and the gate
+//! decision it drives ([`gate`]), and the signed, hash-chained audit trail
+//! ([`audit`]).
+//!
+//! This crate must not depend on pgrx or touch a database: the extension in
+//! `extension/` moves data between PostgreSQL and these types, nothing more.
+
+pub mod audit;
+mod error;
+pub mod gate;
+pub mod graph;
+pub mod hysteresis;
+pub mod mincut;
+pub mod policy;
+pub mod spectral;
+mod union_find;
+
+pub use error::Error;
+
+/// Microseconds since the Unix epoch. All time in this crate is injected by the
+/// caller as this type, so state machines and audit encodings are exact and testable.
+pub type Micros = i64;
+
+/// One second in [`Micros`].
+pub const SECOND: Micros = 1_000_000;
