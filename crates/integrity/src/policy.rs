@@ -238,9 +238,7 @@ fn action_key_kind(key: &str) -> Option<ValueKind> {
             || key == "emergency_compact" =>
         {
             let known = serde_json::to_value(Actions::permissive()).expect("serializable");
-            if known.get(key).is_none() {
-                return None;
-            }
+            known.get(key)?;
             ValueKind::Bool
         }
         _ => return None,
@@ -384,12 +382,14 @@ fn merge_checked(
                         Value::String(d) if ForcedDecision::parse(d).is_some() => {
                             slot.insert(op.name().to_owned(), decision.clone());
                         }
-                        _ => return Err(Error::policy(
-                            format!("{full}.{op_name}"),
-                            format!(
+                        _ => {
+                            return Err(Error::policy(
+                                format!("{full}.{op_name}"),
+                                format!(
                                 "must be \"allow\", \"defer\", \"reject\" or null, got {decision}"
                             ),
-                        )),
+                            ))
+                        }
                     }
                 }
                 continue;

@@ -37,9 +37,18 @@ pub const DENSE_MAX: usize = 256;
 /// past it (their factor is nearly dense).
 const MAX_FILL_RATIO: usize = 40;
 
+/// Plain Lanczos on `L` gives way to shift-invert when, extrapolating its
+/// residuals, it would need more steps than this: λ₂ is then tiny next to
+/// `λ_max` (grids, paths, long rings) and `L⁺` separates it far better.
+const PATIENCE: usize = 300;
+
 /// Ritz values are accepted when the residual `‖A y − θ y‖` is below this share
 /// of θ. The eigenvalue error is then about the square of that (≪ 1e-8 relative).
 const RESIDUAL_TOLERANCE: f64 = 1e-10;
+
+/// ...or when the residual is below this share and θ moved by less than 1e-13 of
+/// itself over the last four steps.
+const SETTLED_RESIDUAL: f64 = 1e-6;
 
 /// λ₂ of the graph on vertices `0..n`. Parallel edges add up, self-loops are
 /// ignored, and graphs with fewer than two vertices have λ₂ = 0.
@@ -64,12 +73,23 @@ pub fn lambda2(n: usize, edges: &[(u32, u32, f64)]) -> Result<f64, Error> {
         return Ok(dense_lambda2(n, &edges));
     }
     let laplacian = Laplacian::new(n, &edges);
-    let value = match GroundedFactor::new(&laplacian) {
-        Some(factor) => {
-            let mu = lanczos(n, Extreme::Largest, |x, y| factor.pseudo_inverse(x, y))?;
-            1.0 / mu
-        }
-        None => lanczos(n, Extreme::Smallest, |x, y| laplacian.apply(x, y))?,
+    let start = start_vector(&laplacian.degree);
+    let plain = |patience| {
+        lanczos(&start, Extreme::Smallest, patience, |x, y| {
+            laplacian.apply(x, y)
+        })
+    };
+    let value = match plain(Some(PATIENCE))? {
+        Some(value) => value,
+        None => match GroundedFactor::new(&laplacian) {
+            Some(factor) => {
+                let mu = lanczos(&start, Extreme::Largest, None, |x, y| {
+                    factor.pseudo_inverse(x, y)
+                })?;
+                1.0 / mu.expect("without patience Lanczos runs to the end")
+            }
+            None => plain(None)?.expect("without patience Lanczos runs to the end"),
+        },
     };
     Ok(value.max(0.0))
 }
@@ -219,8 +239,24 @@ fn project_out_constant(x: &mut [f64]) {
     x.iter_mut().for_each(|v| *v -= mean);
 }
 
+/// `a · b` with eight independent partial sums, which the compiler turns into
+/// packed multiply-adds; a single running sum would wait on each addition.
 fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    const LANES: usize = 8;
+    let mut partial = [0f64; LANES];
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f64 = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for i in 0..LANES {
+            partial[i] += x[i] * y[i];
+        }
+    }
+    partial.iter().sum::<f64>() + tail
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -229,55 +265,107 @@ enum Extreme {
     Largest,
 }
 
-/// The smallest or largest eigenvalue of a symmetric operator restricted to 1⊥,
-/// by Lanczos with full reorthogonalization (classical Gram-Schmidt, twice).
-fn lanczos(
-    n: usize,
-    which: Extreme,
-    mut apply: impl FnMut(&[f64], &mut [f64]),
-) -> Result<f64, Error> {
-    let max_steps = (n - 1).min(1_000);
-    // A fixed, irregular start vector keeps results reproducible.
-    let mut v: Vec<f64> = (0..n)
-        .map(|i| ((i as f64 + 1.0) * 0.618_033_988_749_895).fract() - 0.5)
+/// A reproducible start vector in 1⊥, weighted toward light vertices: where λ₂
+/// is small because a few vertices hang on by light edges, its eigenvector lives
+/// on them, and starting there saves many steps. (Any start converges.)
+fn start_vector(degree: &[f64]) -> Vec<f64> {
+    let mut v: Vec<f64> = degree
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (((i as f64 + 1.0) * 0.618_033_988_749_895).fract() - 0.5) / d)
         .collect();
     project_out_constant(&mut v);
     let norm = dot(&v, &v).sqrt();
     v.iter_mut().for_each(|x| *x /= norm);
-    let mut basis: Vec<Vec<f64>> = vec![v];
+    v
+}
+
+/// The smallest or largest eigenvalue of a symmetric operator restricted to 1⊥,
+/// by Lanczos from `start` with full reorthogonalization: classical Gram-Schmidt
+/// against the whole basis (two passes over it, stored contiguously), repeated
+/// once when it cancelled most of the vector ("twice is enough").
+///
+/// With `patience`, returns `Ok(None)` as soon as the residuals' trend says
+/// convergence would take more than that many steps.
+fn lanczos(
+    start: &[f64],
+    which: Extreme,
+    patience: Option<usize>,
+    mut apply: impl FnMut(&[f64], &mut [f64]),
+) -> Result<Option<f64>, Error> {
+    let n = start.len();
+    let max_steps = (n - 1).min(1_000);
+    let mut w = start.to_vec();
+    let mut basis: Vec<f64> = w.clone();
     let (mut alpha, mut beta) = (Vec::new(), Vec::new());
-    let mut w = vec![0f64; n];
+    let mut coefficients = Vec::with_capacity(max_steps);
+    // (step, relative residual, Ritz value) at every check.
+    let mut history: Vec<(usize, f64, f64)> = Vec::new();
     for step in 0..max_steps {
-        apply(&basis[step], &mut w);
-        alpha.push(dot(&w, &basis[step]));
-        for _ in 0..2 {
+        apply(&basis[step * n..(step + 1) * n], &mut w);
+        alpha.push(dot(&w, &basis[step * n..(step + 1) * n]));
+        let mut b = dot(&w, &w).sqrt();
+        for _pass in 0..2 {
+            let before = b;
             project_out_constant(&mut w);
-            for q in &basis {
-                let c = dot(&w, q);
+            coefficients.clear();
+            coefficients.extend(basis.chunks_exact(n).map(|q| dot(q, &w)));
+            for (q, &c) in basis.chunks_exact(n).zip(&coefficients) {
                 w.iter_mut().zip(q).for_each(|(x, y)| *x -= c * y);
             }
+            b = dot(&w, &w).sqrt();
+            if b > 0.7 * before {
+                break;
+            }
         }
-        let b = dot(&w, &w).sqrt();
-        let done = step + 1 == max_steps || step % 4 == 3 || b == 0.0;
-        if done {
+        let last_step = step + 1 == max_steps;
+        if last_step || step % 4 == 3 || b == 0.0 {
             let (theta, last) = extreme_ritz(&alpha, &beta, which)?;
-            let residual = b * last.abs();
-            if residual <= RESIDUAL_TOLERANCE * theta.abs()
-                || b <= f64::EPSILON * theta.abs()
-                || step + 1 == max_steps
-            {
-                if step + 1 == max_steps && residual > 1e-6 * theta.abs() && step + 1 < n - 1 {
-                    return Err(Error::Spectral(format!(
-                        "{max_steps} Lanczos steps left a residual of {residual:e} at θ = {theta:e}"
-                    )));
+            let relative = b * last.abs() / theta.abs();
+            // A Ritz value's error shrinks with the square of its residual, so once the
+            // residual is small, a value that stopped moving has converged.
+            let settled = relative <= SETTLED_RESIDUAL
+                && history.last().is_some_and(|&(_, _, previous)| {
+                    (theta - previous).abs() <= 1e-13 * theta.abs()
+                });
+            if relative <= RESIDUAL_TOLERANCE || settled || b <= f64::EPSILON * theta.abs() {
+                return Ok(Some(theta));
+            }
+            if last_step {
+                // Below n − 1 steps the Krylov space is not exhausted: say so.
+                return if max_steps == n - 1 {
+                    Ok(Some(theta))
+                } else {
+                    Err(Error::Spectral(format!(
+                        "{max_steps} Lanczos steps left a relative residual of {relative:e} at θ = {theta:e}"
+                    )))
+                };
+            }
+            history.push((step, relative, theta));
+            if let Some(patience) = patience {
+                if too_slow(&history, patience) {
+                    return Ok(None);
                 }
-                return Ok(theta);
             }
         }
         beta.push(b);
-        basis.push(w.iter().map(|x| x / b).collect());
+        basis.extend(w.iter().map(|x| x / b));
     }
     unreachable!("the loop returns at its last step")
+}
+
+/// Whether the residuals of the last 12 steps, extrapolated at their rate, stay
+/// above the tolerance beyond `patience` steps. Lanczos speeds up as it goes, so
+/// the extrapolation errs toward patience.
+fn too_slow(history: &[(usize, f64, f64)], patience: usize) -> bool {
+    let [.., (early_step, early, _), _, _, (step, now, _)] = history else {
+        return false;
+    };
+    if *step < 64 {
+        return false;
+    }
+    let rate = (now / early).powf(1.0 / (step - early_step) as f64);
+    rate >= 1.0 || *step as f64 + (RESIDUAL_TOLERANCE / now).ln() / rate.ln() > patience as f64
 }
 
 /// The extreme eigenvalue of the tridiagonal matrix (diagonal `alpha`,

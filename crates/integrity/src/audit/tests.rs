@@ -269,7 +269,7 @@ fn a_checkpoint_reveals_tail_truncation() {
     let entries = chain(&s, 5);
     let checkpoint = s.checkpoint(5, entries[4].entry_hash, 9_000);
     let ring = KeyRing::new([trusted(&s)]);
-    assert!(verify_chain(&entries, &ring, &[checkpoint.clone()]).is_ok());
+    assert!(verify_chain(&entries, &ring, std::slice::from_ref(&checkpoint)).is_ok());
     // Without the checkpoint, dropping the last two rows is undetectable...
     assert!(verify_chain(&entries[..3], &ring, &[]).is_ok());
     // ...with it, it is named.
@@ -291,7 +291,7 @@ fn a_checkpoint_reveals_a_rewritten_history() {
     ));
     let ring = KeyRing::new([trusted(&s)]);
     assert_eq!(
-        verify_chain(&rewritten, &ring, &[checkpoint.clone()])
+        verify_chain(&rewritten, &ring, std::slice::from_ref(&checkpoint))
             .unwrap_err()
             .fault,
         Fault::CheckpointMismatch

@@ -16,6 +16,7 @@
 //!      `(x,y)` whose scan lifts `r(y)` to `≥ λ̂` has `λ(x,y) ≥ r(y) ≥ λ̂`;
 //!    - and, if nothing else applies, the last two vertices of the scan
 //!      (Stoer-Wagner's phase contraction), so every round makes progress.
+//!
 //!    Large sparse rounds run on compressed rows with a binary heap ([`sparse`]);
 //!    once the contracted graph is small or dense they run on an adjacency matrix
 //!    with merges done in place ([`dense`]).
@@ -89,6 +90,20 @@ pub fn cut_weight(edges: &[(u32, u32, f64)], side: &[bool]) -> f64 {
 /// add up, self-loops are ignored. Returns `None` when `n < 2`: such a graph has
 /// no cut.
 pub fn min_cut(n: usize, edges: &[(u32, u32, f64)]) -> Result<Option<Cut>, Error> {
+    min_cut_by(n, edges, Rounds::Auto)
+}
+
+/// Which round implementation runs; tests force each one.
+#[derive(Clone, Copy, PartialEq)]
+enum Rounds {
+    /// Sparse rounds until the contracted graph is small or dense, then matrix rounds.
+    Auto,
+    /// Sparse rounds only.
+    #[cfg(test)]
+    Sparse,
+}
+
+fn min_cut_by(n: usize, edges: &[(u32, u32, f64)], rounds: Rounds) -> Result<Option<Cut>, Error> {
     validate_edges(n, edges)?;
     if n < 2 {
         return Ok(None);
@@ -102,7 +117,7 @@ pub fn min_cut(n: usize, edges: &[(u32, u32, f64)]) -> Result<Option<Cut>, Error
         let labels = components.labels();
         labels.iter().map(|&l| l == 0).collect()
     } else {
-        solve_connected(n, positive())
+        solve_connected(n, positive(), rounds)
     };
     Ok(Some(normalized(edges, side)))
 }
@@ -138,7 +153,11 @@ impl Best {
 }
 
 /// Min cut of a connected graph with positive weights; returns one side.
-fn solve_connected(n: usize, edges: impl Iterator<Item = (u32, u32, f64)>) -> Vec<bool> {
+fn solve_connected(
+    n: usize,
+    edges: impl Iterator<Item = (u32, u32, f64)>,
+    rounds: Rounds,
+) -> Vec<bool> {
     let mut graph = sparse::Csr::from_edges(n, edges);
     // owner[v] = the current (contracted) vertex that original vertex v is in.
     let mut owner: Vec<u32> = (0..n as u32).collect();
@@ -155,7 +174,7 @@ fn solve_connected(n: usize, edges: impl Iterator<Item = (u32, u32, f64)>) -> Ve
         if k <= 2 {
             break;
         }
-        if dense::preferred(k, graph.entries()) {
+        if rounds == Rounds::Auto && dense::preferred(k, graph.entries()) {
             let matrix = dense::Dense::from_csr(&graph);
             if let Some((value, side)) = matrix.solve(best.value) {
                 best.offer(value, &owner, |o| side[o as usize]);

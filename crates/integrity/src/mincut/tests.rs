@@ -17,8 +17,10 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1e-300)
 }
 
-fn assert_exact(n: usize, edges: &[(u32, u32, f64)]) {
-    let cut = min_cut(n, edges).unwrap().expect("n ≥ 2 has a cut");
+fn assert_exact(n: usize, edges: &[(u32, u32, f64)], rounds: Rounds) {
+    let cut = min_cut_by(n, edges, rounds)
+        .unwrap()
+        .expect("n ≥ 2 has a cut");
     let expected = brute_force(n, edges);
     assert!(
         close(cut.value, expected),
@@ -46,7 +48,12 @@ proptest! {
 
     #[test]
     fn matches_brute_force_on_small_graphs((n, edges) in graphs()) {
-        assert_exact(n, &edges);
+        assert_exact(n, &edges, Rounds::Auto);
+    }
+
+    #[test]
+    fn sparse_rounds_alone_match_brute_force((n, edges) in graphs()) {
+        assert_exact(n, &edges, Rounds::Sparse);
     }
 }
 
