@@ -221,6 +221,48 @@ impl Event {
     }
 }
 
+impl Event {
+    /// The first field in which a stored copy of an event differs from the
+    /// signed one, if any. Metadata compares as JSON (jsonb reorders keys and
+    /// respells numbers), everything else exactly.
+    pub fn first_difference(&self, stored: &Event) -> Option<&'static str> {
+        let json = |text: &str| {
+            serde_json::from_str::<Value>(text)
+                .map(|v| canonical_json(&v))
+                .ok()
+        };
+        [
+            ("collection_id", self.collection_id == stored.collection_id),
+            ("collection_name", self.collection == stored.collection),
+            ("event_type", self.event_type == stored.event_type),
+            (
+                "previous_state",
+                self.previous_state == stored.previous_state,
+            ),
+            ("new_state", self.new_state == stored.new_state),
+            ("lambda_cut", same_bits(self.lambda_cut, stored.lambda_cut)),
+            (
+                "lambda_norm",
+                same_bits(self.lambda_norm, stored.lambda_norm),
+            ),
+            ("lambda2", same_bits(self.lambda2, stored.lambda2)),
+            ("witness_edges", self.witness_edges == stored.witness_edges),
+            (
+                "metadata",
+                json(&self.metadata).is_some() && json(&self.metadata) == json(&stored.metadata),
+            ),
+            ("created_at", self.created_at == stored.created_at),
+        ]
+        .into_iter()
+        .find(|(_, same)| !same)
+        .map(|(field, _)| field)
+    }
+}
+
+fn same_bits(a: Option<f64>, b: Option<f64>) -> bool {
+    a.map(f64::to_bits) == b.map(f64::to_bits)
+}
+
 /// JSON text with object keys sorted at every level, so equal documents have
 /// equal text however they were stored (jsonb reorders keys).
 pub fn canonical_json(value: &Value) -> String {
@@ -568,6 +610,30 @@ pub struct ChainHead {
     /// 0 for an empty chain.
     pub seq: u64,
     pub entry_hash: Hash,
+}
+
+/// Verifies one entry on its own: its hash and its signature (not its place in
+/// the chain).
+pub fn verify_entry(entry: &SignedEntry, keys: &KeyRing) -> Result<(), ChainFault> {
+    let fault = |fault, detail: String| ChainFault {
+        seq: entry.seq,
+        fault,
+        detail,
+    };
+    if entry_hash(entry.seq, &entry.prev_hash, entry.signed_at, &entry.payload) != entry.entry_hash
+    {
+        return Err(fault(
+            Fault::Modified,
+            "the entry does not hash to its entry_hash".into(),
+        ));
+    }
+    keys.check(
+        &entry.signer_id,
+        entry.signed_at,
+        &entry.entry_hash,
+        &entry.signature,
+    )
+    .map_err(|(kind, detail)| fault(kind, detail))
 }
 
 /// Verifies entries in the order given, then each checkpoint against them.

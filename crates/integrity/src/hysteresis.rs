@@ -27,6 +27,7 @@ use crate::{Micros, SECOND};
 /// The integrity state of a collection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[repr(u8)]
 pub enum State {
     /// No sample yet since the collection was registered or the server started.
     Unknown,

@@ -329,3 +329,38 @@ fn generated_keys_differ() {
         Signer::generate().unwrap().public_key()
     );
 }
+
+#[test]
+fn a_stored_copy_is_compared_field_by_field() {
+    let signed = event(1);
+    assert_eq!(signed.first_difference(&signed.clone()), None);
+    // jsonb reorders keys and respells numbers; that is not a difference.
+    let respelled = Event {
+        metadata: r#"{"sample": 1.0e0, "reason": "archiver failing"}"#.replace("1.0e0", "1"),
+        ..signed.clone()
+    };
+    assert_eq!(signed.first_difference(&respelled), None);
+    let changed = Event {
+        metadata: r#"{"sample": 2, "reason": "archiver failing"}"#.into(),
+        ..signed.clone()
+    };
+    assert_eq!(signed.first_difference(&changed), Some("metadata"));
+    let moved = Event {
+        lambda_norm: Some(0.5000000001),
+        ..signed.clone()
+    };
+    assert_eq!(signed.first_difference(&moved), Some("lambda_norm"));
+}
+
+#[test]
+fn a_single_entry_verifies_on_its_own() {
+    let s = signer(1);
+    let mut entries = chain(&s, 3);
+    let ring = KeyRing::new([trusted(&s)]);
+    assert!(verify_entry(&entries[2], &ring).is_ok());
+    entries[2].payload[9] ^= 4;
+    assert_eq!(
+        verify_entry(&entries[2], &ring).unwrap_err().fault,
+        Fault::Modified
+    );
+}

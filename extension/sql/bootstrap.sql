@@ -1,0 +1,223 @@
+-- ruvector: tables, roles and audit protections. Runs before the functions
+-- pgrx generates; the functions' grants and SQL wrappers are in finalize.sql.
+
+CREATE SCHEMA IF NOT EXISTS ruvector;
+
+DO $$
+BEGIN
+    CREATE ROLE ruvector_reader NOLOGIN;
+EXCEPTION WHEN duplicate_object THEN NULL;
+END $$;
+DO $$
+BEGIN
+    CREATE ROLE ruvector_admin NOLOGIN;
+EXCEPTION WHEN duplicate_object THEN NULL;
+END $$;
+GRANT ruvector_reader TO ruvector_admin;
+GRANT USAGE ON SCHEMA ruvector TO ruvector_reader;
+
+-- Registered vector collections.
+CREATE TABLE ruvector.collections (
+    id              serial PRIMARY KEY,
+    name            text NOT NULL UNIQUE
+                    CHECK (name ~ '^[A-Za-z0-9_][A-Za-z0-9_.:-]*$' AND octet_length(name) <= 63),
+    table_schema    name NOT NULL,
+    table_name      name NOT NULL,
+    column_name     name NOT NULL,
+    table_oid       oid NOT NULL,
+    dimensions      integer NOT NULL CHECK (dimensions BETWEEN 1 AND 16000),
+    distance_metric text NOT NULL DEFAULT 'l2' CHECK (distance_metric IN ('l2', 'cosine', 'ip', 'l1')),
+    index_type      text NOT NULL DEFAULT 'flat' CHECK (index_type IN ('hnsw', 'ivfflat', 'flat')),
+    index_oid       oid,
+    config          jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(config) = 'object'),
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (table_schema, table_name, column_name)
+);
+
+-- The current integrity state of each collection, written by the worker.
+CREATE TABLE ruvector.integrity_state (
+    collection_id   integer PRIMARY KEY REFERENCES ruvector.collections(id) ON DELETE CASCADE,
+    state           text NOT NULL DEFAULT 'unknown' CHECK (state IN ('unknown', 'normal', 'stress', 'critical')),
+    lambda_cut      double precision,
+    lambda_nominal  double precision,
+    lambda_norm     double precision,
+    lambda2         double precision,
+    witness_edges   jsonb NOT NULL DEFAULT '[]',
+    last_sample     timestamptz,
+    sample_count    bigint NOT NULL DEFAULT 0,
+    -- the hysteresis controller's memory (counts, holds), so restarts resume it
+    controller      jsonb NOT NULL DEFAULT '{}',
+    override_state  text CHECK (override_state IN ('normal', 'stress', 'critical')),
+    override_until  timestamptz,
+    override_reason text,
+    override_by     name,
+    last_error      text,
+    last_error_at   timestamptz,
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+
+-- Policies; the enabled one with the highest priority is in force.
+CREATE TABLE ruvector.integrity_policies (
+    id                   serial PRIMARY KEY,
+    collection_id        integer NOT NULL REFERENCES ruvector.collections(id) ON DELETE CASCADE,
+    name                 text NOT NULL,
+    description          text,
+    threshold_high       double precision NOT NULL,
+    threshold_low        double precision NOT NULL,
+    normal_actions       jsonb NOT NULL,
+    stress_actions       jsonb NOT NULL,
+    critical_actions     jsonb NOT NULL,
+    hysteresis           jsonb NOT NULL,
+    defer_retry_secs     integer NOT NULL,
+    sample_interval_secs integer,
+    priority             integer NOT NULL DEFAULT 0,
+    notifications        jsonb NOT NULL DEFAULT '{}',
+    enabled              boolean NOT NULL DEFAULT true,
+    created_at           timestamptz NOT NULL DEFAULT now(),
+    updated_at           timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (collection_id, name)
+);
+
+-- The contracted operational graph as last stored (see ruvector_contracted_graph).
+CREATE TABLE ruvector.contracted_graph (
+    collection_id   integer NOT NULL REFERENCES ruvector.collections(id) ON DELETE CASCADE,
+    node_type       text NOT NULL CHECK (node_type IN
+                        ('partition', 'centroid', 'shard', 'maintenance_dep', 'replication_target')),
+    node_id         bigint NOT NULL,
+    node_name       text NOT NULL,
+    node_data       jsonb NOT NULL DEFAULT '{}',
+    health_score    double precision NOT NULL CHECK (health_score BETWEEN 0 AND 1),
+    last_updated    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (collection_id, node_type, node_id)
+);
+
+CREATE TABLE ruvector.contracted_edges (
+    id                 bigserial PRIMARY KEY,
+    collection_id      integer NOT NULL REFERENCES ruvector.collections(id) ON DELETE CASCADE,
+    source_type        text NOT NULL,
+    source_id          bigint NOT NULL,
+    target_type        text NOT NULL,
+    target_id          bigint NOT NULL,
+    edge_type          text NOT NULL CHECK (edge_type IN ('partition_link', 'routing_link', 'dependency', 'replication')),
+    capacity           double precision NOT NULL CHECK (capacity >= 0),
+    effective_capacity double precision NOT NULL CHECK (effective_capacity >= 0),
+    current_flow       double precision NOT NULL DEFAULT 0,
+    latency_ms         double precision,
+    error_rate         double precision NOT NULL DEFAULT 0 CHECK (error_rate BETWEEN 0 AND 1),
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    updated_at         timestamptz NOT NULL DEFAULT now(),
+    FOREIGN KEY (collection_id, source_type, source_id)
+        REFERENCES ruvector.contracted_graph(collection_id, node_type, node_id) ON DELETE CASCADE,
+    FOREIGN KEY (collection_id, target_type, target_id)
+        REFERENCES ruvector.contracted_graph(collection_id, node_type, node_id) ON DELETE CASCADE
+);
+CREATE INDEX ON ruvector.contracted_edges (collection_id);
+
+-- Every sample, unsigned and pruned after ruvector.sample_retention.
+CREATE TABLE ruvector.integrity_samples (
+    collection_id  integer NOT NULL REFERENCES ruvector.collections(id) ON DELETE CASCADE,
+    sampled_at     timestamptz NOT NULL,
+    lambda_cut     double precision NOT NULL,
+    lambda_nominal double precision NOT NULL,
+    lambda_norm    double precision NOT NULL,
+    lambda2        double precision,
+    state          text NOT NULL,
+    node_count     integer NOT NULL,
+    edge_count     integer NOT NULL,
+    PRIMARY KEY (collection_id, sampled_at)
+);
+
+-- The signed, hash-chained audit log. Append-only; no foreign key, so that
+-- events outlive the collections they are about.
+CREATE TABLE ruvector.integrity_events (
+    seq             bigint PRIMARY KEY CHECK (seq >= 1),
+    collection_id   integer,
+    collection_name text NOT NULL,
+    event_type      text NOT NULL CHECK (event_type IN
+                        ('state_change', 'sample', 'policy_update', 'manual_override', 'recovery', 'alert', 'audit')),
+    previous_state  text,
+    new_state       text,
+    lambda_cut      double precision,
+    lambda_norm     double precision,
+    lambda2         double precision,
+    witness_edges   jsonb NOT NULL DEFAULT '[]',
+    metadata        jsonb NOT NULL DEFAULT '{}',
+    -- exactly the bytes that were hashed: ruvector's versioned binary encoding
+    payload         bytea NOT NULL,
+    prev_hash       bytea NOT NULL CHECK (octet_length(prev_hash) = 32),
+    entry_hash      bytea NOT NULL CHECK (octet_length(entry_hash) = 32),
+    signature       bytea NOT NULL,
+    signer_id       text NOT NULL,
+    created_at      timestamptz NOT NULL,
+    signed_at       timestamptz NOT NULL,
+    expires_at      timestamptz
+);
+CREATE INDEX ON ruvector.integrity_events (collection_name, created_at);
+
+-- Events made in backends, waiting for the worker to sign and chain them.
+CREATE TABLE ruvector.pending_events (
+    id              bigserial PRIMARY KEY,
+    collection_id   integer,
+    collection_name text NOT NULL,
+    event_type      text NOT NULL,
+    previous_state  text,
+    new_state       text,
+    metadata        jsonb NOT NULL DEFAULT '{}',
+    created_at      timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+-- Public keys of the audit signer(s).
+CREATE TABLE ruvector.signing_keys (
+    id                text PRIMARY KEY,
+    public_key        bytea NOT NULL CHECK (octet_length(public_key) = 32),
+    description       text,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    expires_at        timestamptz,
+    revoked_at        timestamptz,
+    revocation_reason text
+);
+
+-- Audit tables are append-only for everyone: no UPDATE, DELETE or TRUNCATE.
+CREATE FUNCTION ruvector.refuse_audit_change() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    RAISE EXCEPTION 'ruvector.% is append-only', TG_TABLE_NAME
+        USING ERRCODE = 'insufficient_privilege',
+              DETAIL = format('%s refused on the audit log.', TG_OP),
+              HINT = 'Audit events can be neither changed nor removed; check them with ruvector_verify_audit_chain().';
+END $$;
+
+CREATE TRIGGER append_only BEFORE UPDATE OR DELETE ON ruvector.integrity_events
+    FOR EACH ROW EXECUTE FUNCTION ruvector.refuse_audit_change();
+CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON ruvector.integrity_events
+    FOR EACH STATEMENT EXECUTE FUNCTION ruvector.refuse_audit_change();
+
+-- Keys may only gain an expiry or a revocation, once.
+CREATE FUNCTION ruvector.guard_signing_key() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    IF TG_OP = 'UPDATE'
+       AND NEW.id = OLD.id AND NEW.public_key = OLD.public_key
+       AND NEW.created_at = OLD.created_at
+       AND NEW.description IS NOT DISTINCT FROM OLD.description
+       AND (OLD.expires_at IS NULL OR NEW.expires_at = OLD.expires_at)
+       AND (OLD.revoked_at IS NULL OR (NEW.revoked_at = OLD.revoked_at
+            AND NEW.revocation_reason IS NOT DISTINCT FROM OLD.revocation_reason)) THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'ruvector.signing_keys rows can only gain an expiry or a revocation'
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'Use ruvector_rotate_signing_key() or ruvector_revoke_signing_key().';
+END $$;
+
+CREATE TRIGGER guard BEFORE UPDATE OR DELETE ON ruvector.signing_keys
+    FOR EACH ROW EXECUTE FUNCTION ruvector.guard_signing_key();
+CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON ruvector.signing_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION ruvector.refuse_audit_change();
+
+REVOKE ALL ON ALL TABLES IN SCHEMA ruvector FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA ruvector FROM PUBLIC;
+GRANT SELECT ON ALL TABLES IN SCHEMA ruvector TO ruvector_reader;
+REVOKE ALL ON FUNCTION ruvector.refuse_audit_change() FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector.guard_signing_key() FROM PUBLIC;

@@ -1,0 +1,215 @@
+-- ruvector: the public SQL API. Functions written in Rust live in schema
+-- ruvector with a leading underscore and cannot be called directly; these
+-- wrappers give them the documented names and signatures, run as the
+-- extension's owner (SECURITY DEFINER, with a pinned search_path), and are
+-- granted to ruvector_reader or ruvector_admin.
+
+-- Enforcement: one statement trigger function for every registered table.
+CREATE FUNCTION ruvector._gate_statement() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n bigint := -1;
+BEGIN
+    IF TG_OP <> 'TRUNCATE' THEN
+        SELECT count(*) INTO n FROM ruvector_rows;
+    END IF;
+    PERFORM ruvector._enforce(TG_ARGV[0], lower(TG_OP), n, TG_RELID);
+    RETURN NULL;
+END $$;
+
+-- Installs (or refreshes) the statement triggers of collection p_id on its
+-- table and every partition of it.
+CREATE FUNCTION ruvector._install_gate_triggers(p_id integer, p_name text, p_table oid) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r regclass;
+    prefix text := 'ruvector_gate_' || p_id || '_';
+BEGIN
+    FOR r IN SELECT relid FROM pg_partition_tree(p_table::regclass) UNION SELECT p_table::regclass LOOP
+        EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS ruvector_rows '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION ruvector._gate_statement(%L)', prefix || 'insert', r, p_name);
+        EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER UPDATE ON %s REFERENCING NEW TABLE AS ruvector_rows '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION ruvector._gate_statement(%L)', prefix || 'update', r, p_name);
+        EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS ruvector_rows '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION ruvector._gate_statement(%L)', prefix || 'delete', r, p_name);
+        EXECUTE format('CREATE OR REPLACE TRIGGER %I BEFORE TRUNCATE ON %s '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION ruvector._gate_statement(%L)', prefix || 'truncate', r, p_name);
+    END LOOP;
+END $$;
+
+CREATE FUNCTION ruvector._remove_gate_triggers(p_id integer) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t record;
+BEGIN
+    FOR t IN SELECT tgrelid::regclass AS rel, tgname FROM pg_trigger
+             WHERE tgname LIKE 'ruvector\_gate\_' || p_id || '\_%' LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', t.tgname, t.rel);
+    END LOOP;
+END $$;
+
+CREATE FUNCTION ruvector_register_collection(
+    collection text,
+    table_name regclass,
+    column_name name,
+    dimensions integer DEFAULT NULL,
+    distance_metric text DEFAULT 'l2',
+    index_type text DEFAULT 'flat',
+    config jsonb DEFAULT '{}')
+RETURNS jsonb LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ruvector._register_collection(collection, table_name::oid, column_name::text,
+                                           dimensions, distance_metric, index_type, config) $$;
+
+CREATE FUNCTION ruvector_unregister_collection(collection text)
+RETURNS jsonb LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ruvector._unregister_collection(collection) $$;
+
+CREATE FUNCTION ruvector_integrity_status(collection text)
+RETURNS jsonb LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ruvector._integrity_status(collection) $$;
+
+CREATE FUNCTION ruvector_integrity_sample(collection text)
+RETURNS jsonb LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ruvector._integrity_sample(collection) $$;
+
+CREATE FUNCTION ruvector_rebuild_contracted_graph(collection text)
+RETURNS jsonb LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ruvector._rebuild_contracted_graph(collection) $$;
+
+CREATE FUNCTION ruvector_integrity_policy_set(collection text, policy_name text, policy jsonb)
+RETURNS jsonb LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ruvector._policy_set(collection, policy_name, policy) $$;
+
+-- Pins the state of a collection for ttl (NULL state clears the pin). Audited.
+CREATE FUNCTION ruvector_integrity_override(
+    collection text, state text, ttl interval DEFAULT '1 hour', reason text DEFAULT NULL)
+RETURNS jsonb LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ruvector._override(collection, state, extract(epoch FROM ttl)::float8, reason) $$;
+
+CREATE FUNCTION ruvector_verify_event_signature(event_id bigint)
+RETURNS boolean LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ruvector._verify_event(event_id) $$;
+
+CREATE FUNCTION ruvector_verify_audit_chain()
+RETURNS jsonb LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ruvector._verify_audit_chain() $$;
+
+CREATE FUNCTION ruvector_audit_checkpoint()
+RETURNS jsonb LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ruvector._audit_checkpoint() $$;
+
+CREATE FUNCTION ruvector_rotate_signing_key(reason text DEFAULT NULL)
+RETURNS jsonb LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ruvector._rotate_signing_key(reason) $$;
+
+CREATE FUNCTION ruvector_revoke_signing_key(key_id text, reason text)
+RETURNS jsonb LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ruvector._revoke_signing_key(key_id, reason) $$;
+
+-- The stored contracted graph of a collection.
+CREATE FUNCTION ruvector_contracted_graph(collection text)
+RETURNS jsonb LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_id integer;
+BEGIN
+    SELECT c.id INTO v_id FROM ruvector.collections c WHERE c.name = collection;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'collection "%" is not registered', collection
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'List collections with SELECT name FROM ruvector.collections.';
+    END IF;
+    RETURN jsonb_build_object(
+        'collection', collection,
+        'nodes', coalesce((
+            SELECT jsonb_agg(jsonb_build_object('type', g.node_type, 'id', g.node_id, 'name', g.node_name,
+                                                'health', g.health_score, 'data', g.node_data) ORDER BY g.node_id)
+            FROM ruvector.contracted_graph g WHERE g.collection_id = v_id), '[]'::jsonb),
+        'edges', coalesce((
+            SELECT jsonb_agg(jsonb_build_object('source', e.source_type || ':' || e.source_id,
+                                                'target', e.target_type || ':' || e.target_id,
+                                                'type', e.edge_type, 'capacity', e.capacity,
+                                                'effective_capacity', e.effective_capacity,
+                                                'error_rate', e.error_rate) ORDER BY e.id)
+            FROM ruvector.contracted_edges e WHERE e.collection_id = v_id), '[]'::jsonb),
+        'node_count', (SELECT count(*) FROM ruvector.contracted_graph g WHERE g.collection_id = v_id),
+        'edge_count', (SELECT count(*) FROM ruvector.contracted_edges e WHERE e.collection_id = v_id),
+        'witness_edges', (SELECT s.witness_edges FROM ruvector.integrity_state s WHERE s.collection_id = v_id));
+END $$;
+
+-- The audit history of a collection, newest first: signed events with their
+-- verification, then events still waiting for the worker's signature.
+CREATE FUNCTION ruvector_integrity_history(
+    collection text,
+    event_type text DEFAULT NULL,
+    since timestamptz DEFAULT now() - interval '24 hours',
+    max_rows integer DEFAULT 100)
+RETURNS TABLE (
+    id bigint,
+    event_type text,
+    previous_state text,
+    new_state text,
+    lambda_cut double precision,
+    witness_edge_count integer,
+    is_signed boolean,
+    is_verified boolean,
+    created_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT * FROM (
+        SELECT e.seq, e.event_type, e.previous_state, e.new_state, e.lambda_cut,
+               jsonb_array_length(e.witness_edges), true, ruvector._verify_event(e.seq), e.created_at
+        FROM ruvector.integrity_events e
+        WHERE e.collection_name = $1 AND e.created_at >= $3 AND ($2 IS NULL OR e.event_type = $2)
+        UNION ALL
+        SELECT NULL, p.event_type, p.previous_state, p.new_state, NULL, 0, false, NULL, p.created_at
+        FROM ruvector.pending_events p
+        WHERE p.collection_name = $1 AND p.created_at >= $3 AND ($2 IS NULL OR p.event_type = $2)
+    ) h
+    ORDER BY h.created_at DESC, h.seq DESC NULLS FIRST
+    LIMIT $4
+$$;
+
+-- Privileges. Functions are executable by PUBLIC by default; take that back.
+REVOKE ALL ON FUNCTION ruvector._gate_statement() FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._install_gate_triggers(integer, text, oid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._remove_gate_triggers(integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._register_collection FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._unregister_collection FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._integrity_status FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._integrity_sample FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._rebuild_contracted_graph FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._policy_set FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._override FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._verify_event FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._verify_audit_chain FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._audit_checkpoint FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._rotate_signing_key FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._revoke_signing_key FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._enforce FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION ruvector_register_collection FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_unregister_collection FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_integrity_status FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_integrity_sample FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_rebuild_contracted_graph FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_integrity_policy_set FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_integrity_override FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_verify_event_signature FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_verify_audit_chain FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_audit_checkpoint FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_rotate_signing_key FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_revoke_signing_key FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_contracted_graph FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_integrity_history FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_integrity_gate FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_integrity_allowed FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION
+    ruvector_integrity_status, ruvector_integrity_gate, ruvector_integrity_allowed,
+    ruvector_integrity_history, ruvector_contracted_graph, ruvector_verify_event_signature,
+    ruvector_verify_audit_chain, ruvector_audit_checkpoint
+    TO ruvector_reader;
+GRANT EXECUTE ON FUNCTION
+    ruvector_register_collection, ruvector_unregister_collection, ruvector_integrity_policy_set,
+    ruvector_rebuild_contracted_graph, ruvector_integrity_sample, ruvector_integrity_override
+    TO ruvector_admin;
+-- ruvector_rotate_signing_key and ruvector_revoke_signing_key: superusers only.

@@ -1,0 +1,8 @@
+-- Appends one signed event. Times are Unix microseconds.
+INSERT INTO ruvector.integrity_events
+    (seq, collection_id, collection_name, event_type, previous_state, new_state,
+     lambda_cut, lambda_norm, lambda2, witness_edges, metadata,
+     payload, prev_hash, entry_hash, signature, signer_id, created_at, signed_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+        'epoch'::timestamptz + $17::bigint * interval '1 microsecond',
+        'epoch'::timestamptz + $18::bigint * interval '1 microsecond')

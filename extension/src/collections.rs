@@ -1,0 +1,546 @@
+//! Registered collections: registration and unregistration, policies and
+//! operator overrides, and loading a collection's row with its policy in force.
+//!
+//! Every change here happens in the caller's transaction: its audit event is
+//! appended unsigned (the worker signs it), and shared memory learns of it only
+//! when the transaction commits.
+
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use ruvector_integrity::hysteresis::{Controller, State};
+use ruvector_integrity::policy::Policy;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::errors::{Optional, OrRaise, SqlError, SqlResult};
+use crate::shmem::{self, CollectionView, NAME_MAX};
+use crate::{audit, clock, enforce, gucs, xact};
+
+const COLLECTIONS: &str = include_str!("../sql/queries/collections.sql");
+const TABLE_INFO: &str = include_str!("../sql/queries/table_info.sql");
+const UPSERT_POLICY: &str = include_str!("../sql/queries/upsert_policy.sql");
+
+/// A collection's row, its state row and its policy in force.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CollectionRow {
+    pub id: i32,
+    pub name: String,
+    pub relid: i64,
+    pub schema: String,
+    pub table: String,
+    pub column: String,
+    pub dimensions: i32,
+    pub config: Value,
+    pub state: String,
+    pub lambda_cut: Option<f64>,
+    pub lambda_norm: Option<f64>,
+    /// Unix µs.
+    pub last_sample: Option<i64>,
+    pub sample_count: i64,
+    pub controller: Value,
+    pub override_state: Option<String>,
+    /// Unix µs.
+    pub override_until: Option<i64>,
+    pub policy_name: Option<String>,
+    pub policy: Value,
+}
+
+impl CollectionRow {
+    /// The policy in force; the default when every policy is disabled.
+    pub fn policy(&self) -> SqlResult<Policy> {
+        match self.policy_name {
+            Some(_) => Policy::from_document(&self.policy).map_err(SqlError::from),
+            None => Ok(Policy::default()),
+        }
+    }
+
+    /// The hysteresis controller as stored, or a fresh one.
+    pub fn controller(&self) -> Controller {
+        serde_json::from_value(self.controller.clone()).unwrap_or_else(|_| Controller {
+            state: State::parse(&self.state).unwrap_or(State::Unknown),
+            ..Controller::default()
+        })
+    }
+
+    pub fn relid(&self) -> pg_sys::Oid {
+        pg_sys::Oid::from(self.relid as u32)
+    }
+
+    /// What shared memory should hold for this collection.
+    pub fn view(&self) -> SqlResult<CollectionView> {
+        let policy = self.policy()?;
+        Ok(CollectionView {
+            collection_id: self.id,
+            relid: self.relid(),
+            state: State::parse(&self.state).unwrap_or(State::Unknown),
+            override_state: self.override_state.as_deref().and_then(State::parse),
+            override_until: self.override_until.map_or(0, clock::unix_to_pg),
+            last_sample_at: self.last_sample.map_or(0, clock::unix_to_pg),
+            lambda_cut: self.lambda_cut.unwrap_or(f64::NAN),
+            lambda_norm: self.lambda_norm.unwrap_or(f64::NAN),
+            sample_interval_secs: policy
+                .sample_interval_secs
+                .unwrap_or(gucs::SAMPLE_INTERVAL.get() as u32),
+            policy: policy.compile(),
+        })
+    }
+}
+
+/// Every registered collection, or the one named `name`.
+pub fn load(name: Option<&str>) -> SqlResult<Vec<CollectionRow>> {
+    let rows = Spi::get_one_with_args::<JsonB>(COLLECTIONS, &[name.into()])?
+        .ok_or_else(|| SqlError::internal("the collections query returned nothing"))?;
+    Ok(serde_json::from_value(rows.0)?)
+}
+
+/// The collection named `name`, or `42704 undefined_object`.
+pub fn find(name: &str) -> SqlResult<CollectionRow> {
+    load(Some(name))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| SqlError::unknown_collection(name))
+}
+
+/// The role that called into a SECURITY DEFINER wrapper.
+pub fn caller() -> String {
+    unsafe {
+        let name = pg_sys::GetUserNameFromId(pg_sys::GetOuterUserId(), true);
+        if name.is_null() {
+            "unknown".to_owned()
+        } else {
+            std::ffi::CStr::from_ptr(name)
+                .to_string_lossy()
+                .into_owned()
+        }
+    }
+}
+
+fn check_name(name: &str) -> SqlResult<()> {
+    let valid_chars = name.bytes().enumerate().all(|(i, b)| {
+        b.is_ascii_alphanumeric() || b == b'_' || (i > 0 && matches!(b, b'.' | b':' | b'-'))
+    });
+    if name.is_empty() || name.len() > NAME_MAX || !valid_chars {
+        return Err(SqlError::invalid(format!("invalid collection name \"{name}\""))
+            .detail("A name has 1 to 63 ASCII letters, digits and _ . : - characters, and starts with a letter, digit or _."));
+    }
+    Ok(())
+}
+
+fn one_of(what: &str, value: &str, valid: &[&str]) -> SqlResult<()> {
+    if valid.contains(&value) {
+        Ok(())
+    } else {
+        Err(SqlError::invalid(format!("invalid {what} \"{value}\""))
+            .hint(format!("Valid values: {}.", valid.join(", "))))
+    }
+}
+
+#[derive(Deserialize)]
+struct TableInfo {
+    schema: String,
+    table: String,
+    relkind: String,
+    column_type: Option<String>,
+    column_typmod: Option<i32>,
+    database: String,
+}
+
+/// The number of dimensions of the first non-null vector in the column.
+fn dimensions_from_data(info: &TableInfo, column: &str) -> SqlResult<Option<i32>> {
+    let query = format!(
+        "SELECT array_length({col}::real[], 1) FROM {tbl} WHERE {col} IS NOT NULL LIMIT 1",
+        col = pgrx::spi::quote_identifier(column),
+        tbl = pgrx::spi::quote_qualified_identifier(&info.schema, &info.table),
+    );
+    Ok(Spi::get_one::<i32>(&query).optional()?)
+}
+
+#[pg_extern(schema = "ruvector", name = "_register_collection")]
+fn register_collection(
+    name: &str,
+    table: pg_sys::Oid,
+    column: &str,
+    dimensions: Option<i32>,
+    distance_metric: &str,
+    index_type: &str,
+    config: JsonB,
+) -> JsonB {
+    register(
+        name,
+        table,
+        column,
+        dimensions,
+        distance_metric,
+        index_type,
+        config.0,
+    )
+    .or_raise()
+}
+
+fn register(
+    name: &str,
+    table: pg_sys::Oid,
+    column: &str,
+    dimensions: Option<i32>,
+    distance_metric: &str,
+    index_type: &str,
+    config: Value,
+) -> SqlResult<JsonB> {
+    check_name(name)?;
+    one_of(
+        "distance_metric",
+        distance_metric,
+        &["l2", "cosine", "ip", "l1"],
+    )?;
+    one_of("index_type", index_type, &["hnsw", "ivfflat", "flat"])?;
+    if !config.is_object() {
+        return Err(SqlError::invalid("config must be a JSON object"));
+    }
+    let info: TableInfo =
+        Spi::get_one_with_args::<JsonB>(TABLE_INFO, &[table.into(), column.into()])
+            .optional()?
+            .map(|j| serde_json::from_value(j.0))
+            .transpose()?
+            .ok_or_else(|| {
+                SqlError::new(
+                    PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+                    format!("relation with OID {} does not exist", u32::from(table)),
+                )
+            })?;
+    let home = gucs::integrity_database();
+    if info.database != home {
+        return Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("collections can only be registered in database \"{home}\", not \"{}\"", info.database),
+        )
+        .hint("The integrity worker watches the database named by ruvector.integrity_database; set it and restart the server to watch another."));
+    }
+    if !matches!(info.relkind.as_str(), "r" | "p") {
+        return Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            format!(
+                "\"{}.{}\" is not a table or a partitioned table",
+                info.schema, info.table
+            ),
+        ));
+    }
+    let column_type = info.column_type.clone().ok_or_else(|| {
+        SqlError::new(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+            format!(
+                "column \"{column}\" of \"{}.{}\" does not exist",
+                info.schema, info.table
+            ),
+        )
+    })?;
+    let is_vector = column_type == "vector" || column_type.starts_with("vector(");
+    if column_type != "real[]" && !is_vector {
+        return Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+            format!("column \"{column}\" is of type {column_type}, not a vector"),
+        )
+        .hint("A collection's column is real[] (or pgvector's vector where it is installed)."));
+    }
+    let dimensions = match dimensions {
+        Some(d) => Some(d),
+        None if is_vector && info.column_typmod.is_some_and(|m| m > 0) => info.column_typmod,
+        None => dimensions_from_data(&info, column)?,
+    }
+    .ok_or_else(|| {
+        SqlError::invalid(
+            "dimensions is required: the column has no type modifier and no vectors yet",
+        )
+        .hint("Pass dimensions => N.")
+    })?;
+    if !(1..=16_000).contains(&dimensions) {
+        return Err(SqlError::invalid(format!(
+            "dimensions must be between 1 and 16000, got {dimensions}"
+        )));
+    }
+    let duplicate = Spi::get_one_with_args::<String>(
+        "SELECT name FROM ruvector.collections WHERE name = $1 OR (table_schema = $2 AND table_name = $3 AND column_name = $4)",
+        &[name.into(), info.schema.as_str().into(), info.table.as_str().into(), column.into()],
+    )
+    .optional()?;
+    if let Some(existing) = duplicate {
+        let message = if existing == name {
+            format!("collection \"{name}\" is already registered")
+        } else {
+            format!(
+                "column {}.{}.{column} is already registered as collection \"{existing}\"",
+                info.schema, info.table
+            )
+        };
+        return Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
+            message,
+        ));
+    }
+
+    let id = Spi::get_one_with_args::<i32>(
+        "INSERT INTO ruvector.collections
+             (name, table_schema, table_name, column_name, table_oid, dimensions, distance_metric, index_type, config)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+        &[
+            name.into(),
+            info.schema.as_str().into(),
+            info.table.as_str().into(),
+            column.into(),
+            table.into(),
+            dimensions.into(),
+            distance_metric.into(),
+            index_type.into(),
+            JsonB(config.clone()).into(),
+        ],
+    )?
+    .ok_or_else(|| SqlError::internal("INSERT returned no id"))?;
+    Spi::run_with_args(
+        "INSERT INTO ruvector.integrity_state (collection_id) VALUES ($1)",
+        &[id.into()],
+    )?;
+    let policy = Policy::default();
+    Spi::run_with_args(
+        UPSERT_POLICY,
+        &[
+            id.into(),
+            "default".into(),
+            JsonB(serde_json::to_value(&policy)?).into(),
+        ],
+    )?;
+    enforce::install_triggers(id, name, table)?;
+    audit::append_pending(
+        Some(id),
+        name,
+        "audit",
+        None,
+        Some("unknown"),
+        json!({
+            "action": "register",
+            "table": format!("{}.{}", info.schema, info.table),
+            "column": column,
+            "dimensions": dimensions,
+            "distance_metric": distance_metric,
+            "index_type": index_type,
+            "by": caller(),
+        }),
+    )?;
+    let row = find(name)?;
+    let view = row.view()?;
+    let owned_name = name.to_owned();
+    xact::at_commit(move |shared| {
+        if !shared.insert(&owned_name, view) {
+            pgrx::warning!(
+                "ruvector: collection \"{owned_name}\" is registered but shared memory is full (ruvector.max_collections = {}); its gate answers from the tables until a slot frees",
+                shared.capacity()
+            );
+        }
+    });
+    xact::wake_worker_at_commit();
+    Ok(JsonB(json!({
+        "id": id,
+        "name": name,
+        "table": format!("{}.{}", info.schema, info.table),
+        "column": column,
+        "dimensions": dimensions,
+        "distance_metric": distance_metric,
+        "index_type": index_type,
+        "config": config,
+        "state": "unknown",
+        "policy": "default",
+    })))
+}
+
+#[pg_extern(schema = "ruvector", name = "_unregister_collection")]
+fn unregister_collection(name: &str) -> JsonB {
+    unregister(name).or_raise()
+}
+
+fn unregister(name: &str) -> SqlResult<JsonB> {
+    let row = find(name)?;
+    enforce::remove_triggers(row.id)?;
+    Spi::run_with_args(
+        "DELETE FROM ruvector.collections WHERE id = $1",
+        &[row.id.into()],
+    )?;
+    audit::append_pending(
+        Some(row.id),
+        name,
+        "audit",
+        Some(&row.state),
+        None,
+        json!({"action": "unregister", "table": format!("{}.{}", row.schema, row.table), "by": caller()}),
+    )?;
+    let owned_name = name.to_owned();
+    xact::at_commit(move |shared| shared.remove(&owned_name));
+    xact::wake_worker_at_commit();
+    Ok(JsonB(
+        json!({"name": name, "unregistered": true, "events_kept": true}),
+    ))
+}
+
+#[pg_extern(schema = "ruvector", name = "_policy_set")]
+fn policy_set(collection: &str, policy_name: &str, patch: JsonB) -> JsonB {
+    set_policy(collection, policy_name, &patch.0).or_raise()
+}
+
+fn set_policy(collection: &str, policy_name: &str, patch: &Value) -> SqlResult<JsonB> {
+    if policy_name.is_empty() || policy_name.len() > 63 {
+        return Err(SqlError::invalid("a policy name has 1 to 63 bytes"));
+    }
+    let row = find(collection)?;
+    let stored = Spi::get_one_with_args::<JsonB>(
+        "SELECT jsonb_build_object(
+             'threshold_high', threshold_high, 'threshold_low', threshold_low,
+             'normal_actions', normal_actions, 'stress_actions', stress_actions,
+             'critical_actions', critical_actions, 'hysteresis', hysteresis,
+             'defer_retry_secs', defer_retry_secs, 'sample_interval_secs', sample_interval_secs)
+         FROM ruvector.integrity_policies WHERE collection_id = $1 AND name = $2",
+        &[row.id.into(), policy_name.into()],
+    )
+    .optional()?;
+    let base = match &stored {
+        Some(document) => Policy::from_document(&document.0)?,
+        None => Policy::default(),
+    };
+    let policy = base.merged(patch).map_err(|e| {
+        SqlError::from(e).hint("Patch keys: threshold_high, threshold_low, normal_actions, stress_actions, critical_actions, hysteresis, defer_retry_secs, sample_interval_secs; see the README for each state's action keys.")
+    })?;
+    let document = serde_json::to_value(&policy)?;
+    Spi::run_with_args(
+        UPSERT_POLICY,
+        &[
+            row.id.into(),
+            policy_name.into(),
+            JsonB(document.clone()).into(),
+        ],
+    )?;
+    let now_row = find(collection)?;
+    let active = now_row.policy_name.as_deref() == Some(policy_name);
+    audit::append_pending(
+        Some(row.id),
+        collection,
+        "policy_update",
+        None,
+        None,
+        json!({"policy": policy_name, "created": stored.is_none(), "patch": patch, "in_force": active, "by": caller()}),
+    )?;
+    let view = now_row.view()?;
+    let name = collection.to_owned();
+    xact::at_commit(move |shared| {
+        shared.update(&name, |v| {
+            v.policy = view.policy;
+            v.sample_interval_secs = view.sample_interval_secs;
+        })
+    });
+    Ok(JsonB(json!({
+        "collection": collection,
+        "policy": policy_name,
+        "in_force": active,
+        "document": document,
+    })))
+}
+
+#[pg_extern(schema = "ruvector", name = "_override")]
+fn integrity_override(
+    collection: &str,
+    state: Option<&str>,
+    ttl_secs: Option<f64>,
+    reason: Option<&str>,
+) -> JsonB {
+    set_override(collection, state, ttl_secs, reason).or_raise()
+}
+
+/// The longest an override may last.
+const MAX_OVERRIDE_SECS: f64 = 7.0 * 86_400.0;
+
+fn set_override(
+    collection: &str,
+    state: Option<&str>,
+    ttl_secs: Option<f64>,
+    reason: Option<&str>,
+) -> SqlResult<JsonB> {
+    let row = find(collection)?;
+    let reason = reason
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| {
+            SqlError::invalid("an override needs a reason")
+                .hint("Say why, for the audit log: reason => 'failover drill'.")
+        })?;
+    let pinned = match state {
+        None => None,
+        Some(s) => match State::parse(s) {
+            Some(State::Unknown) | None => {
+                return Err(SqlError::invalid(format!("invalid override state \"{s}\""))
+                    .hint("Valid states: normal, stress, critical; NULL clears the override."))
+            }
+            Some(state) => Some(state),
+        },
+    };
+    let until = match pinned {
+        None => None,
+        Some(_) => {
+            let ttl = ttl_secs.ok_or_else(|| SqlError::invalid("an override needs a ttl"))?;
+            if !(ttl > 0.0 && ttl <= MAX_OVERRIDE_SECS) {
+                return Err(SqlError::invalid(format!(
+                    "ttl must be more than 0 and at most 7 days, got {ttl} s"
+                )));
+            }
+            Some(clock::now_unix() + (ttl * 1e6) as i64)
+        }
+    };
+    let now_pg = clock::now_pg();
+    let previous = shmem::shared()
+        .ok()
+        .and_then(|s| s.view(collection))
+        .map(|(_, v)| v.effective_state(now_pg))
+        .unwrap_or_else(|| State::parse(&row.state).unwrap_or(State::Unknown));
+    Spi::run_with_args(
+        "UPDATE ruvector.integrity_state
+         SET override_state = $2,
+             override_until = CASE WHEN $3::bigint IS NULL THEN NULL
+                                   ELSE 'epoch'::timestamptz + $3::bigint * interval '1 microsecond' END,
+             override_reason = $4, override_by = $5, updated_at = now()
+         WHERE collection_id = $1",
+        &[
+            row.id.into(),
+            pinned.map(State::as_str).into(),
+            until.into(),
+            reason.into(),
+            caller().as_str().into(),
+        ],
+    )?;
+    let new_state = pinned.unwrap_or_else(|| State::parse(&row.state).unwrap_or(State::Unknown));
+    audit::append_pending(
+        Some(row.id),
+        collection,
+        "manual_override",
+        Some(previous.as_str()),
+        Some(new_state.as_str()),
+        json!({
+            "action": if pinned.is_some() { "set" } else { "clear" },
+            "state": pinned.map(State::as_str),
+            "ttl_secs": ttl_secs.filter(|_| pinned.is_some()),
+            "until_unix_us": until,
+            "reason": reason,
+            "by": caller(),
+        }),
+    )?;
+    let name = collection.to_owned();
+    let override_until = until.map_or(0, clock::unix_to_pg);
+    xact::at_commit(move |shared| {
+        shared.update(&name, |v| {
+            v.override_state = pinned;
+            v.override_until = override_until;
+        })
+    });
+    xact::wake_worker_at_commit();
+    Ok(JsonB(json!({
+        "collection": collection,
+        "previous_state": previous.as_str(),
+        "state": new_state.as_str(),
+        "override": pinned.is_some(),
+        "until_unix_us": until,
+        "reason": reason,
+    })))
+}

@@ -1,0 +1,115 @@
+//! The extension's settings (`ruvector.*`). Defaults and meanings are listed in
+//! the README; each is read where it is used, never cached across a reload.
+
+use std::ffi::CString;
+
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+
+pub static INTEGRITY_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static INTEGRITY_DATABASE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+pub static SAMPLE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(60);
+pub static REBUILD_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(3600);
+pub static STALE_AFTER: GucSetting<i32> = GucSetting::<i32>::new(300);
+pub static SIGNING_KEY_PATH: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static MAX_COLLECTIONS: GucSetting<i32> = GucSetting::<i32>::new(1000);
+pub static SAMPLE_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
+
+pub fn define() {
+    GucRegistry::define_bool_guc(
+        c"ruvector.integrity_enabled",
+        c"Sample collections and enforce the integrity gate.",
+        c"When off, the worker takes no samples and the gate allows every operation.",
+        &INTEGRITY_ENABLED,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"ruvector.integrity_database",
+        c"Database the integrity worker connects to.",
+        c"Collections can only be registered in this database.",
+        &INTEGRITY_DATABASE,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.integrity_sample_interval",
+        c"Seconds between two samples of a collection.",
+        c"A policy's sample_interval_secs overrides it for its collection.",
+        &SAMPLE_INTERVAL,
+        1,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.integrity_rebuild_interval",
+        c"Seconds between two full rewrites of a collection's stored contracted graph.",
+        c"Samples rediscover the graph every time; the stored copy is rewritten when it changes or after this long.",
+        &REBUILD_INTERVAL,
+        1,
+        7 * 86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.integrity_stale_after",
+        c"Seconds without a sample after which a collection's state is stale.",
+        c"A stale state defers high-risk operations.",
+        &STALE_AFTER,
+        1,
+        7 * 86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_string_guc(
+        c"ruvector.signing_key_path",
+        c"File holding the audit signing key (32 raw bytes, mode 0600).",
+        c"Empty means ruvector_signing.key in the data directory. Created if missing.",
+        &SIGNING_KEY_PATH,
+        GucContext::Postmaster,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.max_collections",
+        c"Collections the shared-memory gate can hold.",
+        c"Sizes shared memory at server start.",
+        &MAX_COLLECTIONS,
+        1,
+        100_000,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.sample_retention",
+        c"Seconds of per-sample history kept in ruvector.integrity_samples.",
+        c"Older samples are deleted by the worker. State changes are kept in the signed event log forever.",
+        &SAMPLE_RETENTION,
+        60,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"ruvector".as_ptr()) };
+}
+
+/// `ruvector.integrity_database`.
+pub fn integrity_database() -> String {
+    INTEGRITY_DATABASE
+        .get()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "postgres".to_owned())
+}
+
+/// `ruvector.signing_key_path`, with the data-directory default applied.
+pub fn signing_key_path() -> std::path::PathBuf {
+    match SIGNING_KEY_PATH.get() {
+        Some(path) if !path.as_bytes().is_empty() => {
+            std::path::PathBuf::from(path.to_string_lossy().into_owned())
+        }
+        _ => {
+            let data_dir = unsafe { std::ffi::CStr::from_ptr(pgrx::pg_sys::DataDir) };
+            std::path::Path::new(&*data_dir.to_string_lossy()).join("ruvector_signing.key")
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! What a DBA asks about a collection: its status, a fresh measurement, and a
+//! rebuild of its stored graph.
+
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use ruvector_integrity::hysteresis::State;
+use ruvector_integrity::SECOND;
+use serde_json::{json, Value};
+
+use crate::errors::{Optional, OrRaise, SqlError, SqlResult};
+use crate::{clock, collections, enforce, gucs, sampler, shmem};
+
+fn unix_us_text(us: Option<i64>) -> Option<String> {
+    us.map(|us| {
+        Spi::get_one_with_args::<String>(
+            "SELECT to_char(('epoch'::timestamptz + $1 * interval '1 microsecond') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+            &[us.into()],
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+    })
+}
+
+#[pg_extern(schema = "ruvector", name = "_integrity_status")]
+fn integrity_status(collection: &str) -> JsonB {
+    status(collection).or_raise()
+}
+
+fn status(collection: &str) -> SqlResult<JsonB> {
+    let row = collections::find(collection)?;
+    let policy = row.policy()?;
+    let details = Spi::get_one_with_args::<JsonB>(
+        "SELECT jsonb_build_object(
+             'lambda_nominal', lambda_nominal, 'lambda2', lambda2, 'witness_edges', witness_edges,
+             'last_sample', last_sample, 'override_reason', override_reason, 'override_by', override_by,
+             'last_error', last_error, 'last_error_at', last_error_at)
+         FROM ruvector.integrity_state WHERE collection_id = $1",
+        &[row.id.into()],
+    )
+    .optional()?
+    .map_or(Value::Null, |j| j.0);
+    let shared = shmem::shared()?;
+    let now = clock::now_pg();
+    let view = shared
+        .view(collection)
+        .map(|(_, v)| v)
+        .unwrap_or(row.view()?);
+    let overridden = view.override_state.is_some() && now < view.override_until;
+    let sampled = view.last_sample_at != 0;
+    let state = if overridden || sampled {
+        view.effective_state(now)
+    } else {
+        State::Unknown
+    };
+    let stale = !overridden
+        && (!sampled || now - view.last_sample_at > gucs::STALE_AFTER.get() as i64 * SECOND);
+    let signals = view.policy.signals(state);
+    let heartbeat = shared.heartbeat();
+    Ok(JsonB(json!({
+        "collection": collection,
+        "table": format!("{}.{}", row.schema, row.table),
+        "column": row.column,
+        "dimensions": row.dimensions,
+        "config": row.config,
+        "state": state.as_str(),
+        "sampled_state": view.state.as_str(),
+        "stale": stale,
+        "lambda_cut": row.lambda_cut,
+        "lambda_nominal": details["lambda_nominal"],
+        "lambda_norm": row.lambda_norm,
+        "lambda2": details["lambda2"],
+        "witness_edges": details["witness_edges"],
+        "last_sample": details["last_sample"],
+        "sample_count": row.sample_count,
+        "last_error": details["last_error"],
+        "override": overridden.then(|| json!({
+            "state": view.override_state.map(State::as_str),
+            "until": unix_us_text(Some(clock::pg_to_unix(view.override_until))),
+            "reason": details["override_reason"],
+            "by": details["override_by"],
+        })),
+        "policy": {
+            "name": row.policy_name,
+            "threshold_high": policy.threshold_high,
+            "threshold_low": policy.threshold_low,
+        },
+        "signals": {
+            "pause_gnn_training": signals & 1 != 0,
+            "pause_tier_management": signals & 2 != 0,
+            "emergency_compact": signals & 4 != 0,
+        },
+        "worker": {
+            "pid": shared.worker_pid(),
+            "heartbeat": unix_us_text((heartbeat != 0).then(|| clock::pg_to_unix(heartbeat))),
+        },
+    })))
+}
+
+/// Measures the collection now, without changing its state (state changes are
+/// the worker's, which holds the signing key), and asks the worker to take a
+/// real sample on its next tick.
+#[pg_extern(schema = "ruvector", name = "_integrity_sample")]
+fn integrity_sample(collection: &str) -> JsonB {
+    let row = collections::find(collection).or_raise();
+    let measurement = sampler::measure(&row).or_raise();
+    if let Ok(shared) = shmem::shared() {
+        shared.request_sample(collection);
+        shared.wake_worker();
+    }
+    let mut summary = measurement.summary();
+    summary["collection"] = json!(collection);
+    summary["state"] = json!(row.state);
+    JsonB(summary)
+}
+
+/// Rebuilds and stores the collection's contracted graph now, and re-installs
+/// its enforcement triggers (so new partitions get them).
+#[pg_extern(schema = "ruvector", name = "_rebuild_contracted_graph")]
+fn rebuild_contracted_graph(collection: &str) -> JsonB {
+    rebuild(collection).or_raise()
+}
+
+fn rebuild(collection: &str) -> SqlResult<JsonB> {
+    let row = collections::find(collection)?;
+    let measurement = sampler::measure(&row)?;
+    measurement.store(row.id)?;
+    enforce::install_triggers(row.id, &row.name, row.relid())?;
+    let graph = &measurement.built.graph;
+    if graph.nodes().is_empty() {
+        return Err(SqlError::internal("the rebuilt graph is empty"));
+    }
+    Ok(JsonB(json!({
+        "collection": collection,
+        "node_count": graph.nodes().len(),
+        "edge_count": graph.edges().len(),
+        "lambda_cut": measurement.integrity.lambda_cut,
+        "lambda_norm": measurement.integrity.lambda_norm,
+    })))
+}

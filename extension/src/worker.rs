@@ -1,0 +1,526 @@
+//! The integrity worker: one background worker, connected to
+//! `ruvector.integrity_database`, that alone holds the signing key.
+//!
+//! Each tick, every step in its own transaction, so that an ERROR in one
+//! collection is logged and the others go on:
+//! 1. load the collections and bring shared memory in line with them;
+//! 2. sign and chain the events backends left pending (rotating the key first
+//!    if it was revoked), and write a checkpoint of the head;
+//! 3. end overrides whose time is up;
+//! 4. sample every collection that is due: build its graph, compute λ, feed the
+//!    hysteresis controller, store state and sample, and on a state change
+//!    append one signed event and `NOTIFY ruvector_integrity`.
+//!
+//! It then sleeps on its latch until the next collection is due, a backend
+//! wakes it, or SIGHUP (which reloads the settings) or SIGTERM arrives.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
+};
+use pgrx::pg_sys;
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use ruvector_integrity::audit::{canonical_json, Event, Hash, Signer};
+use ruvector_integrity::hysteresis::{State, Transition};
+use ruvector_integrity::SECOND;
+use serde_json::{json, Value};
+
+use crate::collections::{self, CollectionRow};
+use crate::errors::{Optional, OrRaise, SqlResult};
+use crate::shmem::{self, CollectionView, Shared};
+use crate::{audit, clock, enforce, gucs, keys, sampler};
+
+/// Registers the worker; called from `_PG_init` while preloading.
+pub fn register() {
+    BackgroundWorkerBuilder::new("ruvector integrity worker")
+        .set_type("ruvector integrity worker")
+        .set_library("ruvector")
+        .set_function("ruvector_integrity_worker_main")
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(Some(Duration::from_secs(5)))
+        .load();
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn ruvector_integrity_worker_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let database = gucs::integrity_database();
+    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    let shared = shmem::shared().or_raise();
+    unsafe {
+        shared.set_worker(pg_sys::MyProcPid, pg_sys::MyLatch);
+        pg_sys::before_shmem_exit(Some(shmem::forget_worker), pg_sys::Datum::from(0));
+    }
+    log!("ruvector integrity worker started on database \"{database}\"");
+    let mut worker = Worker::default();
+    loop {
+        if BackgroundWorker::sighup_received() {
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        let wait = worker.tick(shared);
+        if !BackgroundWorker::wait_latch(Some(wait)) {
+            break;
+        }
+    }
+    log!("ruvector integrity worker stopping");
+}
+
+/// Runs `body` in a transaction of its own. An ERROR inside rolls it back and
+/// comes back as `Err`, so the worker carries on.
+fn transaction<R>(what: &str, body: impl FnOnce() -> SqlResult<R>) -> Result<R, String> {
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    let outcome = PgTryBuilder::new(AssertUnwindSafe(|| {
+        body().map_err(|e| match e.detail {
+            Some(detail) => format!("{} ({detail})", e.message),
+            None => e.message,
+        })
+    }))
+    .catch_others(|caught| {
+        Err(match caught {
+            CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r.message().to_owned(),
+            CaughtError::RustPanic { ereport, .. } => ereport.message().to_owned(),
+        })
+    })
+    .execute();
+    unsafe {
+        if outcome.is_ok() {
+            pg_sys::PopActiveSnapshot();
+            pg_sys::CommitTransactionCommand();
+        } else {
+            pg_sys::AbortCurrentTransaction();
+        }
+    }
+    outcome.map_err(|e| format!("{what}: {e}"))
+}
+
+fn notify(payload: Value) -> SqlResult<()> {
+    Spi::run_with_args(
+        "SELECT pg_notify('ruvector_integrity', $1)",
+        &[payload.to_string().as_str().into()],
+    )?;
+    Ok(())
+}
+
+#[derive(Default)]
+struct Worker {
+    signer: Option<Signer>,
+    /// Why the key file was refused, logged when it changes.
+    key_problem: Option<String>,
+    key_registered: bool,
+    /// Next sample of each collection, PostgreSQL µs.
+    next_due: HashMap<i32, i64>,
+    /// When each collection's triggers were last re-installed, PostgreSQL µs.
+    triggers_checked: HashMap<i32, i64>,
+    last_prune: i64,
+}
+
+/// What a sample changed, for shared memory and the log.
+struct Sampled {
+    view: CollectionView,
+    transition: Option<Transition>,
+}
+
+impl Worker {
+    /// One tick; returns how long to sleep.
+    fn tick(&mut self, shared: Shared) -> Duration {
+        let now = clock::now_pg();
+        shared.beat(now);
+        let idle = Duration::from_secs(gucs::SAMPLE_INTERVAL.get().clamp(1, 5) as u64);
+        self.load_key();
+
+        let seen = shared.versions();
+        let rows = match transaction("loading collections", || self.load()) {
+            Ok(Some(rows)) => rows,
+            Ok(None) => return idle, // the extension is not installed yet
+            Err(e) => {
+                warning!("ruvector: {e}");
+                return idle;
+            }
+        };
+        let views = rows
+            .iter()
+            .filter_map(|r| r.view().ok().map(|v| (r.name.clone(), v)))
+            .collect();
+        for name in shared.sync(views, &seen) {
+            warning!("ruvector: no shared-memory slot for collection \"{name}\"; raise ruvector.max_collections");
+        }
+        self.next_due
+            .retain(|id, _| rows.iter().any(|r| r.id == *id));
+
+        self.sign_pending(shared);
+        for row in rows
+            .iter()
+            .filter(|r| r.override_until.is_some_and(|u| u <= clock::now_unix()))
+        {
+            self.end_override(shared, row);
+        }
+        if gucs::INTEGRITY_ENABLED.get() {
+            let requested = shared.take_sample_requests();
+            for row in &rows {
+                let due = self
+                    .next_due
+                    .get(&row.id)
+                    .is_none_or(|&d| d <= clock::now_pg());
+                if due || requested.contains(&row.id) {
+                    self.sample(shared, row);
+                }
+            }
+        }
+        self.housekeeping(&rows);
+
+        let now = clock::now_pg();
+        let next = self
+            .next_due
+            .values()
+            .min()
+            .map_or(i64::MAX, |&due| due - now);
+        Duration::from_micros(
+            next.clamp(10_000, gucs::SAMPLE_INTERVAL.get() as i64 * SECOND) as u64,
+        )
+    }
+
+    fn load_key(&mut self) {
+        if self.signer.is_some() {
+            return;
+        }
+        match keys::load_or_create(&gucs::signing_key_path()) {
+            Ok(signer) => {
+                log!("ruvector: signing audit events with key {}", signer.id());
+                self.signer = Some(signer);
+                self.key_problem = None;
+            }
+            Err(problem) => {
+                if self.key_problem.as_ref() != Some(&problem) {
+                    warning!("ruvector: {problem}; audit events stay unsigned until this is fixed");
+                    self.key_problem = Some(problem);
+                }
+            }
+        }
+    }
+
+    /// The collections, or `None` when the extension is not installed here.
+    fn load(&mut self) -> SqlResult<Option<Vec<CollectionRow>>> {
+        let installed = Spi::get_one::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'ruvector')",
+        )?
+        .unwrap_or(false);
+        if !installed {
+            return Ok(None);
+        }
+        if let (Some(signer), false) = (&self.signer, self.key_registered) {
+            keys::register(signer, "integrity worker key")?;
+            self.key_registered = true;
+        }
+        collections::load(None).map(Some)
+    }
+
+    /// Signs what backends left pending; rotates the key first if it was
+    /// revoked, after if an operator asked for it.
+    fn sign_pending(&mut self, shared: Shared) {
+        let Some(signer) = self.signer.take() else {
+            return;
+        };
+        let path = gucs::signing_key_path();
+        let result = transaction("signing pending events", || {
+            let mut replacement = None;
+            if keys::is_revoked(signer.id())? {
+                replacement = Some(keys::rotate(&signer, &path, "the key was revoked")?);
+            }
+            let requested = replacement.is_none() && keys::rotation_requested()?;
+            let signed = audit::sign_pending(replacement.as_ref().unwrap_or(&signer))?;
+            if requested {
+                replacement = Some(keys::rotate(&signer, &path, "an operator asked for it")?);
+            }
+            for s in signed
+                .iter()
+                .filter(|s| s.event.event_type == "manual_override")
+            {
+                let lambda_norm = shared
+                    .view(&s.event.collection)
+                    .map(|(_, v)| v.lambda_norm)
+                    .filter(|x| x.is_finite());
+                notify(json!({
+                    "collection": s.event.collection, "event_type": "manual_override",
+                    "previous_state": s.event.previous_state, "new_state": s.event.new_state,
+                    "lambda_norm": lambda_norm, "event_seq": s.seq,
+                }))?;
+            }
+            let changed = !signed.is_empty() || replacement.is_some();
+            Ok((replacement, if changed { audit::head()? } else { None }))
+        });
+        let signer = match result {
+            Ok((replacement, head)) => {
+                let active = replacement.unwrap_or(signer);
+                self.checkpoint(&active, head);
+                active
+            }
+            Err(e) => {
+                warning!("ruvector: {e}");
+                signer
+            }
+        };
+        self.signer = Some(signer);
+    }
+
+    fn checkpoint(&self, signer: &Signer, head: Option<(u64, Hash)>) {
+        if let Some(head) = head {
+            if let Err(e) = audit::write_checkpoint(signer, head) {
+                warning!(
+                    "ruvector: cannot write the audit checkpoint {}: {e}",
+                    audit::checkpoint_path().display()
+                );
+            }
+        }
+    }
+
+    /// Ends `row`'s override once its time is up, with a signed event.
+    fn end_override(&mut self, shared: Shared, row: &CollectionRow) {
+        let result = transaction("ending an override", || {
+            let ended = Spi::get_one_with_args::<String>(
+                "UPDATE ruvector.integrity_state s
+                 SET override_state = NULL, override_until = NULL, override_reason = NULL, override_by = NULL,
+                     updated_at = now()
+                 FROM (SELECT override_state FROM ruvector.integrity_state WHERE collection_id = $1 FOR UPDATE) old
+                 WHERE s.collection_id = $1 AND s.override_until <= now()
+                 RETURNING old.override_state",
+                &[row.id.into()],
+            )
+            .optional()?;
+            let Some(pinned) = ended else { return Ok(None) };
+            let event = event(
+                row,
+                "manual_override",
+                Some(pinned.clone()),
+                Some(row.state.clone()),
+                json!({"action": "expired", "state": pinned}),
+            );
+            self.record(&event, None).map(Some)
+        });
+        match result {
+            Ok(Some(head)) => {
+                shared.update(&row.name, |v| v.override_state = None);
+                if let Some(signer) = &self.signer {
+                    self.checkpoint(signer, head);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => warning!("ruvector: collection \"{}\": {e}", row.name),
+        }
+    }
+
+    /// Appends `event` signed (or pending when there is no key) and notifies
+    /// listeners; returns the new head when it was signed.
+    fn record(&self, event: &Event, lambda_norm: Option<f64>) -> SqlResult<Option<(u64, Hash)>> {
+        let seq = match &self.signer {
+            Some(signer) => Some(audit::append_signed(signer, event)?),
+            None => {
+                let metadata: Value = serde_json::from_str(&event.metadata)?;
+                audit::append_pending(
+                    event.collection_id,
+                    &event.collection,
+                    &event.event_type,
+                    event.previous_state.as_deref(),
+                    event.new_state.as_deref(),
+                    json!({"lambda_cut": event.lambda_cut, "lambda_norm": event.lambda_norm, "event": metadata}),
+                )?;
+                None
+            }
+        };
+        notify(json!({
+            "collection": event.collection, "event_type": event.event_type,
+            "previous_state": event.previous_state, "new_state": event.new_state,
+            "lambda_norm": lambda_norm, "event_seq": seq,
+        }))?;
+        Ok(match seq {
+            Some(_) => audit::head()?,
+            None => None,
+        })
+    }
+
+    fn sample(&mut self, shared: Shared, row: &CollectionRow) {
+        let interval = row
+            .policy()
+            .ok()
+            .and_then(|p| p.sample_interval_secs)
+            .unwrap_or(gucs::SAMPLE_INTERVAL.get() as u32) as i64;
+        self.next_due
+            .insert(row.id, clock::now_pg() + interval * SECOND);
+        match transaction("sampling", || self.take_sample(row)) {
+            Ok((sampled, head)) => {
+                shared.record_sample(&row.name, &sampled.view);
+                if let Some(t) = sampled.transition {
+                    log!(
+                        "ruvector: collection \"{}\" went from {} to {} (lambda_norm {:.4})",
+                        row.name,
+                        t.from.as_str(),
+                        t.to.as_str(),
+                        sampled.view.lambda_norm
+                    );
+                }
+                if let Some(signer) = &self.signer {
+                    self.checkpoint(signer, head);
+                }
+            }
+            Err(e) => {
+                warning!("ruvector: collection \"{}\": {e}", row.name);
+                let _ = transaction("recording a sampling error", || {
+                    Spi::run_with_args(
+                        "UPDATE ruvector.integrity_state SET last_error = $2, last_error_at = now() WHERE collection_id = $1",
+                        &[row.id.into(), e.as_str().into()],
+                    )?;
+                    Ok(())
+                });
+            }
+        }
+    }
+
+    fn take_sample(&self, row: &CollectionRow) -> SqlResult<(Sampled, Option<(u64, Hash)>)> {
+        let measurement = sampler::measure(row)?;
+        let policy = row.policy()?;
+        let mut controller = row.controller();
+        let now = clock::now_unix();
+        let integrity = &measurement.integrity;
+        let transition = controller.observe(
+            integrity.lambda_norm,
+            now,
+            &policy.thresholds(),
+            &policy.hysteresis,
+        );
+        Spi::run_with_args(
+            "UPDATE ruvector.integrity_state
+             SET state = $2, lambda_cut = $3, lambda_nominal = $4, lambda_norm = $5, lambda2 = $6,
+                 witness_edges = $7, controller = $8,
+                 last_sample = 'epoch'::timestamptz + $9::bigint * interval '1 microsecond',
+                 sample_count = sample_count + 1, last_error = NULL, last_error_at = NULL, updated_at = now()
+             WHERE collection_id = $1",
+            &[
+                row.id.into(),
+                controller.state.as_str().into(),
+                integrity.lambda_cut.into(),
+                integrity.lambda_nominal.into(),
+                integrity.lambda_norm.into(),
+                measurement.lambda2.into(),
+                JsonB(serde_json::to_value(measurement.witness_edges())?).into(),
+                JsonB(serde_json::to_value(&controller)?).into(),
+                now.into(),
+            ],
+        )?;
+        Spi::run_with_args(
+            "INSERT INTO ruvector.integrity_samples
+                 (collection_id, sampled_at, lambda_cut, lambda_nominal, lambda_norm, lambda2, state, node_count, edge_count)
+             VALUES ($1, 'epoch'::timestamptz + $2::bigint * interval '1 microsecond', $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT DO NOTHING",
+            &[
+                row.id.into(),
+                now.into(),
+                integrity.lambda_cut.into(),
+                integrity.lambda_nominal.into(),
+                integrity.lambda_norm.into(),
+                measurement.lambda2.into(),
+                controller.state.as_str().into(),
+                (measurement.built.graph.nodes().len() as i32).into(),
+                (measurement.built.graph.edges().len() as i32).into(),
+            ],
+        )?;
+        measurement.store(row.id)?;
+        let head = match transition {
+            Some(t) => {
+                let mut event = event(
+                    row,
+                    "state_change",
+                    Some(t.from.as_str().to_owned()),
+                    Some(t.to.as_str().to_owned()),
+                    json!({
+                        "direction": if t.from == State::Unknown { "initial" } else if t.to > t.from { "escalation" } else { "recovery" },
+                        "lambda_nominal": integrity.lambda_nominal,
+                        "threshold_high": policy.threshold_high,
+                        "threshold_low": policy.threshold_low,
+                        "policy": row.policy_name,
+                        "samples_below_high": controller.below_high,
+                        "samples_below_low": controller.below_low,
+                    }),
+                );
+                event.lambda_cut = Some(integrity.lambda_cut);
+                event.lambda_norm = Some(integrity.lambda_norm);
+                event.lambda2 = Some(measurement.lambda2);
+                event.witness_edges = measurement.witness_edges();
+                self.record(&event, Some(integrity.lambda_norm))?
+            }
+            None => None,
+        };
+        let mut view = row.view()?;
+        view.state = controller.state;
+        view.last_sample_at = clock::unix_to_pg(now);
+        view.lambda_cut = integrity.lambda_cut;
+        view.lambda_norm = integrity.lambda_norm;
+        Ok((Sampled { view, transition }, head))
+    }
+
+    /// Re-installs enforcement triggers now and then (new partitions get them),
+    /// and prunes old samples.
+    fn housekeeping(&mut self, rows: &[CollectionRow]) {
+        let now = clock::now_pg();
+        let rebuild = gucs::REBUILD_INTERVAL.get() as i64 * SECOND;
+        for row in rows {
+            if self
+                .triggers_checked
+                .get(&row.id)
+                .is_none_or(|&at| now - at >= rebuild)
+            {
+                self.triggers_checked.insert(row.id, now);
+                if let Err(e) = transaction("installing enforcement triggers", || {
+                    enforce::install_triggers(row.id, &row.name, row.relid())
+                }) {
+                    warning!("ruvector: collection \"{}\": {e}", row.name);
+                }
+            }
+        }
+        if now - self.last_prune >= 600 * SECOND {
+            self.last_prune = now;
+            let retention = gucs::SAMPLE_RETENTION.get() as f64;
+            if let Err(e) = transaction("pruning samples", || {
+                Spi::run_with_args(
+                    "DELETE FROM ruvector.integrity_samples WHERE sampled_at < now() - make_interval(secs => $1)",
+                    &[retention.into()],
+                )?;
+                Ok(())
+            }) {
+                warning!("ruvector: {e}");
+            }
+        }
+    }
+}
+
+/// An event about `row`, stamped now.
+fn event(
+    row: &CollectionRow,
+    event_type: &str,
+    previous: Option<String>,
+    new: Option<String>,
+    metadata: Value,
+) -> Event {
+    Event {
+        collection_id: Some(row.id),
+        collection: row.name.clone(),
+        event_type: event_type.to_owned(),
+        previous_state: previous,
+        new_state: new,
+        lambda_cut: None,
+        lambda_norm: None,
+        lambda2: None,
+        witness_edges: vec![],
+        metadata: canonical_json(&metadata),
+        created_at: clock::now_unix(),
+    }
+}
