@@ -21,7 +21,9 @@ use ruvector_integrity::gate::{Decision, Operation};
 
 use crate::errors::{OrRaise, SqlError, SqlResult};
 use crate::gate::{self, Answer};
-use crate::{gucs, shmem};
+use crate::gucs;
+
+const COLLECTIONS_ON: &str = include_str!("../sql/queries/collections_on.sql");
 
 thread_local! {
     /// Tables whose COPY FROM the utility hook already let through in this
@@ -133,44 +135,54 @@ fn enforce_statement(
     refuse_unless_allowed(collection, &answer)
 }
 
-/// The registered collections stored in `relid` or in a table it is a
-/// partition of.
-fn collections_of(relid: pg_sys::Oid) -> Vec<String> {
-    if relid == pg_sys::InvalidOid {
-        return Vec::new();
-    }
-    let mut tables = vec![relid];
-    unsafe {
-        if pg_sys::get_rel_relispartition(relid) {
-            let ancestors = pg_guard_ffi_boundary(|| get_partition_ancestors(relid));
-            tables.extend(list_oids(ancestors));
-        }
-    }
-    let Ok(shared) = shmem::shared() else {
-        return Vec::new();
-    };
-    shared
-        .all()
-        .into_iter()
-        .filter(|(_, view)| tables.contains(&view.relid))
-        .map(|(name, _)| name)
-        .collect()
+/// Which tables a utility statement touches.
+enum Scope {
+    /// A table (a partition stands for the tables it is a partition of).
+    Table(pg_sys::Oid),
+    Schema(pg_sys::Oid),
+    Database,
 }
 
-/// Every registered collection whose table lives in schema `namespace` (all of
-/// them for `None`).
-fn collections_in(namespace: Option<pg_sys::Oid>) -> Vec<String> {
-    let Ok(shared) = shmem::shared() else {
-        return Vec::new();
+/// The registered collections in `scope`. Read from the tables, so that a
+/// collection registered earlier in the same transaction counts too; these
+/// statements are rare and heavy, unlike the gate's fast path.
+fn collections_in(scope: Scope) -> SqlResult<Vec<String>> {
+    let (tables, schema): (Option<Vec<i64>>, Option<pg_sys::Oid>) = match scope {
+        Scope::Table(relid) if relid == pg_sys::InvalidOid => return Ok(Vec::new()),
+        Scope::Table(relid) => {
+            let mut tables = vec![relid];
+            if unsafe { pg_sys::get_rel_relispartition(relid) } {
+                tables.extend(unsafe {
+                    list_oids(pg_guard_ffi_boundary(|| get_partition_ancestors(relid)))
+                });
+            }
+            (
+                Some(tables.into_iter().map(|t| u32::from(t) as i64).collect()),
+                None,
+            )
+        }
+        Scope::Schema(namespace) => (None, Some(namespace)),
+        Scope::Database => (None, None),
     };
-    shared
-        .all()
-        .into_iter()
-        .filter(|(_, view)| {
-            namespace.is_none_or(|ns| unsafe { pg_sys::get_rel_namespace(view.relid) } == ns)
-        })
-        .map(|(name, _)| name)
-        .collect()
+    let needs_snapshot = unsafe { !pg_sys::ActiveSnapshotSet() };
+    if needs_snapshot {
+        unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+    }
+    let installed = Spi::get_one::<bool>("SELECT to_regclass('ruvector.collections') IS NOT NULL");
+    let names = match installed {
+        Ok(Some(true)) => {
+            Spi::get_one_with_args::<pgrx::JsonB>(COLLECTIONS_ON, &[tables.into(), schema.into()])
+                .map(|j| j.map(|j| j.0))
+        }
+        other => other.map(|_| None),
+    };
+    if needs_snapshot {
+        unsafe { pg_sys::PopActiveSnapshot() };
+    }
+    Ok(names?
+        .map(serde_json::from_value)
+        .transpose()?
+        .unwrap_or_default())
 }
 
 unsafe extern "C-unwind" {
@@ -210,9 +222,9 @@ unsafe fn relid_of(range: *mut pg_sys::RangeVar) -> pg_sys::Oid {
     )
 }
 
-/// What a utility statement means for the gate: the operation and the
-/// collections it touches.
-unsafe fn gated(stmt: *mut pg_sys::Node) -> Option<(Operation, Vec<String>, Option<pg_sys::Oid>)> {
+/// What a utility statement means for the gate: the operation, the tables it
+/// touches, and for COPY FROM the table copied into.
+unsafe fn gated(stmt: *mut pg_sys::Node) -> Option<(Operation, Vec<Scope>, Option<pg_sys::Oid>)> {
     use pg_sys::NodeTag::*;
     if stmt.is_null() {
         return None;
@@ -222,34 +234,27 @@ unsafe fn gated(stmt: *mut pg_sys::Node) -> Option<(Operation, Vec<String>, Opti
             let s = stmt.cast::<pg_sys::IndexStmt>();
             Some((
                 Operation::IndexBuild,
-                collections_of(relid_of((*s).relation)),
+                vec![Scope::Table(relid_of((*s).relation))],
                 None,
             ))
         }
         T_ReindexStmt => {
             let s = stmt.cast::<pg_sys::ReindexStmt>();
             use pg_sys::ReindexObjectType::*;
-            let targets = match (*s).kind {
+            let scope = match (*s).kind {
                 REINDEX_OBJECT_INDEX => {
                     let index = relid_of((*s).relation);
-                    if index == pg_sys::InvalidOid {
-                        Vec::new()
+                    Scope::Table(if index == pg_sys::InvalidOid {
+                        index
                     } else {
-                        collections_of(pg_sys::IndexGetRelation(index, true))
-                    }
+                        pg_sys::IndexGetRelation(index, true)
+                    })
                 }
-                REINDEX_OBJECT_TABLE => collections_of(relid_of((*s).relation)),
-                REINDEX_OBJECT_SCHEMA => {
-                    let ns = pg_sys::get_namespace_oid((*s).name, true);
-                    if ns == pg_sys::InvalidOid {
-                        Vec::new()
-                    } else {
-                        collections_in(Some(ns))
-                    }
-                }
-                _ => collections_in(None),
+                REINDEX_OBJECT_TABLE => Scope::Table(relid_of((*s).relation)),
+                REINDEX_OBJECT_SCHEMA => Scope::Schema(pg_sys::get_namespace_oid((*s).name, true)),
+                _ => Scope::Database,
             };
-            Some((Operation::IndexBuild, targets, None))
+            Some((Operation::IndexBuild, vec![scope], None))
         }
         T_VacuumStmt => {
             let s = stmt.cast::<pg_sys::VacuumStmt>();
@@ -263,30 +268,29 @@ unsafe fn gated(stmt: *mut pg_sys::Node) -> Option<(Operation, Vec<String>, Opti
                 return None;
             }
             let rels = list_ptrs::<pg_sys::VacuumRelation>((*s).rels);
-            let targets = if rels.is_empty() {
-                collections_in(None)
+            let scopes = if rels.is_empty() {
+                vec![Scope::Database]
             } else {
                 rels.into_iter()
-                    .flat_map(|r| {
-                        let relid = if (*r).oid != pg_sys::InvalidOid {
+                    .map(|r| {
+                        Scope::Table(if (*r).oid != pg_sys::InvalidOid {
                             (*r).oid
                         } else {
                             relid_of((*r).relation)
-                        };
-                        collections_of(relid)
+                        })
                     })
                     .collect()
             };
-            Some((Operation::Compaction, targets, None))
+            Some((Operation::Compaction, scopes, None))
         }
         T_ClusterStmt => {
             let s = stmt.cast::<pg_sys::ClusterStmt>();
-            let targets = if (*s).relation.is_null() {
-                collections_in(None)
+            let scope = if (*s).relation.is_null() {
+                Scope::Database
             } else {
-                collections_of(relid_of((*s).relation))
+                Scope::Table(relid_of((*s).relation))
             };
-            Some((Operation::Compaction, targets, None))
+            Some((Operation::Compaction, vec![scope], None))
         }
         T_CopyStmt => {
             let s = stmt.cast::<pg_sys::CopyStmt>();
@@ -294,7 +298,11 @@ unsafe fn gated(stmt: *mut pg_sys::Node) -> Option<(Operation, Vec<String>, Opti
                 return None;
             }
             let relid = relid_of((*s).relation);
-            Some((Operation::BulkInsert, collections_of(relid), Some(relid)))
+            Some((
+                Operation::BulkInsert,
+                vec![Scope::Table(relid)],
+                Some(relid),
+            ))
         }
         _ => None,
     }
@@ -304,9 +312,13 @@ fn gate_utility(stmt: *mut pg_sys::Node) -> SqlResult<()> {
     if !gucs::INTEGRITY_ENABLED.get() {
         return Ok(());
     }
-    let Some((op, mut collections, copy_into)) = (unsafe { gated(stmt) }) else {
+    let Some((op, scopes, copy_into)) = (unsafe { gated(stmt) }) else {
         return Ok(());
     };
+    let mut collections = Vec::new();
+    for scope in scopes {
+        collections.extend(collections_in(scope)?);
+    }
     collections.sort();
     collections.dedup();
     for collection in &collections {

@@ -55,7 +55,6 @@ pub extern "C-unwind" fn _PG_init() {
 }
 
 #[cfg(any(test, feature = "pg_test"))]
-#[pg_schema]
 mod tests;
 
 /// pgrx's test harness: each `#[pg_test]` runs in a cluster started with these

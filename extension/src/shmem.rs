@@ -246,22 +246,6 @@ impl Shared {
             .map(|i| (i, unsafe { (*self.slot_ptr(i)).view }))
     }
 
-    /// Every collection shared memory holds, with its name.
-    pub fn all(&self) -> Vec<(String, CollectionView)> {
-        let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
-        (0..self.capacity())
-            .filter_map(|i| {
-                let slot = unsafe { &*self.slot_ptr(i) };
-                slot.in_use.then(|| {
-                    (
-                        String::from_utf8_lossy(&slot.name[..slot.name_len as usize]).into_owned(),
-                        slot.view,
-                    )
-                })
-            })
-            .collect()
-    }
-
     fn add(&self, name: &str, view: CollectionView) -> bool {
         debug_assert!(name.len() <= NAME_MAX);
         let Some(free) = (0..self.capacity()).find(|&i| unsafe { !(*self.slot_ptr(i)).in_use })

@@ -1,16 +1,437 @@
-//! In-database tests: each function's contract and its errors, inside one
-//! transaction that pgrx rolls back. What crosses sessions or needs the worker
-//! is tested through a client in `tests/`.
+//! In-database tests: each SQL function's contract and its errors, in a
+//! transaction that pgrx rolls back. Shared memory only learns of a change when
+//! its transaction commits, so here the gate answers from the tables (state
+//! unknown); what crosses sessions or needs the worker is tested through a
+//! client in `tests/`.
 
-use pgrx::prelude::*;
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+    use serde_json::{json, Value};
 
-#[pg_test]
-fn extension_is_preloaded_and_installed() {
-    assert_eq!(
-        Spi::get_one::<bool>(
-            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'ruvector')"
+    /// Runs `sql` in a subtransaction and returns the (SQLSTATE, message, hint) of
+    /// the error it raises; panics if it raises none.
+    fn error_of(sql: &str) -> (String, String, String) {
+        Spi::run("CREATE TEMP TABLE IF NOT EXISTS caught (state text, message text, hint text)")
+            .unwrap();
+        Spi::run("TRUNCATE caught").unwrap();
+        Spi::run(&format!(
+            "DO $do$
+             DECLARE s text; m text; h text;
+             BEGIN
+                 EXECUTE {};
+                 INSERT INTO caught VALUES ('none', 'no error', '');
+             EXCEPTION WHEN OTHERS THEN
+                 GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, h = PG_EXCEPTION_HINT;
+                 INSERT INTO caught VALUES (s, m, h);
+             END $do$",
+            pgrx::spi::quote_literal(sql)
+        ))
+        .unwrap();
+        let (state, message, hint) =
+            Spi::get_three::<String, String, String>("SELECT state, message, hint FROM caught")
+                .unwrap();
+        let result = (state.unwrap(), message.unwrap(), hint.unwrap_or_default());
+        assert_ne!(result.0, "none", "expected an error from: {sql}");
+        result
+    }
+
+    fn json_of(sql: &str) -> Value {
+        Spi::get_one::<pgrx::JsonB>(sql)
+            .unwrap()
+            .expect("a JSON result")
+            .0
+    }
+
+    /// A table of `rows` 3-dimensional vectors, registered as collection `name`.
+    fn collection(name: &str, rows: i32) -> Value {
+        Spi::run(&format!(
+            "CREATE TABLE {name} (id bigserial PRIMARY KEY, embedding real[])"
+        ))
+        .unwrap();
+        Spi::run(&format!(
+            "INSERT INTO {name} (embedding) SELECT ARRAY[i, i + 1, i + 2]::real[] FROM generate_series(1, {rows}) i"
+        ))
+        .unwrap();
+        json_of(&format!(
+            "SELECT ruvector_register_collection('{name}', '{name}', 'embedding')"
+        ))
+    }
+
+    #[pg_test]
+    fn register_infers_dimensions_and_installs_default_policy() {
+        let registered = collection("reg_docs", 5);
+        assert_eq!(registered["dimensions"], 3);
+        assert_eq!(registered["state"], "unknown");
+        assert_eq!(
+            Spi::get_one::<String>(
+                "SELECT p.name FROM ruvector.integrity_policies p JOIN ruvector.collections c ON c.id = p.collection_id WHERE c.name = 'reg_docs'"
+            )
+            .unwrap(),
+            Some("default".into())
+        );
+        let triggers = Spi::get_one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'reg_docs'::regclass AND tgname LIKE 'ruvector_gate_%'")
+            .unwrap();
+        assert_eq!(triggers, Some(4));
+        let pending = Spi::get_one::<String>("SELECT metadata->>'action' FROM ruvector.pending_events WHERE collection_name = 'reg_docs'")
+            .unwrap();
+        assert_eq!(pending, Some("register".into()));
+    }
+
+    #[pg_test]
+    fn register_refuses_bad_input_with_sqlstates() {
+        collection("reg_twice", 1);
+        Spi::run("CREATE TABLE reg_text (id int, embedding text)").unwrap();
+        Spi::run("CREATE VIEW reg_view AS SELECT * FROM reg_twice").unwrap();
+        Spi::run("CREATE TABLE reg_empty (id int, embedding real[])").unwrap();
+        let cases = [
+            ("SELECT ruvector_register_collection('reg_twice', 'reg_twice', 'embedding')", "42710", "already registered"),
+            ("SELECT ruvector_register_collection('other', 'reg_twice', 'embedding')", "42710", "already registered as collection \"reg_twice\""),
+            ("SELECT ruvector_register_collection('x', 'reg_twice', 'nope')", "42703", "does not exist"),
+            ("SELECT ruvector_register_collection('x', 'reg_text', 'embedding')", "42804", "not a vector"),
+            ("SELECT ruvector_register_collection('x', 'reg_view', 'embedding')", "42809", "not a table"),
+            ("SELECT ruvector_register_collection('x', 'reg_empty', 'embedding')", "22023", "dimensions is required"),
+            ("SELECT ruvector_register_collection('x', 'reg_empty', 'embedding', dimensions => 0)", "22023", "between 1 and 16000"),
+            ("SELECT ruvector_register_collection('x', 'reg_empty', 'embedding', 3, 'hamming')", "22023", "invalid distance_metric"),
+            ("SELECT ruvector_register_collection('bad name!', 'reg_empty', 'embedding', 3)", "22023", "invalid collection name"),
+            ("SELECT ruvector_register_collection('x', 'reg_empty', 'embedding', 3, config => '[1]')", "22023", "config must be a JSON object"),
+        ];
+        for (sql, state, message) in cases {
+            let (got_state, got_message, _) = error_of(sql);
+            assert_eq!(got_state, state, "{sql}: {got_message}");
+            assert!(got_message.contains(message), "{sql}: {got_message}");
+        }
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT count(*) FROM ruvector.collections").unwrap(),
+            Some(1)
+        );
+    }
+
+    #[pg_test]
+    fn gate_answers_unknown_state_from_the_tables_before_the_first_sample() {
+        collection("gate_new", 3);
+        let search = json_of("SELECT ruvector_integrity_gate('gate_new', 'read')");
+        assert_eq!(search["operation"], "search");
+        assert_eq!(search["decision"], "allow");
+        assert_eq!(search["state"], "unknown");
+        assert_eq!(search["stale"], true);
+        assert_eq!(search["risk"], "low");
+        let index = json_of("SELECT ruvector_integrity_gate('gate_new', 'hnsw_rewire')");
+        assert_eq!(index["decision"], "defer");
+        assert_eq!(index["allowed"], false);
+        assert_eq!(index["retry_after_secs"], 300);
+        assert_eq!(
+            Spi::get_one::<bool>("SELECT ruvector_integrity_allowed('gate_new', 'bulk_insert')")
+                .unwrap(),
+            Some(true)
+        );
+    }
+
+    #[pg_test]
+    fn gate_refuses_unknown_collections_and_operations() {
+        collection("gate_known", 1);
+        let (state, message, hint) = error_of("SELECT ruvector_integrity_gate('nope', 'search')");
+        assert_eq!(
+            (state.as_str(), message.as_str()),
+            ("42704", "collection \"nope\" is not registered")
+        );
+        assert!(hint.contains("ruvector_register_collection"));
+        let (state, message, hint) =
+            error_of("SELECT ruvector_integrity_gate('gate_known', 'drop_table')");
+        assert_eq!(
+            (state.as_str(), message.as_str()),
+            ("22023", "unknown operation \"drop_table\"")
+        );
+        assert!(
+            hint.starts_with("Valid operations are: search, read, insert"),
+            "{hint}"
+        );
+        let (state, _, _) = error_of("SELECT ruvector_integrity_allowed('gate_known', 'fly')");
+        assert_eq!(state, "22023");
+    }
+
+    #[pg_test]
+    fn statements_on_a_registered_table_go_through_the_gate() {
+        collection("enf_docs", 2);
+        // Unknown state: low and medium risk go on...
+        Spi::run("INSERT INTO enf_docs (embedding) VALUES ('{1,2,3}')").unwrap();
+        Spi::run("INSERT INTO enf_docs (embedding) SELECT '{1,2,3}' FROM generate_series(1, 5)")
+            .unwrap();
+        Spi::run("UPDATE enf_docs SET embedding = '{3,2,1}'").unwrap();
+        Spi::run("DELETE FROM enf_docs WHERE id = 1").unwrap();
+        // ...high risk waits for a sample: deferred, retryable.
+        let (state, message, hint) = error_of("CREATE INDEX ON enf_docs (id)");
+        assert_eq!(state, "53000");
+        assert!(
+            message.starts_with(
+                "ruvector refused index_build on collection \"enf_docs\" in state unknown"
+            ),
+            "{message}"
+        );
+        assert_eq!(hint, "Retry after 300 seconds.");
+        assert_eq!(error_of("VACUUM FULL enf_docs").0, "53000");
+        assert_eq!(error_of("CLUSTER enf_docs USING enf_docs_pkey").0, "53000");
+        assert_eq!(error_of("REINDEX TABLE enf_docs").0, "53000");
+    }
+
+    #[pg_test]
+    fn policy_set_merges_and_bad_keys_change_nothing() {
+        collection("pol_docs", 1);
+        let set = json_of(
+            "SELECT ruvector_integrity_policy_set('pol_docs', 'custom', '{\"threshold_high\": 0.7, \"stress_actions\": {\"throttle_inserts_pct\": 75}}')",
+        );
+        assert_eq!(set["in_force"], true);
+        assert_eq!(set["document"]["threshold_high"], 0.7);
+        assert_eq!(
+            set["document"]["stress_actions"]["throttle_inserts_pct"],
+            75
+        );
+        assert_eq!(
+            set["document"]["stress_actions"]["allow_bulk_insert"],
+            false
+        );
+        let before = json_of("SELECT to_jsonb(p) - 'updated_at' FROM ruvector.integrity_policies p WHERE name = 'custom'");
+        let (state, message, _) = error_of(
+            "SELECT ruvector_integrity_policy_set('pol_docs', 'custom', '{\"stress_actions\": {\"throttle_inserts_pct\": 10, \"allow_everything\": true}}')",
+        );
+        assert_eq!(state, "22023");
+        assert_eq!(
+            message,
+            "invalid policy key \"stress_actions.allow_everything\": unknown key"
+        );
+        let (_, message, _) =
+            error_of("SELECT ruvector_integrity_policy_set('pol_docs', 'custom', '{\"threshold_low\": 0.9}')");
+        assert!(
+            message.starts_with("invalid policy key \"threshold_low\""),
+            "{message}"
+        );
+        let after = json_of("SELECT to_jsonb(p) - 'updated_at' FROM ruvector.integrity_policies p WHERE name = 'custom'");
+        assert_eq!(before, after);
+        assert_eq!(
+            error_of("SELECT ruvector_integrity_policy_set('nope', 'custom', '{}')").0,
+            "42704"
+        );
+    }
+
+    #[pg_test]
+    fn override_needs_a_valid_state_ttl_and_reason() {
+        collection("ovr_docs", 1);
+        let cases = [
+            (
+                "SELECT ruvector_integrity_override('ovr_docs', 'panic', '1 hour', 'x')",
+                "invalid override state",
+            ),
+            (
+                "SELECT ruvector_integrity_override('ovr_docs', 'unknown', '1 hour', 'x')",
+                "invalid override state",
+            ),
+            (
+                "SELECT ruvector_integrity_override('ovr_docs', 'critical', '0 seconds', 'x')",
+                "ttl must be",
+            ),
+            (
+                "SELECT ruvector_integrity_override('ovr_docs', 'critical', '8 days', 'x')",
+                "ttl must be",
+            ),
+            (
+                "SELECT ruvector_integrity_override('ovr_docs', 'critical', '1 hour', '  ')",
+                "needs a reason",
+            ),
+        ];
+        for (sql, message) in cases {
+            let (state, got, _) = error_of(sql);
+            assert_eq!(state, "22023", "{sql}");
+            assert!(got.contains(message), "{sql}: {got}");
+        }
+        let set = json_of("SELECT ruvector_integrity_override('ovr_docs', 'critical', '10 minutes', 'failover drill')");
+        assert_eq!(set["state"], "critical");
+        let stored = Spi::get_two::<String, String>(
+            "SELECT s.override_state, s.override_reason FROM ruvector.integrity_state s JOIN ruvector.collections c ON c.id = s.collection_id WHERE c.name = 'ovr_docs'",
         )
-        .unwrap(),
-        Some(true)
-    );
+        .unwrap();
+        assert_eq!(
+            stored,
+            (Some("critical".into()), Some("failover drill".into()))
+        );
+        let audited = Spi::get_one::<String>(
+            "SELECT metadata->>'reason' FROM ruvector.pending_events WHERE collection_name = 'ovr_docs' AND event_type = 'manual_override'",
+        )
+        .unwrap();
+        assert_eq!(audited, Some("failover drill".into()));
+    }
+
+    #[pg_test]
+    fn sample_measures_a_healthy_table_as_lambda_norm_one() {
+        collection("smp_docs", 10);
+        let sample = json_of("SELECT ruvector_integrity_sample('smp_docs')");
+        assert_eq!(sample["lambda_norm"], 1.0);
+        assert_eq!(sample["node_count"], 3); // partition, primary shard, autovacuum
+        assert_eq!(sample["state"], "unknown"); // measuring does not change the state
+        let rebuilt = json_of("SELECT ruvector_rebuild_contracted_graph('smp_docs')");
+        assert_eq!(rebuilt["node_count"], 3);
+        let graph = json_of("SELECT ruvector_contracted_graph('smp_docs')");
+        assert_eq!(graph["node_count"], 3);
+        assert_eq!(graph["edge_count"], 2);
+        assert_eq!(
+            error_of("SELECT ruvector_contracted_graph('nope')").0,
+            "42704"
+        );
+    }
+
+    #[pg_test]
+    fn partitions_are_nodes_and_get_triggers() {
+        Spi::run("CREATE TABLE part_docs (id int, embedding real[]) PARTITION BY RANGE (id)")
+            .unwrap();
+        Spi::run("CREATE TABLE part_docs_a PARTITION OF part_docs FOR VALUES FROM (0) TO (100)")
+            .unwrap();
+        Spi::run("CREATE TABLE part_docs_b PARTITION OF part_docs FOR VALUES FROM (100) TO (200)")
+            .unwrap();
+        json_of("SELECT ruvector_register_collection('part_docs', 'part_docs', 'embedding', 3)");
+        let sample = json_of("SELECT ruvector_integrity_sample('part_docs')");
+        assert_eq!(sample["node_count"], 4);
+        let triggered = Spi::get_one::<i64>(
+            "SELECT count(DISTINCT tgrelid) FROM pg_trigger WHERE tgname LIKE 'ruvector_gate_%'",
+        )
+        .unwrap();
+        assert_eq!(triggered, Some(3));
+    }
+
+    #[pg_test]
+    fn unregister_keeps_the_audit_trail_and_drops_the_triggers() {
+        collection("unreg_docs", 1);
+        json_of("SELECT ruvector_unregister_collection('unreg_docs')");
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT count(*) FROM ruvector.collections").unwrap(),
+            Some(0)
+        );
+        assert_eq!(
+            Spi::get_one::<i64>(
+                "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'ruvector_gate_%'"
+            )
+            .unwrap(),
+            Some(0)
+        );
+        let actions = Spi::get_one::<String>(
+            "SELECT string_agg(metadata->>'action', ',' ORDER BY id) FROM ruvector.pending_events WHERE collection_name = 'unreg_docs'",
+        )
+        .unwrap();
+        assert_eq!(actions, Some("register,unregister".into()));
+        assert_eq!(
+            error_of("SELECT ruvector_unregister_collection('unreg_docs')").0,
+            "42704"
+        );
+    }
+
+    #[pg_test]
+    fn audit_tables_are_append_only() {
+        Spi::run(
+            "INSERT INTO ruvector.integrity_events (seq, collection_name, event_type, payload, prev_hash, entry_hash, signature, signer_id, created_at, signed_at)
+             VALUES (1, 'x', 'audit', '\\x00', decode(repeat('00', 32), 'hex'), decode(repeat('00', 32), 'hex'), '\\x00', 'k', now(), now())",
+        )
+        .unwrap();
+        for sql in [
+            "UPDATE ruvector.integrity_events SET collection_name = 'y'",
+            "DELETE FROM ruvector.integrity_events",
+            "TRUNCATE ruvector.integrity_events",
+        ] {
+            let (state, message, _) = error_of(sql);
+            assert_eq!(state, "42501", "{sql}");
+            assert_eq!(message, "ruvector.integrity_events is append-only");
+        }
+        Spi::run("INSERT INTO ruvector.signing_keys (id, public_key) VALUES ('k', decode(repeat('11', 32), 'hex'))").unwrap();
+        assert_eq!(
+            error_of(
+                "UPDATE ruvector.signing_keys SET public_key = decode(repeat('22', 32), 'hex')"
+            )
+            .0,
+            "42501"
+        );
+        assert_eq!(error_of("DELETE FROM ruvector.signing_keys").0, "42501");
+        Spi::run("UPDATE ruvector.signing_keys SET revoked_at = now(), revocation_reason = 'test'")
+            .unwrap();
+        assert_eq!(
+            error_of("UPDATE ruvector.signing_keys SET revoked_at = NULL").0,
+            "42501"
+        );
+    }
+
+    #[pg_test]
+    fn verifying_an_empty_or_missing_event() {
+        assert_eq!(
+            Spi::get_one::<bool>("SELECT ruvector_verify_event_signature(12345)").unwrap(),
+            None
+        );
+        let chain = json_of("SELECT ruvector_verify_audit_chain()");
+        assert_eq!(chain["ok"], true);
+    }
+
+    #[pg_test]
+    fn mincut_and_lambda2_on_json_graphs() {
+        let cut = json_of(
+            r#"SELECT ruvector_mincut('[{"source": "a", "target": "b", "capacity": 3},
+                                        {"source": "b", "target": "c", "capacity": 1},
+                                        {"source": "c", "target": 4, "capacity": 2},
+                                        {"source": 4, "target": "a"}]')"#,
+        );
+        assert_eq!(cut["lambda"], 2.0);
+        assert_eq!(cut["nodes"], 4);
+        assert_eq!(cut["witness_edges"].as_array().unwrap().len(), 2);
+        let apart = json_of(
+            r#"SELECT ruvector_mincut('[{"source": 1, "target": 2}, {"source": 3, "target": 4}]')"#,
+        );
+        assert_eq!(apart["lambda"], 0.0);
+        assert_eq!(
+            json_of("SELECT ruvector_mincut('[]')")["lambda"],
+            Value::Null
+        );
+        let l2 =
+            json_of(r#"SELECT ruvector_lambda2('[{"source": 1, "target": 2, "capacity": 1.5}]')"#);
+        assert!((l2["lambda2"].as_f64().unwrap() - 3.0).abs() < 1e-12);
+        assert_eq!(
+            json_of(
+                r#"SELECT ruvector_lambda2('[{"source": 1, "target": 2}, {"source": 3, "target": 4}]')"#
+            )["lambda2"],
+            json!(0.0)
+        );
+        for (sql, message) in [
+            (
+                r#"SELECT ruvector_mincut('{"a": 1}')"#,
+                "must be a JSON array",
+            ),
+            (
+                r#"SELECT ruvector_mincut('[{"source": 1, "target": 2, "capacity": -1}]')"#,
+                "capacity must be a finite number",
+            ),
+            (
+                r#"SELECT ruvector_mincut('[{"source": 1, "target": 2, "weight": 1}]')"#,
+                "unknown key \"weight\"",
+            ),
+            (
+                r#"SELECT ruvector_lambda2('[{"source": [1], "target": 2}]')"#,
+                "must be a string or a number",
+            ),
+        ] {
+            let (state, got, _) = error_of(sql);
+            assert_eq!(state, "22023", "{sql}");
+            assert!(got.contains(message), "{sql}: {got}");
+        }
+    }
+
+    #[pg_test]
+    fn roles_exist_and_admin_functions_are_not_public() {
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT count(*) FROM pg_roles WHERE rolname IN ('ruvector_reader', 'ruvector_admin')").unwrap(),
+            Some(2)
+        );
+        let public_can = Spi::get_one::<bool>(
+            "SELECT has_function_privilege('public', 'ruvector_integrity_policy_set(text, text, jsonb)', 'EXECUTE')",
+        )
+        .unwrap();
+        assert_eq!(public_can, Some(false));
+        let reader_can = Spi::get_one::<bool>(
+            "SELECT has_function_privilege('ruvector_reader', 'ruvector_integrity_gate(text, text)', 'EXECUTE')",
+        )
+        .unwrap();
+        assert_eq!(reader_can, Some(true));
+    }
 }

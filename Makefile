@@ -1,0 +1,52 @@
+# ruvector: the two set-up commands are `make demo` and `make test`.
+# Each installs what is missing first (scripts/setup), so both work on a fresh
+# Debian 12 machine, as root or as a user with sudo.
+
+SHELL := /bin/bash
+PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+DEMO_PORT ?= 28850
+export DEMO_PORT
+
+.PHONY: all setup build install demo stop test test-core test-pg test-integration bench lint clean-clusters
+
+all: build
+
+setup:
+	./scripts/setup
+
+build: setup
+	cargo build --workspace
+
+# Builds the extension and installs it into the system PostgreSQL 15.
+install: setup
+	cd extension && cargo pgrx install --pg-config $(PG_CONFIG) $(if $(filter 0,$(shell id -u)),,--sudo)
+
+# Starts a cluster with ruvector preloaded, runs the integrity control plane on
+# a demo collection and shows what it decided. Leaves the cluster running.
+demo: install
+	./scripts/demo
+
+stop:
+	./scripts/cluster stop demo
+
+# Every test tier: core library, in-database (pgrx), and cluster integration.
+test: setup test-core test-pg test-integration
+
+test-core:
+	cargo test -p ruvector-integrity
+
+test-pg: setup
+	./scripts/test-pg
+
+test-integration: install
+	./scripts/test-integration
+
+bench: setup
+	cargo bench -p ruvector-integrity --bench mincut
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+clean-clusters:
+	for c in target/clusters/*/; do [ -d "$$c" ] && ./scripts/cluster stop "$$(basename $$c)"; done; true
