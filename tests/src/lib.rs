@@ -1,0 +1,314 @@
+//! The integration harness: each test starts its own PostgreSQL 15 cluster on
+//! loopback with ruvector preloaded (as the unprivileged runner when the tests
+//! run as root), talks to it through a client, and stops it when dropped.
+//!
+//! Environment (set by scripts/test-integration):
+//! - `RUVECTOR_TEST_CLUSTERS`: where clusters live (default target/clusters);
+//! - `RUVECTOR_TEST_RUNNER`: the OS user that runs PostgreSQL (default: postgres
+//!   when root, else the current user);
+//! - `RUVECTOR_KEEP_CLUSTERS=1` keeps data directories for a post-mortem.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub use postgres::{Client, NoTls};
+pub use serde_json::{json, Value};
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// The database every test cluster watches.
+pub const DATABASE: &str = "ruvector_test";
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false)
+}
+
+fn runner() -> Option<String> {
+    match std::env::var("RUVECTOR_TEST_RUNNER") {
+        Ok(user) if !user.is_empty() => Some(user),
+        _ if is_root() => Some("postgres".into()),
+        _ => None,
+    }
+}
+
+/// A PostgreSQL program, to be run as the runner.
+fn command(program: &str) -> Command {
+    let path = format!("{PG_BIN}/{program}");
+    let mut command = match runner() {
+        Some(user) if is_root() => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", &user, "--", &path]);
+            c
+        }
+        _ => Command::new(&path),
+    };
+    // RUST_BACKTRACE would put Rust backtraces into the server's error messages.
+    command.env_remove("RUST_BACKTRACE");
+    command
+}
+
+/// Runs a PostgreSQL program as the runner; panics with its output on failure.
+fn run(program: &str, args: &[&str]) -> String {
+    let output = command(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed:\n{text}"
+    );
+    text
+}
+
+fn chown_to_runner(path: &Path) {
+    if let (Some(user), true) = (runner(), is_root()) {
+        let status = Command::new("chown")
+            .arg("-R")
+            .arg(&user)
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running cluster.
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+impl Cluster {
+    /// Starts a fresh cluster named `name` with ruvector preloaded, a 1-second
+    /// sample interval, and these extra postgresql.conf lines; creates the test
+    /// database and the extension in it.
+    pub fn start(name: &str, settings: &[&str]) -> Cluster {
+        let cluster = Cluster::init(name, settings);
+        cluster.pg_ctl_start();
+        run(
+            "createdb",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &cluster.port.to_string(),
+                "-U",
+                "postgres",
+                DATABASE,
+            ],
+        );
+        cluster
+            .client()
+            .batch_execute("CREATE EXTENSION ruvector")
+            .unwrap();
+        cluster
+    }
+
+    /// Initializes the cluster without starting it.
+    pub fn init(name: &str, settings: &[&str]) -> Cluster {
+        let root = std::env::var("RUVECTOR_TEST_CLUSTERS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/clusters"));
+        let dir = root.join(format!("it-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        chown_to_runner(&dir);
+        let data = dir.join("data");
+        run(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+            ],
+        );
+        let port = free_port();
+        let mut conf = format!(
+            "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+             shared_preload_libraries = 'ruvector'\nruvector.integrity_database = '{DATABASE}'\n\
+             ruvector.integrity_sample_interval = 1\nfsync = off\n",
+            dir.display()
+        );
+        for line in settings {
+            conf.push_str(line);
+            conf.push('\n');
+        }
+        let path = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(&conf);
+        std::fs::write(&path, text).unwrap();
+        Cluster { dir, port }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("server.log")
+    }
+
+    pub fn pg_ctl_start(&self) {
+        run(
+            "pg_ctl",
+            &[
+                "-D",
+                self.data_dir().to_str().unwrap(),
+                "-l",
+                self.log_path().to_str().unwrap(),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        );
+    }
+
+    pub fn stop(&self) {
+        run(
+            "pg_ctl",
+            &[
+                "-D",
+                self.data_dir().to_str().unwrap(),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ],
+        );
+    }
+
+    pub fn restart(&self) {
+        self.stop();
+        self.pg_ctl_start();
+    }
+
+    /// The server log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn client(&self) -> Client {
+        self.client_as("postgres")
+    }
+
+    pub fn client_as(&self, user: &str) -> Client {
+        let config = format!(
+            "host=127.0.0.1 port={} user={user} dbname={DATABASE}",
+            self.port
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match Client::connect(&config, NoTls) {
+                Ok(client) => return client,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200))
+                }
+                Err(e) => panic!("cannot connect as {user}: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let data = self.data_dir();
+        let _ = command("pg_ctl")
+            .args([
+                "-D",
+                data.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ])
+            .output();
+        if std::env::var("RUVECTOR_KEEP_CLUSTERS").is_err() && !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Polls `probe` every 100 ms until it returns `Some`, for at most `seconds`.
+pub fn wait_for<T>(seconds: u64, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {seconds} s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The first column of the first row of `sql`, as JSON.
+pub fn json(client: &mut Client, sql: &str) -> Value {
+    client
+        .query_one(sql, &[])
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
+/// The SQLSTATE and message of the error `sql` raises.
+pub fn error(client: &mut Client, sql: &str) -> (String, String) {
+    let e = client
+        .batch_execute(sql)
+        .expect_err(&format!("expected an error from {sql}"));
+    let db = e
+        .as_db_error()
+        .unwrap_or_else(|| panic!("not a database error: {e}"));
+    (db.code().code().to_owned(), db.message().to_owned())
+}
+
+/// A table `name` of `rows` 3-dimensional vectors, registered as a collection.
+pub fn collection(client: &mut Client, name: &str, rows: i32) {
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {name} (id bigserial PRIMARY KEY, embedding real[]);
+             INSERT INTO {name} (embedding) SELECT ARRAY[i, i + 1, i + 2]::real[] FROM generate_series(1, {rows}) i;
+             SELECT ruvector_register_collection('{name}', '{name}', 'embedding');"
+        ))
+        .unwrap();
+}
+
+/// The state the gate reports for `name` (shared memory, as any session sees it).
+pub fn state(client: &mut Client, name: &str) -> String {
+    json(
+        client,
+        &format!("SELECT ruvector_integrity_gate('{name}', 'search')"),
+    )["state"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Waits until `name` is in `expected` state.
+pub fn wait_for_state(client: &mut Client, name: &str, expected: &str, seconds: u64) {
+    wait_for(seconds, &format!("{name} to be {expected}"), || {
+        (state(client, name) == expected).then_some(())
+    });
+}
