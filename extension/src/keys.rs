@@ -125,7 +125,7 @@ pub fn rotate(old: &Signer, path: &Path, why: &str) -> SqlResult<Signer> {
     })?;
     register(&new, &format!("rotated from {} ({why})", old.id()))?;
     Spi::run_with_args(
-        "UPDATE ruvector.signing_keys SET expires_at = now() WHERE id = $1 AND expires_at IS NULL",
+        "UPDATE ruvector.signing_keys SET expires_at = clock_timestamp() WHERE id = $1 AND expires_at IS NULL",
         &[old.id().into()],
     )?;
     let event = ruvector_integrity::audit::Event {
@@ -177,7 +177,7 @@ fn revoke(key_id: &str, reason: &str) -> SqlResult<pgrx::JsonB> {
         return Err(SqlError::invalid("a revocation needs a reason"));
     }
     let revoked = Spi::get_one_with_args::<String>(
-        "UPDATE ruvector.signing_keys SET revoked_at = now(), revocation_reason = $2
+        "UPDATE ruvector.signing_keys SET revoked_at = clock_timestamp(), revocation_reason = $2
          WHERE id = $1 AND revoked_at IS NULL RETURNING id",
         &[key_id.into(), reason.into()],
     )

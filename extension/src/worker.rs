@@ -69,7 +69,11 @@ pub extern "C-unwind" fn ruvector_integrity_worker_main(_arg: pg_sys::Datum) {
             break;
         }
     }
+    // Exit code 1: the postmaster starts the worker again after its restart
+    // time, unless the server is shutting down. A worker stopped by
+    // pg_terminate_backend() comes back; integrity control is not optional.
     log!("ruvector integrity worker stopping");
+    unsafe { pg_sys::proc_exit(1) };
 }
 
 /// Runs `body` in a transaction of its own. An ERROR inside rolls it back and

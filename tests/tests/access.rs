@@ -1,0 +1,196 @@
+//! Who may do what, and the answers to bad input, seen from real sessions.
+
+use ruvector_tests::*;
+
+#[test]
+fn a_reader_reads_and_gates_but_is_refused_admin_functions() {
+    let cluster = Cluster::start("roles", &[]);
+    let mut db = cluster.client();
+    collection(&mut db, "docs", 10);
+    db.batch_execute(
+        "CREATE ROLE app LOGIN IN ROLE ruvector_reader;
+         CREATE ROLE ops LOGIN IN ROLE ruvector_admin;
+         CREATE ROLE nobody LOGIN;",
+    )
+    .unwrap();
+    wait_for_state(&mut db, "docs", "normal", 30);
+
+    let mut app = cluster.client_as("app");
+    assert_eq!(
+        json(&mut app, "SELECT ruvector_integrity_gate('docs', 'search')")["allowed"],
+        true
+    );
+    assert_eq!(
+        json(&mut app, "SELECT ruvector_integrity_status('docs')")["state"],
+        "normal"
+    );
+    assert_eq!(
+        json(&mut app, "SELECT ruvector_verify_audit_chain()")["ok"],
+        true
+    );
+    app.query("SELECT * FROM ruvector_integrity_history('docs')", &[])
+        .unwrap();
+    app.query("SELECT * FROM ruvector.integrity_events", &[])
+        .unwrap();
+    for sql in [
+        "SELECT ruvector_integrity_policy_set('docs', 'custom', '{\"threshold_high\": 0.5}')",
+        "SELECT ruvector_integrity_override('docs', 'critical', '1 hour', 'mine')",
+        "SELECT ruvector_register_collection('x', 'docs', 'embedding')",
+        "SELECT ruvector_unregister_collection('docs')",
+        "SELECT ruvector._policy_set('docs', 'custom', '{}')",
+        "INSERT INTO ruvector.pending_events (collection_name, event_type) VALUES ('docs', 'audit')",
+        "UPDATE ruvector.integrity_state SET state = 'normal'",
+    ] {
+        let (state, message) = error(&mut app, sql);
+        assert_eq!(state, "42501", "{sql}: {message}");
+    }
+
+    let mut ops = cluster.client_as("ops");
+    let set = json(
+        &mut ops,
+        "SELECT ruvector_integrity_policy_set('docs', 'custom', '{\"threshold_high\": 0.7}')",
+    );
+    assert_eq!(set["in_force"], true);
+    assert_eq!(
+        error(&mut ops, "SELECT ruvector_rotate_signing_key()").0,
+        "42501"
+    );
+    let by: String = db
+        .query_one("SELECT metadata->>'by' FROM ruvector.pending_events WHERE event_type = 'policy_update' UNION ALL SELECT metadata->>'by' FROM ruvector.integrity_events WHERE event_type = 'policy_update'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        by, "ops",
+        "the audit trail names the caller, not the definer"
+    );
+
+    let mut nobody = cluster.client_as("nobody");
+    assert_eq!(
+        error(
+            &mut nobody,
+            "SELECT ruvector_integrity_gate('docs', 'search')"
+        )
+        .0,
+        "42501"
+    );
+    // The solvers are pure functions anyone may call.
+    assert_eq!(
+        json(
+            &mut nobody,
+            "SELECT ruvector_mincut('[{\"source\": 1, \"target\": 2, \"capacity\": 4}]')"
+        )["lambda"],
+        4.0
+    );
+}
+
+#[test]
+fn bad_policy_json_names_the_key_and_leaves_the_policy_in_force() {
+    let cluster = Cluster::start("bad-policy", &[]);
+    let mut db = cluster.client();
+    collection(&mut db, "docs", 10);
+    wait_for_state(&mut db, "docs", "normal", 30);
+    db.execute(
+        "SELECT ruvector_integrity_override('docs', 'stress', '1 hour', 'to see throttles')",
+        &[],
+    )
+    .unwrap();
+    let before = json(&mut db, "SELECT ruvector_integrity_gate('docs', 'insert')");
+    assert_eq!(before["throttle_pct"], 50);
+    let stored = json(
+        &mut db,
+        "SELECT jsonb_agg(to_jsonb(p) - 'updated_at') FROM ruvector.integrity_policies p",
+    );
+
+    for (patch, key) in [
+        (
+            r#"{"stress_actions": {"throttle_inserts_pct": 90, "throttle_everything": true}}"#,
+            "stress_actions.throttle_everything",
+        ),
+        (
+            r#"{"stress_actions": {"throttle_inserts_pct": 190}}"#,
+            "stress_actions.throttle_inserts_pct",
+        ),
+        (r#"{"threshold_high": "high"}"#, "threshold_high"),
+        (
+            r#"{"hysteresis": {"degrade_samples": -1}}"#,
+            "hysteresis.degrade_samples",
+        ),
+    ] {
+        let (state, message) = error(
+            &mut db,
+            &format!("SELECT ruvector_integrity_policy_set('docs', 'default', '{patch}')"),
+        );
+        assert_eq!(state, "22023");
+        assert!(
+            message.starts_with(&format!("invalid policy key \"{key}\"")),
+            "{message}"
+        );
+    }
+    assert_eq!(
+        json(
+            &mut db,
+            "SELECT jsonb_agg(to_jsonb(p) - 'updated_at') FROM ruvector.integrity_policies p"
+        ),
+        stored
+    );
+    let after = json(&mut db, "SELECT ruvector_integrity_gate('docs', 'insert')");
+    assert_eq!(
+        after["throttle_pct"], 50,
+        "shared memory kept the policy too"
+    );
+}
+
+#[test]
+fn unknown_collections_and_operations_get_the_documented_answers() {
+    let cluster = Cluster::start("unknown", &[]);
+    let mut db = cluster.client();
+    collection(&mut db, "docs", 10);
+    let (state, message) = error(&mut db, "SELECT ruvector_integrity_gate('nope', 'search')");
+    assert_eq!(
+        (state.as_str(), message.as_str()),
+        ("42704", "collection \"nope\" is not registered")
+    );
+    let (state, message) = error(
+        &mut db,
+        "SELECT ruvector_integrity_allowed('docs', 'teleport')",
+    );
+    assert_eq!(
+        (state.as_str(), message.as_str()),
+        ("22023", "unknown operation \"teleport\"")
+    );
+    for sql in [
+        "SELECT ruvector_integrity_status('nope')",
+        "SELECT ruvector_contracted_graph('nope')",
+        "SELECT ruvector_integrity_policy_set('nope', 'p', '{}')",
+        "SELECT ruvector_integrity_override('nope', 'normal', '1 hour', 'x')",
+    ] {
+        assert_eq!(error(&mut db, sql).0, "42704", "{sql}");
+    }
+}
+
+#[test]
+fn collections_can_only_live_in_the_watched_database() {
+    let cluster = Cluster::start("other-db", &[]);
+    let mut db = cluster.client();
+    db.batch_execute("CREATE DATABASE elsewhere").unwrap();
+    let mut other = Client::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=postgres dbname=elsewhere",
+            cluster.port
+        ),
+        NoTls,
+    )
+    .unwrap();
+    other
+        .batch_execute("CREATE EXTENSION ruvector; CREATE TABLE t (id int, embedding real[]);")
+        .unwrap();
+    let (state, message) = error(
+        &mut other,
+        "SELECT ruvector_register_collection('t', 't', 'embedding', 3)",
+    );
+    assert_eq!(state, "55000");
+    assert!(
+        message.contains(&format!("only be registered in database \"{DATABASE}\"")),
+        "{message}"
+    );
+}

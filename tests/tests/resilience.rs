@@ -1,0 +1,174 @@
+//! Crashes, restarts, failing collections, failing archivers, and reloads.
+
+use std::time::Duration;
+
+use ruvector_tests::*;
+
+fn sample_count(db: &mut Client, name: &str) -> i64 {
+    json(db, &format!("SELECT ruvector_integrity_status('{name}')"))["sample_count"]
+        .as_i64()
+        .unwrap()
+}
+
+#[test]
+fn a_crash_loses_nothing_committed_and_shared_memory_is_refilled() {
+    let cluster = Cluster::start("crash", &[]);
+    let mut db = cluster.client();
+    collection(&mut db, "docs", 10);
+    wait_for_state(&mut db, "docs", "normal", 30);
+    db.execute(
+        "SELECT ruvector_integrity_override('docs', 'critical', '1 hour', 'before the crash')",
+        &[],
+    )
+    .unwrap();
+    wait_for(15, "the override to be signed", || {
+        let pending: i64 = db
+            .query_one("SELECT count(*) FROM ruvector.pending_events", &[])
+            .unwrap()
+            .get(0);
+        (pending == 0).then_some(())
+    });
+    let events: i64 = db
+        .query_one("SELECT count(*) FROM ruvector.integrity_events", &[])
+        .unwrap()
+        .get(0);
+
+    // SIGKILL a backend: the postmaster resets shared memory and every process.
+    let mut victim = cluster.client();
+    let pid: i32 = victim
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    drop(victim);
+    let mut db = wait_for(30, "the server to accept connections again", || {
+        std::thread::sleep(Duration::from_millis(300));
+        let mut c = cluster.client();
+        c.query_one("SELECT 1", &[]).ok().map(|_| c)
+    });
+    assert!(cluster.log().contains("terminated by signal 9"));
+    // The worker refills shared memory from the tables: the pin is back.
+    wait_for_state(&mut db, "docs", "critical", 30);
+    assert_eq!(error(&mut db, "DELETE FROM docs").0, "55000");
+    let after: i64 = db
+        .query_one("SELECT count(*) FROM ruvector.integrity_events", &[])
+        .unwrap()
+        .get(0);
+    assert!(after >= events);
+    assert_eq!(
+        json(&mut db, "SELECT ruvector_verify_audit_chain()")["ok"],
+        true
+    );
+}
+
+#[test]
+fn an_error_in_one_collection_does_not_stop_the_others() {
+    let cluster = Cluster::start("isolation", &[]);
+    let mut db = cluster.client();
+    collection(&mut db, "healthy", 10);
+    collection(&mut db, "doomed", 10);
+    wait_for_state(&mut db, "doomed", "normal", 30);
+    db.batch_execute("DROP TABLE doomed").unwrap();
+    let status = wait_for(15, "the error to be recorded", || {
+        let s = json(&mut db, "SELECT ruvector_integrity_status('doomed')");
+        s["last_error"].is_string().then_some(s)
+    });
+    assert!(
+        status["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("no longer exists"),
+        "{status}"
+    );
+    let before = sample_count(&mut db, "healthy");
+    wait_for(15, "the healthy collection to keep being sampled", || {
+        (sample_count(&mut db, "healthy") >= before + 3).then_some(())
+    });
+    // Without samples the doomed collection goes stale: high-risk work waits.
+    assert!(cluster.log().contains("collection \"doomed\""));
+}
+
+#[test]
+fn a_failing_wal_archiver_is_stress_and_its_repair_is_recovery() {
+    let cluster = Cluster::start(
+        "archiver",
+        &["archive_mode = on", "archive_command = 'false'"],
+    );
+    let mut db = cluster.client();
+    collection(&mut db, "docs", 10);
+    db.execute(
+        "SELECT ruvector_integrity_policy_set('docs', 'fast', '{\"hysteresis\": {\"restore_hold_seconds\": 2, \"cooldown_after_transition_seconds\": 1}}')",
+        &[],
+    )
+    .unwrap();
+    wait_for_state(&mut db, "docs", "normal", 30);
+    db.batch_execute("CREATE TABLE churn AS SELECT generate_series(1, 1000) AS i")
+        .unwrap();
+    db.batch_execute("SELECT pg_switch_wal()").unwrap();
+    wait_for_state(&mut db, "docs", "stress", 40);
+    let graph = json(&mut db, "SELECT ruvector_integrity_status('docs')");
+    let witness = graph["witness_edges"].to_string();
+    assert!(
+        witness.contains("wal_archiving"),
+        "the failing archiver is the cut: {witness}"
+    );
+    assert_eq!(graph["lambda_norm"], 0.5);
+
+    db.batch_execute("ALTER SYSTEM SET archive_command = 'true'")
+        .unwrap();
+    db.batch_execute("SELECT pg_reload_conf()").unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    db.batch_execute("INSERT INTO churn SELECT generate_series(1, 1000)")
+        .unwrap();
+    db.batch_execute("SELECT pg_switch_wal()").unwrap();
+    wait_for_state(&mut db, "docs", "normal", 60);
+}
+
+#[test]
+fn a_reload_changes_the_sample_interval_and_a_killed_worker_comes_back() {
+    let cluster = Cluster::start("reload", &[]);
+    let mut db = cluster.client();
+    collection(&mut db, "docs", 10);
+    wait_for_state(&mut db, "docs", "normal", 30);
+    db.batch_execute("ALTER SYSTEM SET ruvector.integrity_sample_interval = 3600")
+        .unwrap();
+    db.batch_execute("SELECT pg_reload_conf()").unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let settled = sample_count(&mut db, "docs");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        sample_count(&mut db, "docs"),
+        settled,
+        "one sample an hour now"
+    );
+
+    db.batch_execute("ALTER SYSTEM SET ruvector.integrity_sample_interval = 1")
+        .unwrap();
+    db.batch_execute("SELECT pg_reload_conf()").unwrap();
+    let pid: i32 = db
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'ruvector integrity worker'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    db.batch_execute(&format!("SELECT pg_terminate_backend({pid})"))
+        .unwrap();
+    let restarted = wait_for(20, "the worker to restart", || {
+        db.query_opt(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'ruvector integrity worker'",
+            &[],
+        )
+        .unwrap()
+        .map(|r| r.get::<_, i32>(0))
+        .filter(|&p| p != pid)
+    });
+    assert_ne!(restarted, pid);
+    let before = sample_count(&mut db, "docs");
+    wait_for(15, "samples to resume", || {
+        (sample_count(&mut db, "docs") > before).then_some(())
+    });
+}
