@@ -152,7 +152,7 @@ fn dimensions_from_data(info: &TableInfo, column: &str) -> SqlResult<Option<i32>
         col = pgrx::spi::quote_identifier(column),
         tbl = pgrx::spi::quote_qualified_identifier(&info.schema, &info.table),
     );
-    Ok(Spi::get_one::<i32>(&query).optional()?)
+    Spi::get_one::<i32>(&query).optional()
 }
 
 #[pg_extern(schema = "ruvector", name = "_register_collection")]

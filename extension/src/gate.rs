@@ -71,15 +71,10 @@ pub fn check(
     Ok(decide(shared, slot, &view, op, rows, already_rolled))
 }
 
-fn decide(
-    shared: shmem::Shared,
-    slot: Option<usize>,
-    view: &CollectionView,
-    op: Operation,
-    rows: Option<u64>,
-    already_rolled: bool,
-) -> Answer {
-    let now = clock::now_pg();
+/// The state the gate acts on at `now` (an unexpired override, else the last
+/// sample's, else unknown), and whether it is stale (no override, and no sample
+/// within `ruvector.integrity_stale_after`).
+pub fn current_state(view: &CollectionView, now: i64) -> (State, bool) {
     let overridden = view.override_state.is_some() && now < view.override_until;
     let sampled = view.last_sample_at != 0;
     let state = if overridden || sampled {
@@ -89,6 +84,18 @@ fn decide(
     };
     let stale = !overridden
         && (!sampled || now - view.last_sample_at > gucs::STALE_AFTER.get() as i64 * SECOND);
+    (state, stale)
+}
+
+fn decide(
+    shared: shmem::Shared,
+    slot: Option<usize>,
+    view: &CollectionView,
+    op: Operation,
+    rows: Option<u64>,
+    already_rolled: bool,
+) -> Answer {
+    let (state, stale) = current_state(view, clock::now_pg());
     let counter = slot.and_then(|i| shared.live_searches(i, view.collection_id));
     let ours = slot.is_some_and(|i| xact::holds_search(i, view.collection_id));
     let live_searches = counter

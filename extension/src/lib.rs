@@ -48,6 +48,9 @@ pub extern "C-unwind" fn _PG_init() {
         );
     }
     gucs::define();
+    if unsafe { pg_sys::IsBinaryUpgrade } {
+        return; // pg_upgrade: no worker, no hooks
+    }
     shmem::install_hooks();
     xact::install_callbacks();
     enforce::install_hook();

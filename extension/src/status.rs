@@ -4,11 +4,10 @@
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use ruvector_integrity::hysteresis::State;
-use ruvector_integrity::SECOND;
 use serde_json::{json, Value};
 
 use crate::errors::{Optional, OrRaise, SqlError, SqlResult};
-use crate::{clock, collections, enforce, gucs, sampler, shmem};
+use crate::{clock, collections, enforce, gate, sampler, shmem};
 
 fn unix_us_text(us: Option<i64>) -> Option<String> {
     us.map(|us| {
@@ -46,15 +45,8 @@ fn status(collection: &str) -> SqlResult<JsonB> {
         .view(collection)
         .map(|(_, v)| v)
         .unwrap_or(row.view()?);
+    let (state, stale) = gate::current_state(&view, now);
     let overridden = view.override_state.is_some() && now < view.override_until;
-    let sampled = view.last_sample_at != 0;
-    let state = if overridden || sampled {
-        view.effective_state(now)
-    } else {
-        State::Unknown
-    };
-    let stale = !overridden
-        && (!sampled || now - view.last_sample_at > gucs::STALE_AFTER.get() as i64 * SECOND);
     let signals = view.policy.signals(state);
     let heartbeat = shared.heartbeat();
     Ok(JsonB(json!({

@@ -85,7 +85,7 @@ fn dead_tuples_move_the_state_with_exactly_the_policy_sample_counts_and_back_aft
     );
     let lambda_norm = history[first_stress].1;
     assert!(
-        lambda_norm >= 0.5 && lambda_norm < 0.8,
+        (0.5..0.8).contains(&lambda_norm),
         "bloat alone is stress, never critical: {lambda_norm}"
     );
 
