@@ -106,6 +106,10 @@ CREATE FUNCTION ruvector_revoke_signing_key(key_id text, reason text)
 RETURNS jsonb LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT ruvector._revoke_signing_key(key_id, reason) $$;
 
+CREATE FUNCTION ruvector_contracted_graph_dot(collection text)
+RETURNS text LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ruvector._contracted_graph_dot(collection) $$;
+
 -- The stored contracted graph of a collection.
 CREATE FUNCTION ruvector_contracted_graph(collection text)
 RETURNS jsonb LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -185,6 +189,7 @@ REVOKE ALL ON FUNCTION ruvector._audit_checkpoint FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._rotate_signing_key FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._revoke_signing_key FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._enforce FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._contracted_graph_dot FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION ruvector_register_collection FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_unregister_collection FROM PUBLIC;
@@ -199,13 +204,15 @@ REVOKE ALL ON FUNCTION ruvector_audit_checkpoint FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_rotate_signing_key FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_revoke_signing_key FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_contracted_graph FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_contracted_graph_dot FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_integrity_history FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_integrity_gate FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_integrity_allowed FROM PUBLIC;
 
 GRANT EXECUTE ON FUNCTION
     ruvector_integrity_status, ruvector_integrity_gate, ruvector_integrity_allowed,
-    ruvector_integrity_history, ruvector_contracted_graph, ruvector_verify_event_signature,
+    ruvector_integrity_history, ruvector_contracted_graph, ruvector_contracted_graph_dot,
+    ruvector_verify_event_signature,
     ruvector_verify_audit_chain, ruvector_audit_checkpoint
     TO ruvector_reader;
 GRANT EXECUTE ON FUNCTION

@@ -13,6 +13,7 @@ use pgrx::prelude::*;
 mod audit;
 mod clock;
 mod collections;
+mod dot;
 mod enforce;
 mod errors;
 mod gate;

@@ -279,6 +279,34 @@ mod tests {
     }
 
     #[pg_test]
+    fn the_graph_is_drawn_with_its_witness_edges_in_red() {
+        collection("dot_docs", 10);
+        json_of("SELECT ruvector_rebuild_contracted_graph('dot_docs')");
+        Spi::run(
+            "UPDATE ruvector.integrity_state SET witness_edges = '[{\"source\": \"partition:public.dot_docs\", \"target\": \"shard:primary\", \"kind\": \"partition_link\", \"capacity\": 1}]'",
+        )
+        .unwrap();
+        let dot = Spi::get_one::<String>("SELECT ruvector_contracted_graph_dot('dot_docs')")
+            .unwrap()
+            .unwrap();
+        assert!(dot.starts_with("graph \"dot_docs\" {"), "{dot}");
+        assert!(
+            dot.contains(
+                "\"partition:public.dot_docs\" -- \"shard:primary\" [label=\"1.00\", color=red"
+            ),
+            "{dot}"
+        );
+        assert!(
+            dot.contains("\"shard:primary\" -- \"maintenance_dep:autovacuum\" [label=\"1.00\"];"),
+            "{dot}"
+        );
+        assert_eq!(
+            error_of("SELECT ruvector_contracted_graph_dot('nope')").0,
+            "42704"
+        );
+    }
+
+    #[pg_test]
     fn partitions_are_nodes_and_get_triggers() {
         Spi::run("CREATE TABLE part_docs (id int, embedding real[]) PARTITION BY RANGE (id)")
             .unwrap();
