@@ -45,8 +45,11 @@ test-pg: setup
 test-integration: install
 	./scripts/test-integration
 
+# Min cut and λ₂ against other implementations, then the gate against a
+# table-reading gate (a release build is installed for that).
 bench: setup
 	cargo bench -p ruvector-integrity --bench mincut
+	./scripts/bench-gate
 
 lint:
 	cargo fmt --all -- --check

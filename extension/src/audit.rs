@@ -10,7 +10,7 @@
 //!   chain with the core library, and compares each row's columns with the
 //!   signed payload, so an edited column is caught too.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -156,30 +156,46 @@ pub fn sign_pending(signer: &Signer) -> SqlResult<Vec<Signed>> {
     Ok(signed)
 }
 
-/// Where the latest signed checkpoint of the chain's head is kept: outside the
-/// table, in the data directory, so that cutting rows off the end shows.
-pub fn checkpoint_path() -> PathBuf {
+/// Where the latest signed checkpoint of this database's chain is kept: outside
+/// the table, in the data directory, so that rows cut off the end show. One file
+/// per installation of the extension: a dropped and re-created extension starts
+/// a new chain, and the old file stays as evidence of the old one.
+pub fn checkpoint_path() -> SqlResult<PathBuf> {
+    let extension =
+        Spi::get_one::<pg_sys::Oid>("SELECT oid FROM pg_extension WHERE extname = 'ruvector'")?
+            .ok_or_else(|| SqlError::internal("the ruvector extension is not installed"))?;
     let data_dir = unsafe { std::ffi::CStr::from_ptr(pg_sys::DataDir) };
-    PathBuf::from(&*data_dir.to_string_lossy()).join("ruvector_audit_checkpoint.json")
+    Ok(PathBuf::from(&*data_dir.to_string_lossy()).join(format!(
+        "ruvector_audit_checkpoint_{}_{}.json",
+        u32::from(unsafe { pg_sys::MyDatabaseId }),
+        u32::from(extension)
+    )))
 }
 
-/// Signs the current head and writes it to [`checkpoint_path`] (atomically),
-/// and to the server log.
-pub fn write_checkpoint(signer: &Signer, head: (u64, Hash)) -> std::io::Result<Checkpoint> {
+/// Signs the current head and writes it to `path` (atomically), and to the
+/// server log.
+pub fn write_checkpoint(
+    signer: &Signer,
+    head: (u64, Hash),
+    path: &Path,
+) -> std::io::Result<Checkpoint> {
     let checkpoint = signer.checkpoint(head.0, head.1, clock::now_unix());
     let text = serde_json::to_string(&checkpoint).expect("a checkpoint serializes");
-    let path = checkpoint_path();
     let temporary = path.with_extension("json.tmp");
     std::fs::write(&temporary, &text)?;
     std::fs::File::open(&temporary)?.sync_all()?;
-    std::fs::rename(&temporary, &path)?;
+    std::fs::rename(&temporary, path)?;
     pgrx::log!("ruvector: audit checkpoint {text}");
     Ok(checkpoint)
 }
 
-fn read_checkpoint() -> Option<Checkpoint> {
-    let text = std::fs::read_to_string(checkpoint_path()).ok()?;
-    serde_json::from_str(&text).ok()
+fn read_checkpoint() -> SqlResult<Option<Checkpoint>> {
+    let Ok(text) = std::fs::read_to_string(checkpoint_path()?) else {
+        return Ok(None);
+    };
+    Ok(Some(serde_json::from_str(&text).map_err(|e| {
+        SqlError::internal(format!("the audit checkpoint does not parse: {e}"))
+    })?))
 }
 
 #[derive(Deserialize)]
@@ -299,7 +315,7 @@ fn verify_event(seq: i64) -> Option<bool> {
 fn verify_audit_chain() -> JsonB {
     let rows = event_rows(None).or_raise();
     let keys = key_ring().or_raise();
-    let checkpoint = read_checkpoint();
+    let checkpoint = read_checkpoint().or_raise();
     let entries: Vec<SignedEntry> = rows.iter().map(EventRow::entry).collect();
     let chain = verify_chain(&entries, &keys, checkpoint.as_slice());
     let columns = rows
@@ -339,5 +355,7 @@ fn verify_audit_chain() -> JsonB {
 /// The latest signed checkpoint, for keeping a copy elsewhere.
 #[pg_extern(schema = "ruvector", name = "_audit_checkpoint")]
 fn audit_checkpoint() -> Option<JsonB> {
-    read_checkpoint().map(|c| JsonB(serde_json::to_value(c).expect("a checkpoint serializes")))
+    read_checkpoint()
+        .or_raise()
+        .map(|c| JsonB(serde_json::to_value(c).expect("a checkpoint serializes")))
 }

@@ -35,6 +35,9 @@ use crate::errors::{Optional, OrRaise, SqlResult};
 use crate::shmem::{self, CollectionView, Shared};
 use crate::{audit, clock, enforce, gucs, keys, sampler};
 
+/// The longest the worker sleeps between ticks, in µs.
+const MAX_SLEEP: i64 = 5 * SECOND;
+
 /// Registers the worker; called from `_PG_init` while preloading.
 pub fn register() {
     BackgroundWorkerBuilder::new("ruvector integrity worker")
@@ -121,7 +124,8 @@ struct Worker {
     signer: Option<Signer>,
     /// Why the key file was refused, logged when it changes.
     key_problem: Option<String>,
-    key_registered: bool,
+    /// Where checkpoints of this installation's chain go (known once loaded).
+    checkpoint_path: Option<std::path::PathBuf>,
     /// Next sample of each collection, PostgreSQL µs.
     next_due: HashMap<i32, i64>,
     /// When each collection's triggers were last re-installed, PostgreSQL µs.
@@ -183,15 +187,15 @@ impl Worker {
         }
         self.housekeeping(&rows);
 
+        // Sleep until the next sample is due, but never longer than MAX_SLEEP:
+        // the heartbeat and override expiries need the worker awake now and then.
         let now = clock::now_pg();
         let next = self
             .next_due
             .values()
             .min()
             .map_or(i64::MAX, |&due| due - now);
-        Duration::from_micros(
-            next.clamp(10_000, gucs::SAMPLE_INTERVAL.get() as i64 * SECOND) as u64,
-        )
+        Duration::from_micros(next.clamp(10_000, MAX_SLEEP) as u64)
     }
 
     fn load_key(&mut self) {
@@ -222,10 +226,10 @@ impl Worker {
         if !installed {
             return Ok(None);
         }
-        if let (Some(signer), false) = (&self.signer, self.key_registered) {
+        if let Some(signer) = &self.signer {
             keys::register(signer, "integrity worker key")?;
-            self.key_registered = true;
         }
+        self.checkpoint_path = Some(audit::checkpoint_path()?);
         collections::load(None).map(Some)
     }
 
@@ -278,11 +282,11 @@ impl Worker {
     }
 
     fn checkpoint(&self, signer: &Signer, head: Option<(u64, Hash)>) {
-        if let Some(head) = head {
-            if let Err(e) = audit::write_checkpoint(signer, head) {
+        if let (Some(head), Some(path)) = (head, &self.checkpoint_path) {
+            if let Err(e) = audit::write_checkpoint(signer, head, path) {
                 warning!(
                     "ruvector: cannot write the audit checkpoint {}: {e}",
-                    audit::checkpoint_path().display()
+                    path.display()
                 );
             }
         }

@@ -265,3 +265,26 @@ fn rotation_and_revocation_keep_the_chain_verifiable() {
     );
     assert_eq!(state, "42704");
 }
+
+#[test]
+fn a_reinstalled_extension_starts_a_new_chain_without_a_false_alarm() {
+    let cluster = Cluster::start("reinstall", &[]);
+    let mut db = cluster.client();
+    collection(&mut db, "docs", 10);
+    wait_for_state(&mut db, "docs", "normal", 30);
+    db.execute(
+        "SELECT ruvector_integrity_override('docs', 'stress', '1 minute', 'before reinstall')",
+        &[],
+    )
+    .unwrap();
+    wait_signed(&mut db);
+    db.batch_execute("DROP EXTENSION ruvector CASCADE").unwrap();
+    db.batch_execute("CREATE EXTENSION ruvector").unwrap();
+    db.batch_execute("SELECT ruvector_register_collection('docs', 'docs', 'embedding')")
+        .unwrap();
+    wait_for_state(&mut db, "docs", "normal", 30);
+    wait_signed(&mut db);
+    let verified = chain(&mut db);
+    assert_eq!(verified["ok"], true, "{verified}");
+    assert_eq!(verified["checkpoint"]["seq"], verified["head_seq"]);
+}
