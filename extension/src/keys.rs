@@ -152,18 +152,17 @@ pub fn rotate(old: &Signer, path: &Path, why: &str) -> SqlResult<Signer> {
     Ok(new)
 }
 
+/// Records an operator's key request for the worker, which acts on it and signs
+/// it on its next tick.
+fn request(metadata: serde_json::Value) -> SqlResult<()> {
+    audit::append_pending(None, "", "audit", None, None, metadata)?;
+    crate::xact::wake_worker_at_commit();
+    Ok(())
+}
+
 #[pg_extern(schema = "ruvector", name = "_rotate_signing_key")]
 fn rotate_signing_key(reason: Option<&str>) -> pgrx::JsonB {
-    audit::append_pending(
-        None,
-        "",
-        "audit",
-        None,
-        None,
-        json!({"action": "rotate_signing_key", "reason": reason, "by": caller()}),
-    )
-    .or_raise();
-    crate::xact::wake_worker_at_commit();
+    request(json!({"action": "rotate_signing_key", "reason": reason, "by": caller()})).or_raise();
     pgrx::JsonB(json!({"requested": true, "note": "the worker makes the new key on its next tick"}))
 }
 
@@ -189,15 +188,9 @@ fn revoke(key_id: &str, reason: &str) -> SqlResult<pgrx::JsonB> {
         )
         .hint("SELECT id, revoked_at FROM ruvector.signing_keys;"));
     }
-    audit::append_pending(
-        None,
-        "",
-        "audit",
-        None,
-        None,
+    request(
         json!({"action": "revoke_signing_key", "key": key_id, "reason": reason, "by": caller()}),
     )?;
-    crate::xact::wake_worker_at_commit();
     Ok(pgrx::JsonB(
         json!({"revoked": key_id, "note": "events it signed after now no longer verify; the worker moves to a new key"}),
     ))

@@ -144,13 +144,7 @@ fn overrides_reach_every_session_and_every_listener() {
             )
             .unwrap();
         // Another session sees it at once: shared memory is updated at commit.
-        assert_eq!(
-            json(
-                &mut other,
-                "SELECT ruvector_integrity_gate('docs', 'search')"
-            )["state"],
-            state
-        );
+        assert_eq!(ruvector_tests::state(&mut other, "docs"), state);
     }
     admin
         .execute(
@@ -158,13 +152,7 @@ fn overrides_reach_every_session_and_every_listener() {
             &[],
         )
         .unwrap();
-    assert_eq!(
-        json(
-            &mut other,
-            "SELECT ruvector_integrity_gate('docs', 'search')"
-        )["state"],
-        "normal"
-    );
+    assert_eq!(ruvector_tests::state(&mut other, "docs"), "normal");
 
     let mut received = Vec::new();
     let mut notifications = listener.notifications();
