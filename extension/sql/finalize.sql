@@ -98,6 +98,10 @@ CREATE FUNCTION ruvector_audit_checkpoint()
 RETURNS jsonb LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT ruvector._audit_checkpoint() $$;
 
+CREATE FUNCTION ruvector_audit_export()
+RETURNS jsonb LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ruvector._audit_export() $$;
+
 CREATE FUNCTION ruvector_rotate_signing_key(reason text DEFAULT NULL)
 RETURNS jsonb LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT ruvector._rotate_signing_key(reason) $$;
@@ -186,6 +190,7 @@ REVOKE ALL ON FUNCTION ruvector._override FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._verify_event FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._verify_audit_chain FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._audit_checkpoint FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._audit_export FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._rotate_signing_key FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._revoke_signing_key FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._enforce FROM PUBLIC;
@@ -201,6 +206,7 @@ REVOKE ALL ON FUNCTION ruvector_integrity_override FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_verify_event_signature FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_verify_audit_chain FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_audit_checkpoint FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_audit_export FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_rotate_signing_key FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_revoke_signing_key FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_contracted_graph FROM PUBLIC;
@@ -213,7 +219,7 @@ GRANT EXECUTE ON FUNCTION
     ruvector_integrity_status, ruvector_integrity_gate, ruvector_integrity_allowed,
     ruvector_integrity_history, ruvector_contracted_graph, ruvector_contracted_graph_dot,
     ruvector_verify_event_signature,
-    ruvector_verify_audit_chain, ruvector_audit_checkpoint
+    ruvector_verify_audit_chain, ruvector_audit_checkpoint, ruvector_audit_export
     TO ruvector_reader;
 GRANT EXECUTE ON FUNCTION
     ruvector_register_collection, ruvector_unregister_collection, ruvector_integrity_policy_set,

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use pgrx::prelude::*;
 use pgrx::JsonB;
+use ruvector_integrity::audit::export::{self, Export, ExportedEntry, ExportedKey};
 use ruvector_integrity::audit::{
     canonical_json, from_hex, hex, verify_chain, verify_entry, ChainFault, Checkpoint, Event,
     Fault, Hash, KeyRing, SignedEntry, Signer, TrustedKey, WitnessEdge,
@@ -198,24 +199,15 @@ fn read_checkpoint() -> SqlResult<Option<Checkpoint>> {
     })?))
 }
 
-#[derive(Deserialize)]
-struct KeyRow {
-    id: String,
-    public_key: String,
-    expires_at: Option<i64>,
-    revoked_at: Option<i64>,
+fn key_rows() -> SqlResult<Vec<ExportedKey>> {
+    Ok(serde_json::from_value(
+        Spi::get_one::<JsonB>(SIGNING_KEYS)?.map_or(Value::Null, |j| j.0),
+    )?)
 }
 
 /// The keys in `ruvector.signing_keys`, as the verifier trusts them.
 pub fn key_ring() -> SqlResult<KeyRing> {
-    let rows: Vec<KeyRow> =
-        serde_json::from_value(Spi::get_one::<JsonB>(SIGNING_KEYS)?.map_or(Value::Null, |j| j.0))?;
-    Ok(KeyRing::new(rows.into_iter().map(|k| TrustedKey {
-        id: k.id,
-        public_key: from_hex(&k.public_key).unwrap_or_default(),
-        expires_at: k.expires_at,
-        revoked_at: k.revoked_at,
-    })))
+    Ok(KeyRing::new(key_rows()?.iter().map(TrustedKey::from)))
 }
 
 #[derive(Deserialize)]
@@ -247,6 +239,18 @@ fn hash_of(text: &str) -> Hash {
 }
 
 impl EventRow {
+    fn exported(&self) -> ExportedEntry {
+        ExportedEntry {
+            seq: self.seq as u64,
+            prev_hash: self.prev_hash.clone(),
+            entry_hash: self.entry_hash.clone(),
+            signed_at: self.signed_at,
+            payload: self.payload.clone(),
+            signer_id: self.signer_id.clone(),
+            signature: self.signature.clone(),
+        }
+    }
+
     fn entry(&self) -> SignedEntry {
         SignedEntry {
             seq: self.seq as u64,
@@ -350,6 +354,23 @@ fn verify_audit_chain() -> JsonB {
             "checkpoint": checkpoint_json,
         }),
     })
+}
+
+/// The whole log, its keys and its latest checkpoint, for `ruvector-audit
+/// verify` to check outside the database.
+#[pg_extern(schema = "ruvector", name = "_audit_export")]
+fn audit_export() -> JsonB {
+    let export = Export {
+        format: export::FORMAT.to_owned(),
+        entries: event_rows(None)
+            .or_raise()
+            .iter()
+            .map(EventRow::exported)
+            .collect(),
+        keys: key_rows().or_raise(),
+        checkpoint: read_checkpoint().or_raise(),
+    };
+    JsonB(serde_json::to_value(export).expect("an export serializes"))
 }
 
 /// The latest signed checkpoint, for keeping a copy elsewhere.

@@ -4,6 +4,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
+use ruvector_integrity::audit::export::Export;
+use ruvector_integrity::audit::Fault;
 use ruvector_tests::*;
 
 fn chain(db: &mut Client) -> Value {
@@ -37,6 +39,12 @@ fn the_chain_verifies_and_names_the_seq_whose_payload_was_changed() {
     let verified = chain(&mut db);
     assert_eq!(verified["ok"], true, "{verified}");
     assert!(verified["entries"].as_i64().unwrap() >= 4);
+    let intact =
+        Export::parse(&json(&mut db, "SELECT ruvector_audit_export()").to_string()).unwrap();
+    assert_eq!(
+        intact.verify(None, &[]).unwrap().seq as i64,
+        verified["head_seq"].as_i64().unwrap()
+    );
     let target: i64 = db
         .query_one("SELECT seq FROM ruvector.integrity_events WHERE event_type = 'manual_override' ORDER BY seq LIMIT 1", &[])
         .unwrap()

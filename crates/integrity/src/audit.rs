@@ -736,5 +736,7 @@ pub fn verify_chain(
     Ok(head)
 }
 
+pub mod export;
+
 #[cfg(test)]
 mod tests;
