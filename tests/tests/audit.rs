@@ -70,6 +70,13 @@ fn the_chain_verifies_and_names_the_seq_whose_payload_was_changed() {
     assert_eq!(broken["ok"], false);
     assert_eq!(broken["first_bad_seq"], target);
     assert_eq!(broken["fault"], "modified");
+    // Outside the database, the exported log fails at the same seq.
+    let exported = json(&mut db, "SELECT ruvector_audit_export()").to_string();
+    let fault = Export::parse(&exported)
+        .unwrap()
+        .verify(None, &[])
+        .unwrap_err();
+    assert_eq!((fault.seq as i64, fault.fault), (target, Fault::Modified));
     let verified: Option<bool> = db
         .query_one("SELECT ruvector_verify_event_signature($1)", &[&target])
         .unwrap()
