@@ -72,6 +72,10 @@ CREATE FUNCTION ruvector_integrity_sample(collection text)
 RETURNS jsonb LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT ruvector._integrity_sample(collection) $$;
 
+CREATE FUNCTION ruvector_integrity_simulate(collection text, changes jsonb)
+RETURNS jsonb LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ruvector._integrity_simulate(collection, changes) $$;
+
 CREATE FUNCTION ruvector_rebuild_contracted_graph(collection text)
 RETURNS jsonb LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT ruvector._rebuild_contracted_graph(collection) $$;
@@ -184,6 +188,7 @@ REVOKE ALL ON FUNCTION ruvector._register_collection FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._unregister_collection FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._integrity_status FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._integrity_sample FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._integrity_simulate FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._rebuild_contracted_graph FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._policy_set FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._override FROM PUBLIC;
@@ -200,6 +205,7 @@ REVOKE ALL ON FUNCTION ruvector_register_collection FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_unregister_collection FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_integrity_status FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_integrity_sample FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_integrity_simulate FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_rebuild_contracted_graph FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_integrity_policy_set FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_integrity_override FROM PUBLIC;
@@ -216,7 +222,7 @@ REVOKE ALL ON FUNCTION ruvector_integrity_gate FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_integrity_allowed FROM PUBLIC;
 
 GRANT EXECUTE ON FUNCTION
-    ruvector_integrity_status, ruvector_integrity_gate, ruvector_integrity_allowed,
+    ruvector_integrity_status, ruvector_integrity_gate, ruvector_integrity_allowed, ruvector_integrity_simulate,
     ruvector_integrity_history, ruvector_contracted_graph, ruvector_contracted_graph_dot,
     ruvector_verify_event_signature,
     ruvector_verify_audit_chain, ruvector_audit_checkpoint, ruvector_audit_export

@@ -23,25 +23,30 @@ pub struct Measurement {
 }
 
 pub fn measure(collection: &CollectionRow) -> SqlResult<Measurement> {
-    let built = graph_builder::build(collection)?;
-    let integrity = built.graph.integrity().map_err(SqlError::from)?;
-    let lambda2 = spectral::lambda2(
-        built.graph.nodes().len(),
-        &built.graph.weighted_edges(false),
-    )
-    .map_err(SqlError::from)?;
-    Ok(Measurement {
-        built,
-        integrity,
-        lambda2,
-    })
+    Measurement::of(graph_builder::build(collection)?)
 }
 
-fn label(node: &Node) -> String {
+/// A node's label: `kind:name`, as witness edges and what-if changes name it.
+pub fn label(node: &Node) -> String {
     format!("{}:{}", node.kind.as_str(), node.name)
 }
 
 impl Measurement {
+    /// λ, λ_nominal, λ_norm, the witness edges and λ₂ of a built graph.
+    pub fn of(built: BuiltGraph) -> SqlResult<Measurement> {
+        let integrity = built.graph.integrity().map_err(SqlError::from)?;
+        let lambda2 = spectral::lambda2(
+            built.graph.nodes().len(),
+            &built.graph.weighted_edges(false),
+        )
+        .map_err(SqlError::from)?;
+        Ok(Measurement {
+            built,
+            integrity,
+            lambda2,
+        })
+    }
+
     /// The edges across the minimum cut, as events record them.
     pub fn witness_edges(&self) -> Vec<WitnessEdge> {
         let graph = &self.built.graph;

@@ -130,3 +130,61 @@ fn rebuild(collection: &str) -> SqlResult<JsonB> {
         "lambda_norm": measurement.integrity.lambda_norm,
     })))
 }
+
+/// What-if: λ and the state the sample would call for if the named nodes had
+/// these healths (0 is failed), without touching the live state.
+#[pg_extern(schema = "ruvector", name = "_integrity_simulate")]
+fn integrity_simulate(collection: &str, changes: JsonB) -> JsonB {
+    simulate(collection, &changes.0).or_raise()
+}
+
+fn simulate(collection: &str, changes: &Value) -> SqlResult<JsonB> {
+    let row = collections::find(collection)?;
+    let thresholds = row.policy()?.thresholds();
+    let now = sampler::measure(&row)?;
+    let Value::Object(changes) = changes else {
+        return Err(SqlError::invalid("changes must be a JSON object of node: health")
+            .hint("For example {\"shard:primary\": 0} fails the primary; see ruvector_contracted_graph() for node names."));
+    };
+    let mut built = now.built.clone();
+    for (label, health) in changes {
+        let Some(index) = built
+            .graph
+            .nodes()
+            .iter()
+            .position(|n| sampler::label(n) == *label)
+        else {
+            let known: Vec<String> = built.graph.nodes().iter().map(sampler::label).collect();
+            return Err(SqlError::invalid(format!(
+                "no node \"{label}\" in the graph of \"{collection}\""
+            ))
+            .hint(format!("Nodes: {}.", known.join(", "))));
+        };
+        let health = health.as_f64().ok_or_else(|| {
+            SqlError::invalid(format!(
+                "the health of \"{label}\" must be a number in [0, 1]"
+            ))
+        })?;
+        built
+            .graph
+            .set_health(index, health)
+            .map_err(SqlError::from)?;
+    }
+    let then = sampler::Measurement::of(built)?;
+    let summary = |m: &sampler::Measurement| {
+        json!({
+            "lambda_cut": m.integrity.lambda_cut,
+            "lambda_norm": m.integrity.lambda_norm,
+            "lambda2": m.lambda2,
+            "level": thresholds.level(m.integrity.lambda_norm).as_str(),
+            "witness_edges": m.witness_edges(),
+        })
+    };
+    Ok(JsonB(json!({
+        "collection": collection,
+        "changes": changes,
+        "now": summary(&now),
+        "simulated": summary(&then),
+        "note": "level is the state one such sample calls for; the policy's hysteresis decides when the state would move",
+    })))
+}

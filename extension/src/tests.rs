@@ -307,6 +307,37 @@ mod tests {
     }
 
     #[pg_test]
+    fn what_if_the_primary_fails_is_critical_without_touching_the_state() {
+        collection("sim_docs", 10);
+        let what_if = json_of(
+            "SELECT ruvector_integrity_simulate('sim_docs', '{\"shard:primary\": 0, \"partition:public.sim_docs\": 0.9}')",
+        );
+        assert_eq!(what_if["now"]["lambda_norm"], 1.0);
+        assert_eq!(what_if["now"]["level"], "normal");
+        assert_eq!(what_if["simulated"]["lambda_norm"], 0.0);
+        assert_eq!(what_if["simulated"]["level"], "critical");
+        let bloat = json_of("SELECT ruvector_integrity_simulate('sim_docs', '{\"partition:public.sim_docs\": 0.5}')");
+        assert_eq!(bloat["simulated"]["level"], "stress");
+        assert_eq!(
+            Spi::get_one::<String>("SELECT state FROM ruvector.integrity_state").unwrap(),
+            Some("unknown".into())
+        );
+        let (state, message, hint) =
+            error_of("SELECT ruvector_integrity_simulate('sim_docs', '{\"shard:replica\": 0}')");
+        assert_eq!(state, "22023");
+        assert!(message.contains("no node \"shard:replica\""), "{message}");
+        assert!(hint.contains("shard:primary"), "{hint}");
+        assert_eq!(
+            error_of("SELECT ruvector_integrity_simulate('sim_docs', '{\"shard:primary\": 2}')").0,
+            "22023"
+        );
+        assert_eq!(
+            error_of("SELECT ruvector_integrity_simulate('sim_docs', '[]')").0,
+            "22023"
+        );
+    }
+
+    #[pg_test]
     fn partitions_are_nodes_and_get_triggers() {
         Spi::run("CREATE TABLE part_docs (id int, embedding real[]) PARTITION BY RANGE (id)")
             .unwrap();

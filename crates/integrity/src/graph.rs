@@ -171,6 +171,22 @@ impl ContractedGraph {
         Ok(self.nodes.len() - 1)
     }
 
+    /// Changes the health of node `index` (for what-if questions); `health`
+    /// must be in [0, 1].
+    pub fn set_health(&mut self, index: usize, health: f64) -> Result<(), Error> {
+        let nodes = self.nodes.len();
+        let node = self
+            .nodes
+            .get_mut(index)
+            .ok_or(Error::NodeOutOfRange { index, nodes })?;
+        check_unit(
+            || format!("the health of {}:{}", node.kind.as_str(), node.name),
+            health,
+        )?;
+        node.health = health;
+        Ok(())
+    }
+
     /// Adds an undirected edge. Parallel edges are kept and add up in the cut.
     pub fn add_edge(
         &mut self,
@@ -349,6 +365,15 @@ mod tests {
             Err(Error::DuplicateNode { .. })
         ));
         assert!(g.edges().is_empty());
+    }
+
+    #[test]
+    fn what_if_a_node_fails() {
+        let mut g = single_partition(1.0, 1.0);
+        g.set_health(1, 0.0).unwrap();
+        assert_eq!(g.integrity().unwrap().lambda_norm, 0.0);
+        assert!(g.set_health(1, 1.5).is_err());
+        assert!(g.set_health(9, 1.0).is_err());
     }
 
     #[test]

@@ -125,9 +125,7 @@ impl Controller {
         }
 
         let target = match self.state {
-            State::Unknown if below_low => State::Critical,
-            State::Unknown if below_high => State::Stress,
-            State::Unknown => State::Normal,
+            State::Unknown => thresholds.level(lambda_norm),
             state if state != State::Critical && self.below_low >= hysteresis.critical_samples => {
                 State::Critical
             }

@@ -25,6 +25,21 @@ pub struct Thresholds {
     pub low: f64,
 }
 
+impl Thresholds {
+    /// The state one sample calls for on its own: normal at or above `high`,
+    /// critical below `low`, stress between. (Hysteresis decides when the state
+    /// actually moves.)
+    pub fn level(&self, lambda_norm: f64) -> State {
+        if lambda_norm < self.low {
+            State::Critical
+        } else if lambda_norm < self.high {
+            State::Stress
+        } else {
+            State::Normal
+        }
+    }
+}
+
 /// How many samples and how much time each transition needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -474,6 +489,16 @@ impl Policy {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_sample_calls_for_the_level_its_thresholds_say() {
+        let t = Policy::default().thresholds();
+        assert_eq!(t.level(1.0), State::Normal);
+        assert_eq!(t.level(0.8), State::Normal);
+        assert_eq!(t.level(0.79), State::Stress);
+        assert_eq!(t.level(0.3), State::Stress);
+        assert_eq!(t.level(0.29), State::Critical);
+    }
 
     #[test]
     fn default_is_the_v2_default_policy() {

@@ -21,6 +21,7 @@ use crate::collections::CollectionRow;
 use crate::errors::{SqlError, SqlResult};
 
 /// A graph with, per node, the observations its health was computed from.
+#[derive(Clone)]
 pub struct BuiltGraph {
     pub graph: ContractedGraph,
     pub node_data: Vec<Value>,
