@@ -78,9 +78,6 @@ impl CollectionRow {
             last_sample_at: self.last_sample.map_or(0, clock::unix_to_pg),
             lambda_cut: self.lambda_cut.unwrap_or(f64::NAN),
             lambda_norm: self.lambda_norm.unwrap_or(f64::NAN),
-            sample_interval_secs: policy
-                .sample_interval_secs
-                .unwrap_or(gucs::SAMPLE_INTERVAL.get() as u32),
             policy: policy.compile(),
         })
     }
@@ -429,7 +426,6 @@ fn set_policy(collection: &str, policy_name: &str, patch: &Value) -> SqlResult<J
     xact::at_commit(move |shared| {
         shared.update(&name, |v| {
             v.policy = view.policy;
-            v.sample_interval_secs = view.sample_interval_secs;
         })
     });
     Ok(JsonB(json!({

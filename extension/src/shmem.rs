@@ -44,7 +44,6 @@ pub struct CollectionView {
     pub last_sample_at: i64,
     pub lambda_cut: f64,
     pub lambda_norm: f64,
-    pub sample_interval_secs: u32,
     pub policy: CompiledPolicy,
 }
 
