@@ -164,25 +164,72 @@ fn collections_in(scope: Scope) -> SqlResult<Vec<String>> {
         Scope::Schema(namespace) => (None, Some(namespace)),
         Scope::Database => (None, None),
     };
+    let names = with_snapshot(|| {
+        match Spi::get_one::<bool>("SELECT to_regclass('ruvector.collections') IS NOT NULL")? {
+            Some(true) => Ok(Spi::get_one_with_args::<pgrx::JsonB>(
+                COLLECTIONS_ON,
+                &[tables.into(), schema.into()],
+            )?),
+            _ => Ok(None),
+        }
+    })?;
+    Ok(names
+        .map(|j| serde_json::from_value(j.0))
+        .transpose()?
+        .unwrap_or_default())
+}
+
+/// Runs `body` with an active snapshot, pushing one if the utility statement
+/// runs without (VACUUM does): SPI needs one.
+fn with_snapshot<R>(body: impl FnOnce() -> SqlResult<R>) -> SqlResult<R> {
     let needs_snapshot = unsafe { !pg_sys::ActiveSnapshotSet() };
     if needs_snapshot {
         unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
     }
-    let installed = Spi::get_one::<bool>("SELECT to_regclass('ruvector.collections') IS NOT NULL");
-    let names = match installed {
-        Ok(Some(true)) => {
-            Spi::get_one_with_args::<pgrx::JsonB>(COLLECTIONS_ON, &[tables.into(), schema.into()])
-                .map(|j| j.map(|j| j.0))
-        }
-        other => other.map(|_| None),
-    };
+    let result = body();
     if needs_snapshot {
         unsafe { pg_sys::PopActiveSnapshot() };
     }
-    Ok(names?
-        .map(serde_json::from_value)
-        .transpose()?
-        .unwrap_or_default())
+    result
+}
+
+/// The partitioned table a statement adds a partition to (CREATE TABLE ...
+/// PARTITION OF, ALTER TABLE ... ATTACH PARTITION), if any.
+unsafe fn new_partition_of(stmt: *mut pg_sys::Node) -> Option<pg_sys::Oid> {
+    use pg_sys::NodeTag::*;
+    if stmt.is_null() {
+        return None;
+    }
+    match (*stmt).type_ {
+        T_CreateStmt => {
+            let s = stmt.cast::<pg_sys::CreateStmt>();
+            if (*s).partbound.is_null() {
+                return None;
+            }
+            list_ptrs::<pg_sys::RangeVar>((*s).inhRelations)
+                .first()
+                .map(|&parent| relid_of(parent))
+        }
+        T_AlterTableStmt => {
+            let s = stmt.cast::<pg_sys::AlterTableStmt>();
+            let attaches = list_ptrs::<pg_sys::AlterTableCmd>((*s).cmds)
+                .iter()
+                .any(|&c| (*c).subtype == pg_sys::AlterTableType::AT_AttachPartition);
+            attaches.then(|| relid_of((*s).relation))
+        }
+        _ => None,
+    }
+}
+
+/// A new partition of a registered table gets its statement triggers at once.
+fn guard_new_partition(parent: pg_sys::Oid) -> SqlResult<()> {
+    with_snapshot(|| {
+        for name in collections_in(Scope::Table(parent))? {
+            let row = crate::collections::find(&name)?;
+            install_triggers(row.id, &row.name, row.relid())?;
+        }
+        Ok(())
+    })
 }
 
 unsafe extern "C-unwind" {
@@ -344,7 +391,9 @@ unsafe extern "C-unwind" fn process_utility(
     qc: *mut pg_sys::QueryCompletion,
 ) {
     unsafe {
-        gate_utility((*pstmt).utilityStmt).or_raise();
+        let stmt = (*pstmt).utilityStmt;
+        gate_utility(stmt).or_raise();
+        let partition_of = new_partition_of(stmt);
         match PREV_PROCESS_UTILITY {
             Some(prev) => pg_guard_ffi_boundary(|| {
                 prev(
@@ -368,6 +417,9 @@ unsafe extern "C-unwind" fn process_utility(
                 dest,
                 qc,
             ),
+        }
+        if let Some(parent) = partition_of {
+            guard_new_partition(parent).or_raise();
         }
     }
 }

@@ -353,6 +353,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(triggered, Some(3));
+        // New partitions, created or attached, get the triggers at once.
+        Spi::run("CREATE TABLE part_docs_c PARTITION OF part_docs FOR VALUES FROM (200) TO (300)")
+            .unwrap();
+        Spi::run("CREATE TABLE part_docs_d (id int, embedding real[])").unwrap();
+        Spi::run(
+            "ALTER TABLE part_docs ATTACH PARTITION part_docs_d FOR VALUES FROM (300) TO (400)",
+        )
+        .unwrap();
+        let triggered = Spi::get_one::<i64>(
+            "SELECT count(DISTINCT tgrelid) FROM pg_trigger WHERE tgname LIKE 'ruvector_gate_%'",
+        )
+        .unwrap();
+        assert_eq!(triggered, Some(5));
     }
 
     #[pg_test]

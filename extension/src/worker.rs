@@ -131,6 +131,8 @@ struct Worker {
     /// When each collection's triggers were last re-installed, PostgreSQL µs.
     triggers_checked: HashMap<i32, i64>,
     last_prune: i64,
+    /// The last sampling error of each collection, so that it is logged once.
+    last_errors: HashMap<i32, String>,
 }
 
 /// What a sample changed, for shared memory and the log.
@@ -366,6 +368,7 @@ impl Worker {
             .insert(row.id, clock::now_pg() + interval * SECOND);
         match transaction("sampling", || self.take_sample(row)) {
             Ok((sampled, head)) => {
+                self.last_errors.remove(&row.id);
                 shared.record_sample(&row.name, &sampled.view);
                 if let Some(t) = sampled.transition {
                     log!(
@@ -381,7 +384,12 @@ impl Worker {
                 }
             }
             Err(e) => {
-                warning!("ruvector: collection \"{}\": {e}", row.name);
+                // Logged once per distinct error, not every tick; the latest is
+                // always in ruvector_integrity_status().
+                if self.last_errors.get(&row.id) != Some(&e) {
+                    warning!("ruvector: collection \"{}\": {e}", row.name);
+                    self.last_errors.insert(row.id, e.clone());
+                }
                 let _ = transaction("recording a sampling error", || {
                     Spi::run_with_args(
                         "UPDATE ruvector.integrity_state SET last_error = $2, last_error_at = now() WHERE collection_id = $1",
