@@ -58,6 +58,16 @@ pub extern "C-unwind" fn ruvector_integrity_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
     let shared = shmem::shared().or_raise();
     unsafe {
+        // A table locked by someone else must not stop the worker for long: it
+        // gives up on that step, logs it, and tries again next tick.
+        for (name, value) in [(c"lock_timeout", c"10s"), (c"statement_timeout", c"60s")] {
+            pg_sys::SetConfigOption(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_SUSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+            );
+        }
         shared.set_worker(pg_sys::MyProcPid, pg_sys::MyLatch);
         pg_sys::before_shmem_exit(Some(shmem::forget_worker), pg_sys::Datum::from(0));
     }

@@ -172,3 +172,26 @@ fn a_reload_changes_the_sample_interval_and_a_killed_worker_comes_back() {
         (sample_count(&mut db, "docs") > before).then_some(())
     });
 }
+
+#[test]
+fn a_lock_held_on_its_tables_delays_the_worker_but_does_not_stop_it() {
+    let cluster = Cluster::start("locked", &[]);
+    let mut db = cluster.client();
+    collection(&mut db, "docs", 10);
+    wait_for_state(&mut db, "docs", "normal", 30);
+    let mut holder = cluster.client();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE ruvector.integrity_state IN ACCESS EXCLUSIVE MODE;")
+        .unwrap();
+    wait_for(30, "the worker to give up on the lock", || {
+        cluster
+            .log()
+            .contains("canceling statement due to lock timeout")
+            .then_some(())
+    });
+    holder.batch_execute("COMMIT").unwrap();
+    let before = sample_count(&mut db, "docs");
+    wait_for(20, "samples to resume", || {
+        (sample_count(&mut db, "docs") > before).then_some(())
+    });
+}
