@@ -134,19 +134,15 @@ pub fn sign_pending(signer: &Signer) -> SqlResult<Vec<Signed>> {
     let rows: Vec<PendingRow> = serde_json::from_value(rows)?;
     let mut signed = Vec::with_capacity(rows.len());
     for row in rows {
-        let event = Event {
-            collection_id: row.collection_id,
-            collection: row.collection_name,
-            event_type: row.event_type,
-            previous_state: row.previous_state,
-            new_state: row.new_state,
-            lambda_cut: None,
-            lambda_norm: None,
-            lambda2: None,
-            witness_edges: vec![],
-            metadata: canonical_json(&row.metadata),
-            created_at: row.created_at,
-        };
+        let event = Event::new(
+            row.collection_id,
+            &row.collection_name,
+            &row.event_type,
+            row.previous_state,
+            row.new_state,
+            &row.metadata,
+            row.created_at,
+        );
         let seq = append_signed(signer, &event)?;
         Spi::run_with_args(
             "DELETE FROM ruvector.pending_events WHERE id = $1",

@@ -128,21 +128,16 @@ pub fn rotate(old: &Signer, path: &Path, why: &str) -> SqlResult<Signer> {
         "UPDATE ruvector.signing_keys SET expires_at = clock_timestamp() WHERE id = $1 AND expires_at IS NULL",
         &[old.id().into()],
     )?;
-    let event = ruvector_integrity::audit::Event {
-        collection_id: None,
-        collection: String::new(),
-        event_type: "audit".into(),
-        previous_state: None,
-        new_state: None,
-        lambda_cut: None,
-        lambda_norm: None,
-        lambda2: None,
-        witness_edges: vec![],
-        metadata: ruvector_integrity::audit::canonical_json(&json!({
-            "action": "signing_key_rotated", "previous_key": old.id(), "key": new.id(), "why": why,
-        })),
-        created_at: crate::clock::now_unix(),
-    };
+    let metadata = json!({"action": "signing_key_rotated", "previous_key": old.id(), "key": new.id(), "why": why});
+    let event = ruvector_integrity::audit::Event::new(
+        None,
+        "",
+        "audit",
+        None,
+        None,
+        &metadata,
+        crate::clock::now_unix(),
+    );
     audit::append_signed(&new, &event)?;
     pgrx::log!(
         "ruvector: rotated the signing key from {} to {} ({why})",

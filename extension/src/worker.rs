@@ -25,7 +25,7 @@ use pgrx::pg_sys;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use pgrx::JsonB;
-use ruvector_integrity::audit::{canonical_json, Event, Hash, Signer};
+use ruvector_integrity::audit::{Event, Hash, Signer};
 use ruvector_integrity::hysteresis::{State, Transition};
 use ruvector_integrity::SECOND;
 use serde_json::{json, Value};
@@ -536,17 +536,13 @@ fn event(
     new: Option<String>,
     metadata: Value,
 ) -> Event {
-    Event {
-        collection_id: Some(row.id),
-        collection: row.name.clone(),
-        event_type: event_type.to_owned(),
-        previous_state: previous,
-        new_state: new,
-        lambda_cut: None,
-        lambda_norm: None,
-        lambda2: None,
-        witness_edges: vec![],
-        metadata: canonical_json(&metadata),
-        created_at: clock::now_unix(),
-    }
+    Event::new(
+        Some(row.id),
+        &row.name,
+        event_type,
+        previous,
+        new,
+        &metadata,
+        clock::now_unix(),
+    )
 }

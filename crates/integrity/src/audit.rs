@@ -140,6 +140,32 @@ impl<'a> Reader<'a> {
 }
 
 impl Event {
+    /// An event without measurements (no λ, no witness edges), with `metadata`
+    /// stored as canonical JSON.
+    pub fn new(
+        collection_id: Option<i32>,
+        collection: &str,
+        event_type: &str,
+        previous_state: Option<String>,
+        new_state: Option<String>,
+        metadata: &Value,
+        created_at: Micros,
+    ) -> Event {
+        Event {
+            collection_id,
+            collection: collection.to_owned(),
+            event_type: event_type.to_owned(),
+            previous_state,
+            new_state,
+            lambda_cut: None,
+            lambda_norm: None,
+            lambda2: None,
+            witness_edges: Vec::new(),
+            metadata: canonical_json(metadata),
+            created_at,
+        }
+    }
+
     /// The payload bytes that are hashed and signed.
     pub fn encode(&self) -> Result<Vec<u8>, Error> {
         let mut w = Writer(Vec::with_capacity(256));

@@ -141,19 +141,15 @@ mod tests {
     fn export(signer: &Signer, events: usize) -> Export {
         let mut entries: Vec<SignedEntry> = Vec::new();
         for i in 0..events {
-            let event = Event {
-                collection_id: Some(1),
-                collection: "docs".into(),
-                event_type: "audit".into(),
-                previous_state: None,
-                new_state: None,
-                lambda_cut: None,
-                lambda_norm: None,
-                lambda2: None,
-                witness_edges: vec![],
-                metadata: format!("{{\"i\":{i}}}"),
-                created_at: i as i64,
-            };
+            let event = Event::new(
+                Some(1),
+                "docs",
+                "audit",
+                None,
+                None,
+                &serde_json::json!({"i": i}),
+                i as i64,
+            );
             let previous = entries.last().map(|e| (e.seq, e.entry_hash));
             entries.push(signer.seal(previous, 100 + i as i64, event.encode().unwrap()));
         }
