@@ -41,12 +41,12 @@ mod ruvector {}
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     if unsafe { !pg_sys::process_shared_preload_libraries_in_progress } {
-        ereport!(
-            ERROR,
+        errors::SqlError::new(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             "ruvector must be loaded via shared_preload_libraries",
-            "Add ruvector to shared_preload_libraries in postgresql.conf and restart the server."
-        );
+        )
+        .hint("Add ruvector to shared_preload_libraries in postgresql.conf and restart the server.")
+        .raise();
     }
     gucs::define();
     if unsafe { pg_sys::IsBinaryUpgrade } {

@@ -194,3 +194,27 @@ fn collections_can_only_live_in_the_watched_database() {
         "{message}"
     );
 }
+
+#[test]
+fn without_preloading_the_library_refuses_to_load() {
+    let cluster = Cluster::init("no-preload", &["shared_preload_libraries = ''"]);
+    cluster.pg_ctl_start();
+    let mut db = Client::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            cluster.port
+        ),
+        NoTls,
+    )
+    .unwrap();
+    for sql in ["LOAD 'ruvector'", "CREATE EXTENSION ruvector"] {
+        let e = db.batch_execute(sql).unwrap_err();
+        let e = e.as_db_error().unwrap();
+        assert_eq!(e.code().code(), "55000", "{sql}");
+        assert_eq!(
+            e.message(),
+            "ruvector must be loaded via shared_preload_libraries"
+        );
+        assert!(e.hint().unwrap().contains("shared_preload_libraries"));
+    }
+}
