@@ -312,3 +312,33 @@ pub fn wait_for_state(client: &mut Client, name: &str, expected: &str, seconds: 
         (state(client, name) == expected).then_some(())
     });
 }
+
+/// A started cluster named `name` with collection `docs` (10 vectors)
+/// registered and sampled to normal, and a client connected to it.
+pub fn cluster_with_docs(name: &str, settings: &[&str]) -> (Cluster, Client) {
+    let cluster = Cluster::start(name, settings);
+    let mut db = cluster.client();
+    collection(&mut db, "docs", 10);
+    wait_for_state(&mut db, "docs", "normal", 30);
+    (cluster, db)
+}
+
+/// Pins collection `docs` to `state` for an hour, as an operator would.
+pub fn pin(db: &mut Client, state: &str) {
+    db.execute(
+        "SELECT ruvector_integrity_override('docs', $1, '1 hour', 'test')",
+        &[&state],
+    )
+    .unwrap();
+}
+
+/// Waits until the worker has signed every event backends left pending.
+pub fn wait_signed(db: &mut Client) {
+    wait_for(15, "pending events to be signed", || {
+        let pending: i64 = db
+            .query_one("SELECT count(*) FROM ruvector.pending_events", &[])
+            .unwrap()
+            .get(0);
+        (pending == 0).then_some(())
+    });
+}

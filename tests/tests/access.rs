@@ -85,15 +85,8 @@ fn a_reader_reads_and_gates_but_is_refused_admin_functions() {
 
 #[test]
 fn bad_policy_json_names_the_key_and_leaves_the_policy_in_force() {
-    let cluster = Cluster::start("bad-policy", &[]);
-    let mut db = cluster.client();
-    collection(&mut db, "docs", 10);
-    wait_for_state(&mut db, "docs", "normal", 30);
-    db.execute(
-        "SELECT ruvector_integrity_override('docs', 'stress', '1 hour', 'to see throttles')",
-        &[],
-    )
-    .unwrap();
+    let (_cluster, mut db) = cluster_with_docs("bad-policy", &[]);
+    pin(&mut db, "stress");
     let before = json(&mut db, "SELECT ruvector_integrity_gate('docs', 'insert')");
     assert_eq!(before["throttle_pct"], 50);
     let stored = json(

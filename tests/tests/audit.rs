@@ -12,28 +12,11 @@ fn chain(db: &mut Client) -> Value {
     json(db, "SELECT ruvector_verify_audit_chain()")
 }
 
-fn wait_signed(db: &mut Client) {
-    wait_for(15, "pending events to be signed", || {
-        let pending: i64 = db
-            .query_one("SELECT count(*) FROM ruvector.pending_events", &[])
-            .unwrap()
-            .get(0);
-        (pending == 0).then_some(())
-    });
-}
-
 #[test]
 fn the_chain_verifies_and_names_the_seq_whose_payload_was_changed() {
-    let cluster = Cluster::start("tamper", &[]);
-    let mut db = cluster.client();
-    collection(&mut db, "docs", 10);
-    wait_for_state(&mut db, "docs", "normal", 30);
+    let (_cluster, mut db) = cluster_with_docs("tamper", &[]);
     for state in ["stress", "normal"] {
-        db.execute(
-            "SELECT ruvector_integrity_override('docs', $1, '1 minute', 'drill')",
-            &[&state],
-        )
-        .unwrap();
+        pin(&mut db, state);
     }
     wait_signed(&mut db);
     let verified = chain(&mut db);
@@ -94,15 +77,8 @@ fn the_chain_verifies_and_names_the_seq_whose_payload_was_changed() {
 
 #[test]
 fn a_changed_column_and_a_cut_tail_are_caught() {
-    let cluster = Cluster::start("truncate", &[]);
-    let mut db = cluster.client();
-    collection(&mut db, "docs", 10);
-    wait_for_state(&mut db, "docs", "normal", 30);
-    db.execute(
-        "SELECT ruvector_integrity_override('docs', 'critical', '1 minute', 'drill')",
-        &[],
-    )
-    .unwrap();
+    let (_cluster, mut db) = cluster_with_docs("truncate", &[]);
+    pin(&mut db, "critical");
     wait_signed(&mut db);
     let head: i64 = db
         .query_one("SELECT max(seq) FROM ruvector.integrity_events", &[])
@@ -215,10 +191,7 @@ fn no_sql_function_or_log_line_shows_the_private_key() {
 
 #[test]
 fn rotation_and_revocation_keep_the_chain_verifiable() {
-    let cluster = Cluster::start("rotate", &[]);
-    let mut db = cluster.client();
-    collection(&mut db, "docs", 10);
-    wait_for_state(&mut db, "docs", "normal", 30);
+    let (_cluster, mut db) = cluster_with_docs("rotate", &[]);
     wait_signed(&mut db);
     let first: String = db
         .query_one("SELECT id FROM ruvector.signing_keys", &[])
@@ -243,11 +216,7 @@ fn rotation_and_revocation_keep_the_chain_verifiable() {
         .unwrap()
         .get(0);
     assert!(retired);
-    db.execute(
-        "SELECT ruvector_integrity_override('docs', 'stress', '1 minute', 'after rotation')",
-        &[],
-    )
-    .unwrap();
+    pin(&mut db, "stress");
     wait_signed(&mut db);
     let signer: String = db
         .query_one(
@@ -283,15 +252,8 @@ fn rotation_and_revocation_keep_the_chain_verifiable() {
 
 #[test]
 fn a_reinstalled_extension_starts_a_new_chain_without_a_false_alarm() {
-    let cluster = Cluster::start("reinstall", &[]);
-    let mut db = cluster.client();
-    collection(&mut db, "docs", 10);
-    wait_for_state(&mut db, "docs", "normal", 30);
-    db.execute(
-        "SELECT ruvector_integrity_override('docs', 'stress', '1 minute', 'before reinstall')",
-        &[],
-    )
-    .unwrap();
+    let (_cluster, mut db) = cluster_with_docs("reinstall", &[]);
+    pin(&mut db, "stress");
     wait_signed(&mut db);
     db.batch_execute("DROP EXTENSION ruvector CASCADE").unwrap();
     db.batch_execute("CREATE EXTENSION ruvector").unwrap();

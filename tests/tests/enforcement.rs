@@ -9,14 +9,6 @@ fn count(db: &mut Client) -> i64 {
         .get(0)
 }
 
-fn pin(db: &mut Client, state: &str) {
-    db.execute(
-        "SELECT ruvector_integrity_override('docs', $1, '1 hour', 'enforcement test')",
-        &[&state],
-    )
-    .unwrap();
-}
-
 #[test]
 fn each_state_refuses_what_its_policy_forbids_and_nothing_is_half_done() {
     let cluster = Cluster::start("enforce", &[]);
@@ -116,10 +108,7 @@ fn each_state_refuses_what_its_policy_forbids_and_nothing_is_half_done() {
 
 #[test]
 fn a_deferred_statement_is_retryable_and_its_hint_says_when() {
-    let cluster = Cluster::start("defer", &[]);
-    let mut db = cluster.client();
-    collection(&mut db, "docs", 10);
-    wait_for_state(&mut db, "docs", "normal", 30);
+    let (_cluster, mut db) = cluster_with_docs("defer", &[]);
     db.execute(
         "SELECT ruvector_integrity_policy_set('docs', 'careful', '{\"stress_actions\": {\"allow_index_rewire\": false}, \"defer_retry_secs\": 120}')",
         &[],
@@ -135,10 +124,7 @@ fn a_deferred_statement_is_retryable_and_its_hint_says_when() {
 
 #[test]
 fn concurrent_searches_are_counted_until_their_transactions_end() {
-    let cluster = Cluster::start("searches", &[]);
-    let mut db = cluster.client();
-    collection(&mut db, "docs", 10);
-    wait_for_state(&mut db, "docs", "normal", 30);
+    let (cluster, mut db) = cluster_with_docs("searches", &[]);
     db.execute(
         "SELECT ruvector_integrity_policy_set('docs', 'two', '{\"critical_actions\": {\"max_concurrent_searches\": 2, \"throttle_searches_pct\": 0}}')",
         &[],
@@ -183,10 +169,7 @@ fn concurrent_searches_are_counted_until_their_transactions_end() {
 
 #[test]
 fn a_switched_off_gate_allows_everything() {
-    let cluster = Cluster::start("disabled", &[]);
-    let mut db = cluster.client();
-    collection(&mut db, "docs", 10);
-    wait_for_state(&mut db, "docs", "normal", 30);
+    let (cluster, mut db) = cluster_with_docs("disabled", &[]);
     pin(&mut db, "critical");
     assert_eq!(error(&mut db, "DELETE FROM docs").0, "55000");
     db.batch_execute("ALTER SYSTEM SET ruvector.integrity_enabled = off")

@@ -137,12 +137,7 @@ fn overrides_reach_every_session_and_every_listener() {
     listener.batch_execute("LISTEN ruvector_integrity").unwrap();
 
     for state in ["stress", "critical"] {
-        admin
-            .execute(
-                "SELECT ruvector_integrity_override('docs', $1, '1 minute', 'drill')",
-                &[&state],
-            )
-            .unwrap();
+        pin(&mut admin, state);
         // Another session sees it at once: shared memory is updated at commit.
         assert_eq!(ruvector_tests::state(&mut other, "docs"), state);
     }
@@ -190,10 +185,7 @@ fn overrides_reach_every_session_and_every_listener() {
 
 #[test]
 fn an_override_expires_on_time_and_the_expiry_is_audited() {
-    let cluster = Cluster::start("override-ttl", &[]);
-    let mut db = cluster.client();
-    collection(&mut db, "docs", 10);
-    wait_for_state(&mut db, "docs", "normal", 30);
+    let (_cluster, mut db) = cluster_with_docs("override-ttl", &[]);
     db.execute(
         "SELECT ruvector_integrity_override('docs', 'critical', '2 seconds', 'short drill')",
         &[],

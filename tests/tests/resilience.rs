@@ -12,22 +12,9 @@ fn sample_count(db: &mut Client, name: &str) -> i64 {
 
 #[test]
 fn a_crash_loses_nothing_committed_and_shared_memory_is_refilled() {
-    let cluster = Cluster::start("crash", &[]);
-    let mut db = cluster.client();
-    collection(&mut db, "docs", 10);
-    wait_for_state(&mut db, "docs", "normal", 30);
-    db.execute(
-        "SELECT ruvector_integrity_override('docs', 'critical', '1 hour', 'before the crash')",
-        &[],
-    )
-    .unwrap();
-    wait_for(15, "the override to be signed", || {
-        let pending: i64 = db
-            .query_one("SELECT count(*) FROM ruvector.pending_events", &[])
-            .unwrap()
-            .get(0);
-        (pending == 0).then_some(())
-    });
+    let (cluster, mut db) = cluster_with_docs("crash", &[]);
+    pin(&mut db, "critical");
+    wait_signed(&mut db);
     let events: i64 = db
         .query_one("SELECT count(*) FROM ruvector.integrity_events", &[])
         .unwrap()
@@ -129,10 +116,7 @@ fn a_failing_wal_archiver_is_stress_and_its_repair_is_recovery() {
 
 #[test]
 fn a_reload_changes_the_sample_interval_and_a_killed_worker_comes_back() {
-    let cluster = Cluster::start("reload", &[]);
-    let mut db = cluster.client();
-    collection(&mut db, "docs", 10);
-    wait_for_state(&mut db, "docs", "normal", 30);
+    let (_cluster, mut db) = cluster_with_docs("reload", &[]);
     db.batch_execute("ALTER SYSTEM SET ruvector.integrity_sample_interval = 3600")
         .unwrap();
     db.batch_execute("SELECT pg_reload_conf()").unwrap();
@@ -175,10 +159,7 @@ fn a_reload_changes_the_sample_interval_and_a_killed_worker_comes_back() {
 
 #[test]
 fn a_lock_held_on_its_tables_delays_the_worker_but_does_not_stop_it() {
-    let cluster = Cluster::start("locked", &[]);
-    let mut db = cluster.client();
-    collection(&mut db, "docs", 10);
-    wait_for_state(&mut db, "docs", "normal", 30);
+    let (cluster, mut db) = cluster_with_docs("locked", &[]);
     let mut holder = cluster.client();
     holder
         .batch_execute("BEGIN; LOCK TABLE ruvector.integrity_state IN ACCESS EXCLUSIVE MODE;")
