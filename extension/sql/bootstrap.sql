@@ -1,7 +1,9 @@
 -- ruvector: tables, roles and audit protections. Runs before the functions
 -- pgrx generates; the functions' grants and SQL wrappers are in finalize.sql.
 
-CREATE SCHEMA IF NOT EXISTS ruvector;
+-- Not IF NOT EXISTS: a schema of that name made by someone else beforehand
+-- would hold the extension's tables and let its owner change them.
+CREATE SCHEMA ruvector;
 
 DO $$
 BEGIN
@@ -24,7 +26,8 @@ CREATE TABLE ruvector.collections (
     table_schema    name NOT NULL,
     table_name      name NOT NULL,
     column_name     name NOT NULL,
-    table_oid       oid NOT NULL,
+    -- regclass, so that a dump restores it by name into the new table's OID
+    table_oid       regclass NOT NULL,
     dimensions      integer NOT NULL CHECK (dimensions BETWEEN 1 AND 16000),
     distance_metric text NOT NULL DEFAULT 'l2' CHECK (distance_metric IN ('l2', 'cosine', 'ip', 'l1')),
     index_type      text NOT NULL DEFAULT 'flat' CHECK (index_type IN ('hnsw', 'ivfflat', 'flat')),
@@ -32,7 +35,7 @@ CREATE TABLE ruvector.collections (
     config          jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(config) = 'object'),
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (table_schema, table_name, column_name)
+    UNIQUE (table_oid, column_name)
 );
 
 -- The current integrity state of each collection, written by the worker.
@@ -135,7 +138,8 @@ CREATE TABLE ruvector.integrity_events (
     collection_id   integer,
     collection_name text NOT NULL,
     event_type      text NOT NULL CHECK (event_type IN
-                        ('state_change', 'sample', 'policy_update', 'manual_override', 'recovery', 'alert', 'audit')),
+                        ('state_change', 'sample', 'policy_update', 'manual_override', 'recovery', 'alert', 'audit',
+                         'gate_bypass')),
     previous_state  text,
     new_state       text,
     lambda_cut      double precision,
@@ -210,6 +214,9 @@ BEGIN
         USING ERRCODE = 'insufficient_privilege',
               HINT = 'Use ruvector_rotate_signing_key() or ruvector_revoke_signing_key().';
 END $$;
+
+CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON ruvector.pending_events
+    FOR EACH STATEMENT EXECUTE FUNCTION ruvector.refuse_audit_change();
 
 CREATE TRIGGER guard BEFORE UPDATE OR DELETE ON ruvector.signing_keys
     FOR EACH ROW EXECUTE FUNCTION ruvector.guard_signing_key();

@@ -4,49 +4,45 @@
 -- extension's owner (SECURITY DEFINER, with a pinned search_path), and are
 -- granted to ruvector_reader or ruvector_admin.
 
--- Enforcement: one statement trigger function for every registered table.
-CREATE FUNCTION ruvector._gate_statement() RETURNS trigger
+-- A dropped table leaves its collection: a dropped registered table
+-- unregisters it (audited), a dropped partition leaves the relation map.
+CREATE FUNCTION ruvector._on_sql_drop() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    n bigint := -1;
+    dropped oid[];
 BEGIN
-    IF TG_OP <> 'TRUNCATE' THEN
-        SELECT count(*) INTO n FROM ruvector_rows;
+    SELECT array_agg(d.objid) INTO dropped
+    FROM pg_event_trigger_dropped_objects() d
+    WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0
+      AND d.object_type IN ('table', 'foreign table');
+    IF dropped IS NOT NULL AND to_regprocedure('ruvector._forget_dropped_relations(oid[])') IS NOT NULL THEN
+        PERFORM ruvector._forget_dropped_relations(dropped);
     END IF;
-    PERFORM ruvector._enforce(TG_ARGV[0], lower(TG_OP), n, TG_RELID);
-    RETURN NULL;
 END $$;
 
--- Installs (or refreshes) the statement triggers of collection p_id on its
--- table and every partition of it.
-CREATE FUNCTION ruvector._install_gate_triggers(p_id integer, p_name text, p_table oid) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    r regclass;
-    prefix text := 'ruvector_gate_' || p_id || '_';
-BEGIN
-    FOR r IN SELECT relid FROM pg_partition_tree(p_table::regclass) UNION SELECT p_table::regclass LOOP
-        EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS ruvector_rows '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION ruvector._gate_statement(%L)', prefix || 'insert', r, p_name);
-        EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER UPDATE ON %s REFERENCING NEW TABLE AS ruvector_rows '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION ruvector._gate_statement(%L)', prefix || 'update', r, p_name);
-        EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS ruvector_rows '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION ruvector._gate_statement(%L)', prefix || 'delete', r, p_name);
-        EXECUTE format('CREATE OR REPLACE TRIGGER %I BEFORE TRUNCATE ON %s '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION ruvector._gate_statement(%L)', prefix || 'truncate', r, p_name);
-    END LOOP;
-END $$;
+CREATE EVENT TRIGGER ruvector_sql_drop ON sql_drop EXECUTE FUNCTION ruvector._on_sql_drop();
 
-CREATE FUNCTION ruvector._remove_gate_triggers(p_id integer) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    t record;
-BEGIN
-    FOR t IN SELECT tgrelid::regclass AS rel, tgname FROM pg_trigger
-             WHERE tgname LIKE 'ruvector\_gate\_' || p_id || '\_%' LOOP
-        EXECUTE format('DROP TRIGGER %I ON %s', t.tgname, t.rel);
-    END LOOP;
-END $$;
+-- Pending events are append-only too, but for the worker, which removes each
+-- once it has signed it into the chain.
+CREATE TRIGGER append_only BEFORE UPDATE OR DELETE ON ruvector.pending_events
+    FOR EACH ROW EXECUTE FUNCTION ruvector._guard_pending_event();
+
+-- Everything that holds state goes with the database into pg_dump (the
+-- private signing key does not: it is a file in the data directory).
+-- (one call per statement: each call rewrites the extension's catalog row)
+SELECT pg_catalog.pg_extension_config_dump('ruvector.collections', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector.collections_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector.integrity_state', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector.integrity_policies', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector.integrity_policies_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector.contracted_graph', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector.contracted_edges', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector.contracted_edges_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector.integrity_samples', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector.integrity_events', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector.pending_events', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector.pending_events_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector.signing_keys', '');
 
 CREATE FUNCTION ruvector_register_collection(
     collection text,
@@ -181,9 +177,9 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 -- Privileges. Functions are executable by PUBLIC by default; take that back.
-REVOKE ALL ON FUNCTION ruvector._gate_statement() FROM PUBLIC;
-REVOKE ALL ON FUNCTION ruvector._install_gate_triggers(integer, text, oid) FROM PUBLIC;
-REVOKE ALL ON FUNCTION ruvector._remove_gate_triggers(integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._guard_pending_event() FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._on_sql_drop() FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._forget_dropped_relations FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._register_collection FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._unregister_collection FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._integrity_status FROM PUBLIC;
@@ -198,7 +194,6 @@ REVOKE ALL ON FUNCTION ruvector._audit_checkpoint FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._audit_export FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._rotate_signing_key FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._revoke_signing_key FROM PUBLIC;
-REVOKE ALL ON FUNCTION ruvector._enforce FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._contracted_graph_dot FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION ruvector_register_collection FROM PUBLIC;

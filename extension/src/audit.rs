@@ -54,6 +54,40 @@ pub fn append_pending(
     Ok(())
 }
 
+/// Pending events are append-only for everyone but the worker, which deletes
+/// each one in the transaction that signs it into the chain.
+#[pg_schema]
+mod ruvector {
+    use pgrx::heap_tuple::PgHeapTuple;
+    use pgrx::heap_tuple::PgHeapTupleError;
+    use pgrx::prelude::*;
+    use pgrx::AllocatedByPostgres;
+
+    use crate::errors::SqlError;
+
+    #[pg_trigger]
+    fn _guard_pending_event<'a>(
+        trigger: &'a PgTrigger<'a>,
+    ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {
+        let deleting = matches!(trigger.op(), Ok(PgTriggerOperation::Delete));
+        let by_worker =
+            crate::shmem::shared().is_ok_and(|s| s.worker_pid() == unsafe { pg_sys::MyProcPid });
+        if deleting && by_worker {
+            return Ok(trigger.old());
+        }
+        SqlError::new(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "ruvector.pending_events is append-only",
+        )
+        .detail(format!(
+            "{} refused: pending events leave the table only when the integrity worker signs them into the chain.",
+            if deleting { "DELETE" } else { "UPDATE" }
+        ))
+        .hint("Check the audit trail with ruvector_verify_audit_chain().")
+        .raise()
+    }
+}
+
 /// The chain's last seq and hash, if it has any entry.
 pub fn head() -> SqlResult<Option<(u64, Hash)>> {
     let row = Spi::get_two::<i64, Vec<u8>>(

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::errors::{Optional, OrRaise, SqlError, SqlResult};
-use crate::shmem::{self, CollectionView, NAME_MAX};
+use crate::shmem::{self, CollectionView, RelationFlags, NAME_MAX};
 use crate::{audit, clock, enforce, gucs, xact};
 
 const COLLECTIONS: &str = include_str!("../sql/queries/collections.sql");
@@ -137,9 +137,62 @@ struct TableInfo {
     schema: String,
     table: String,
     relkind: String,
+    persistence: String,
+    column_attnum: Option<i16>,
     column_type: Option<String>,
     column_typmod: Option<i32>,
     database: String,
+}
+
+impl TableInfo {
+    fn qualified(&self) -> String {
+        format!("{}.{}", self.schema, self.table)
+    }
+
+    /// Refuses what cannot be a collection's table: views, materialized views,
+    /// foreign tables (their rows live elsewhere: a foreign table can be a
+    /// partition), and temporary tables (they vanish with their session).
+    fn check_kind(&self) -> SqlResult<()> {
+        let refused = match self.relkind.as_str() {
+            "r" | "p" => None,
+            "v" => Some("a view"),
+            "m" => Some("a materialized view"),
+            "f" => Some("a foreign table"),
+            _ => Some("not a table"),
+        };
+        if let Some(what) = refused {
+            return Err(SqlError::new(
+                PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+                format!("\"{}\" is {what}: a collection's table must be a table or a partitioned table", self.qualified()),
+            )
+            .hint("A foreign table can hold a collection's rows as a partition of a partitioned table."));
+        }
+        if self.persistence == "t" {
+            return Err(SqlError::new(
+                PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+                format!("\"{}\" is a temporary table: it cannot be a collection", self.qualified()),
+            )
+            .detail("A temporary table disappears with the session that made it, and no other session or the worker can see it."));
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a caller who does not own `table`: registering a table puts
+/// triggers on it and lets its collection's state refuse its owner's work.
+fn check_owner(table: pg_sys::Oid, info: &TableInfo) -> SqlResult<()> {
+    let owns = unsafe { pg_sys::pg_class_ownercheck(table, pg_sys::GetOuterUserId()) };
+    if owns {
+        return Ok(());
+    }
+    Err(SqlError::new(
+        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        format!(
+            "must be owner of table {} to register it as a collection",
+            info.qualified()
+        ),
+    )
+    .hint("Ask the table's owner (or a superuser) to register it."))
 }
 
 /// The number of dimensions of the first non-null vector in the column.
@@ -212,15 +265,8 @@ fn register(
         )
         .hint("The integrity worker watches the database named by ruvector.integrity_database; set it and restart the server to watch another."));
     }
-    if !matches!(info.relkind.as_str(), "r" | "p") {
-        return Err(SqlError::new(
-            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-            format!(
-                "\"{}.{}\" is not a table or a partitioned table",
-                info.schema, info.table
-            ),
-        ));
-    }
+    info.check_kind()?;
+    check_owner(table, &info)?;
     let column_type = info.column_type.clone().ok_or_else(|| {
         SqlError::new(
             PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
@@ -254,9 +300,15 @@ fn register(
             "dimensions must be between 1 and 16000, got {dimensions}"
         )));
     }
+    // The same column twice, by the table's OID and the column's number (so a
+    // renamed table or column is still the same column).
     let duplicate = Spi::get_one_with_args::<String>(
-        "SELECT name FROM ruvector.collections WHERE name = $1 OR (table_schema = $2 AND table_name = $3 AND column_name = $4)",
-        &[name.into(), info.schema.as_str().into(), info.table.as_str().into(), column.into()],
+        "SELECT c.name FROM ruvector.collections c
+         LEFT JOIN pg_catalog.pg_attribute a
+                ON a.attrelid = c.table_oid AND a.attname = c.column_name AND NOT a.attisdropped
+         WHERE c.name = $1 OR (c.table_oid = $2::pg_catalog.oid::pg_catalog.regclass AND a.attnum = $3)
+         LIMIT 1",
+        &[name.into(), table.into(), info.column_attnum.into()],
     )
     .optional()?;
     if let Some(existing) = duplicate {
@@ -264,8 +316,8 @@ fn register(
             format!("collection \"{name}\" is already registered")
         } else {
             format!(
-                "column {}.{}.{column} is already registered as collection \"{existing}\"",
-                info.schema, info.table
+                "column {}.{column} is already registered as collection \"{existing}\"",
+                info.qualified()
             )
         };
         return Err(SqlError::new(
@@ -277,7 +329,7 @@ fn register(
     let id = Spi::get_one_with_args::<i32>(
         "INSERT INTO ruvector.collections
              (name, table_schema, table_name, column_name, table_oid, dimensions, distance_metric, index_type, config)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+         VALUES ($1, $2, $3, $4, $5::pg_catalog.oid::pg_catalog.regclass, $6, $7, $8, $9) RETURNING id",
         &[
             name.into(),
             info.schema.as_str().into(),
@@ -304,7 +356,6 @@ fn register(
             JsonB(serde_json::to_value(&policy)?).into(),
         ],
     )?;
-    enforce::install_triggers(id, name, table)?;
     audit::append_pending(
         Some(id),
         name,
@@ -313,7 +364,7 @@ fn register(
         Some("unknown"),
         json!({
             "action": "register",
-            "table": format!("{}.{}", info.schema, info.table),
+            "table": info.qualified(),
             "column": column,
             "dimensions": dimensions,
             "distance_metric": distance_metric,
@@ -321,22 +372,13 @@ fn register(
             "by": caller(),
         }),
     )?;
-    let row = find(name)?;
-    let view = row.view()?;
-    let owned_name = name.to_owned();
-    xact::at_commit(move |shared| {
-        if !shared.insert(&owned_name, view) {
-            pgrx::warning!(
-                "ruvector: collection \"{owned_name}\" is registered but shared memory is full (ruvector.max_collections = {}); its gate answers from the tables until a slot frees",
-                shared.capacity()
-            );
-        }
-    });
+    let view = find(name)?.view()?;
+    xact::register_at_commit(name, view, relations_of(table));
     xact::wake_worker_at_commit();
     Ok(JsonB(json!({
         "id": id,
         "name": name,
-        "table": format!("{}.{}", info.schema, info.table),
+        "table": info.qualified(),
         "column": column,
         "dimensions": dimensions,
         "distance_metric": distance_metric,
@@ -354,25 +396,58 @@ fn unregister_collection(name: &str) -> JsonB {
 
 fn unregister(name: &str) -> SqlResult<JsonB> {
     let row = find(name)?;
-    enforce::remove_triggers(row.id)?;
+    forget(&row, None)?;
+    Ok(JsonB(
+        json!({"name": name, "unregistered": true, "events_kept": true}),
+    ))
+}
+
+/// Removes `row`'s collection (its audit events stay) and writes the audited
+/// event; `why` says why when it is not an operator's unregistration.
+fn forget(row: &CollectionRow, why: Option<&str>) -> SqlResult<()> {
     Spi::run_with_args(
         "DELETE FROM ruvector.collections WHERE id = $1",
         &[row.id.into()],
     )?;
     audit::append_pending(
         Some(row.id),
-        name,
+        &row.name,
         "audit",
         Some(&row.state),
         None,
-        json!({"action": "unregister", "table": format!("{}.{}", row.schema, row.table), "by": caller()}),
+        json!({"action": "unregister", "table": format!("{}.{}", row.schema, row.table), "why": why, "by": caller()}),
     )?;
-    let owned_name = name.to_owned();
-    xact::at_commit(move |shared| shared.remove(&owned_name));
+    xact::forget_at_commit(&row.name);
     xact::wake_worker_at_commit();
-    Ok(JsonB(
-        json!({"name": name, "unregistered": true, "events_kept": true}),
-    ))
+    Ok(())
+}
+
+/// The relations of the registered table `table`: itself and every partition.
+pub fn relations_of(table: pg_sys::Oid) -> Vec<(pg_sys::Oid, RelationFlags)> {
+    let mut relations = enforce::tree(table);
+    for (relid, flags) in &mut relations {
+        flags.root = *relid == table;
+    }
+    relations
+}
+
+/// Called by the `sql_drop` event trigger with every table a statement
+/// dropped: a registered table's collection is unregistered (audited), and
+/// dropped partitions leave the relation map.
+#[pg_extern(schema = "ruvector", name = "_forget_dropped_relations")]
+fn forget_dropped_relations(relids: Vec<pg_sys::Oid>) {
+    forget_dropped(&relids).or_raise()
+}
+
+fn forget_dropped(relids: &[pg_sys::Oid]) -> SqlResult<()> {
+    for row in load(None)? {
+        if relids.contains(&row.relid()) {
+            forget(&row, Some("its table was dropped"))?;
+        }
+    }
+    let relids = relids.to_vec();
+    xact::at_commit(move |shared| shared.remove_relations(&relids));
+    Ok(())
 }
 
 #[pg_extern(schema = "ruvector", name = "_policy_set")]

@@ -10,10 +10,11 @@ use ruvector_integrity::gate::{self, Decision, GateInput, Operation, Verdict};
 use ruvector_integrity::hysteresis::State;
 use ruvector_integrity::SECOND;
 use serde_json::json;
+use std::sync::atomic::Ordering;
 
-use crate::errors::{OrRaise, SqlResult};
-use crate::shmem::{self, CollectionView};
-use crate::{clock, collections, gucs, xact};
+use crate::errors::{OrRaise, SqlError, SqlResult};
+use crate::shmem::{self, CollectionView, SlotRef};
+use crate::{clock, collections, gucs, installation, xact};
 
 /// The gate's answer to one call.
 pub struct Answer {
@@ -55,6 +56,24 @@ fn roll() -> f64 {
     unsafe { pg_sys::pg_prng_double(&raw mut pg_sys::pg_global_prng_state) }
 }
 
+/// What shared memory holds for `collection` (and where), else what this
+/// transaction's registration says, else the tables (a collection shared
+/// memory does not hold: the segment is full, or the server just restarted
+/// and the worker has not refilled it yet).
+pub fn view_of(collection: &str) -> SqlResult<(Option<SlotRef>, CollectionView)> {
+    let shared = shmem::shared()?;
+    if let Some((slot, view)) = shared.view(collection) {
+        return Ok((Some(slot), view));
+    }
+    if let Some(view) = xact::pending_view(collection) {
+        return Ok((None, view));
+    }
+    let installed =
+        installation::installed().ok_or_else(|| SqlError::unknown_collection(collection))?;
+    let view = installation::as_owner(installed, || collections::find(collection)?.view())?;
+    Ok((None, view))
+}
+
 /// Decides `op` on `collection`; `already_rolled` skips the throttle roll (the
 /// caller already passed it for this statement).
 pub fn check(
@@ -64,10 +83,7 @@ pub fn check(
     already_rolled: bool,
 ) -> SqlResult<Answer> {
     let shared = shmem::shared()?;
-    let (slot, view) = match shared.view(collection) {
-        Some((slot, view)) => (Some(slot), view),
-        None => (None, collections::find(collection)?.view()?),
-    };
+    let (slot, view) = view_of(collection)?;
     Ok(decide(shared, slot, &view, op, rows, already_rolled))
 }
 
@@ -89,19 +105,19 @@ pub fn current_state(view: &CollectionView, now: i64) -> (State, bool) {
 
 fn decide(
     shared: shmem::Shared,
-    slot: Option<usize>,
+    slot: Option<SlotRef>,
     view: &CollectionView,
     op: Operation,
     rows: Option<u64>,
     already_rolled: bool,
 ) -> Answer {
     let (state, stale) = current_state(view, clock::now_pg());
-    let counter = slot.and_then(|i| shared.live_searches(i, view.collection_id));
-    let ours = slot.is_some_and(|i| xact::holds_search(i, view.collection_id));
+    let counter = slot.and_then(|s| shared.live_searches(s));
+    let ours = slot.is_some_and(xact::holds_search);
     let live_searches = counter
-        .map_or(0, |c| c.load(std::sync::atomic::Ordering::Acquire))
+        .map_or(0, |c| c.load(Ordering::Acquire))
         .saturating_sub(u32::from(ours));
-    let verdict = gate::decide(
+    let mut verdict = gate::decide(
         &view.policy,
         GateInput {
             state,
@@ -112,15 +128,28 @@ fn decide(
         op,
     );
     let disabled = !gucs::INTEGRITY_ENABLED.get();
-    let allowed = disabled
+    let mut allowed = disabled
         || match verdict.decision {
             Decision::Throttle if already_rolled => true,
             Decision::Throttle => verdict.allowed(roll()),
             _ => verdict.allowed(0.0),
         };
-    if allowed && op == Operation::Search {
-        if let Some(i) = slot {
-            xact::hold_search(shared, i, view.collection_id);
+    // A search takes its place with one compare-and-swap, so that callers
+    // racing for the last place never exceed the limit together.
+    if allowed && !disabled && !ours && op == Operation::Search {
+        if let (Some(slot), Some(counter)) = (slot, counter) {
+            let limit = view.policy.max_concurrent_searches(state);
+            let admitted = counter
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (limit == 0 || n < limit).then_some(n + 1)
+                })
+                .is_ok();
+            if admitted {
+                xact::hold_search(slot);
+            } else {
+                verdict = verdict.over_search_limit(limit);
+                allowed = false;
+            }
         }
     }
     Answer {

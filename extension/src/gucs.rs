@@ -9,11 +9,12 @@ pub static INTEGRITY_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static INTEGRITY_DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 pub static SAMPLE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(60);
-pub static REBUILD_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(3600);
 pub static STALE_AFTER: GucSetting<i32> = GucSetting::<i32>::new(300);
 pub static SIGNING_KEY_PATH: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static MAX_COLLECTIONS: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static SAMPLE_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
+pub static MAX_RELATIONS: GucSetting<i32> = GucSetting::<i32>::new(16_384);
+pub static WORKER_STATEMENT_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(60_000);
 
 pub fn define() {
     GucRegistry::define_bool_guc(
@@ -39,16 +40,6 @@ pub fn define() {
         &SAMPLE_INTERVAL,
         1,
         86_400,
-        GucContext::Sighup,
-        GucFlags::UNIT_S,
-    );
-    GucRegistry::define_int_guc(
-        c"ruvector.integrity_rebuild_interval",
-        c"Seconds between two full rewrites of a collection's stored contracted graph.",
-        c"Samples rediscover the graph every time; the stored copy is rewritten when it changes or after this long.",
-        &REBUILD_INTERVAL,
-        1,
-        7 * 86_400,
         GucContext::Sighup,
         GucFlags::UNIT_S,
     );
@@ -89,6 +80,26 @@ pub fn define() {
         i32::MAX,
         GucContext::Sighup,
         GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.max_relations",
+        c"Relations (collection tables and their partitions) the utility hook can recognise.",
+        c"Sizes shared memory at server start. A relation beyond it is still gated on INSERT, UPDATE and DELETE by its triggers, but not on CREATE INDEX, VACUUM FULL and the like.",
+        &MAX_RELATIONS,
+        16,
+        10_000_000,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.worker_statement_timeout",
+        c"Longest the integrity worker spends on one step (a collection's sample, signing), in milliseconds.",
+        c"A step that runs longer is cancelled, logged, and tried again on the next tick; 0 disables the limit.",
+        &WORKER_STATEMENT_TIMEOUT,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
     );
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"ruvector".as_ptr()) };
 }

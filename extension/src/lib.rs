@@ -19,6 +19,7 @@ mod errors;
 mod gate;
 mod graph_builder;
 mod gucs;
+mod installation;
 mod keys;
 mod sampler;
 mod shmem;
@@ -54,7 +55,7 @@ pub extern "C-unwind" fn _PG_init() {
     }
     shmem::install_hooks();
     xact::install_callbacks();
-    enforce::install_hook();
+    enforce::install_hooks();
     worker::register();
 }
 

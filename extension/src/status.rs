@@ -7,7 +7,7 @@ use ruvector_integrity::hysteresis::State;
 use serde_json::{json, Value};
 
 use crate::errors::{Optional, OrRaise, SqlError, SqlResult};
-use crate::{clock, collections, enforce, gate, sampler, shmem};
+use crate::{clock, collections, gate, sampler, shmem};
 
 fn unix_us_text(us: Option<i64>) -> Option<String> {
     us.map(|us| {
@@ -106,8 +106,7 @@ fn integrity_sample(collection: &str) -> JsonB {
     JsonB(summary)
 }
 
-/// Rebuilds and stores the collection's contracted graph now, and re-installs
-/// its enforcement triggers (so new partitions get them).
+/// Rebuilds and stores the collection's contracted graph now.
 #[pg_extern(schema = "ruvector", name = "_rebuild_contracted_graph")]
 fn rebuild_contracted_graph(collection: &str) -> JsonB {
     rebuild(collection).or_raise()
@@ -117,7 +116,6 @@ fn rebuild(collection: &str) -> SqlResult<JsonB> {
     let row = collections::find(collection)?;
     let measurement = sampler::measure(&row)?;
     measurement.store(row.id)?;
-    enforce::install_triggers(row.id, &row.name, row.relid())?;
     let graph = &measurement.built.graph;
     if graph.nodes().is_empty() {
         return Err(SqlError::internal("the rebuilt graph is empty"));

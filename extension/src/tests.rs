@@ -70,9 +70,12 @@ mod tests {
             .unwrap(),
             Some("default".into())
         );
-        let triggers = Spi::get_one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'reg_docs'::regclass AND tgname LIKE 'ruvector_gate_%'")
-            .unwrap();
-        assert_eq!(triggers, Some(4));
+        // Enforcement is in hooks: nothing is installed on the user's table.
+        let triggers = Spi::get_one::<i64>(
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'reg_docs'::regclass",
+        )
+        .unwrap();
+        assert_eq!(triggers, Some(0));
         let pending = Spi::get_one::<String>("SELECT metadata->>'action' FROM ruvector.pending_events WHERE collection_name = 'reg_docs'")
             .unwrap();
         assert_eq!(pending, Some("register".into()));
@@ -84,12 +87,16 @@ mod tests {
         Spi::run("CREATE TABLE reg_text (id int, embedding text)").unwrap();
         Spi::run("CREATE VIEW reg_view AS SELECT * FROM reg_twice").unwrap();
         Spi::run("CREATE TABLE reg_empty (id int, embedding real[])").unwrap();
+        Spi::run("CREATE MATERIALIZED VIEW reg_mat AS SELECT * FROM reg_twice").unwrap();
+        Spi::run("CREATE TEMP TABLE reg_temp (id int, embedding real[])").unwrap();
         let cases = [
             ("SELECT ruvector_register_collection('reg_twice', 'reg_twice', 'embedding')", "42710", "already registered"),
             ("SELECT ruvector_register_collection('other', 'reg_twice', 'embedding')", "42710", "already registered as collection \"reg_twice\""),
             ("SELECT ruvector_register_collection('x', 'reg_twice', 'nope')", "42703", "does not exist"),
             ("SELECT ruvector_register_collection('x', 'reg_text', 'embedding')", "42804", "not a vector"),
-            ("SELECT ruvector_register_collection('x', 'reg_view', 'embedding')", "42809", "not a table"),
+            ("SELECT ruvector_register_collection('x', 'reg_view', 'embedding')", "42809", "is a view"),
+            ("SELECT ruvector_register_collection('x', 'reg_mat', 'embedding')", "42809", "is a materialized view"),
+            ("SELECT ruvector_register_collection('x', 'reg_temp', 'embedding', 3)", "42809", "is a temporary table"),
             ("SELECT ruvector_register_collection('x', 'reg_empty', 'embedding')", "22023", "dimensions is required"),
             ("SELECT ruvector_register_collection('x', 'reg_empty', 'embedding', dimensions => 0)", "22023", "between 1 and 16000"),
             ("SELECT ruvector_register_collection('x', 'reg_empty', 'embedding', 3, 'hamming')", "22023", "invalid distance_metric"),
@@ -338,7 +345,7 @@ mod tests {
     }
 
     #[pg_test]
-    fn partitions_are_nodes_and_get_triggers() {
+    fn partitions_are_nodes_and_new_ones_are_gated_at_once() {
         Spi::run("CREATE TABLE part_docs (id int, embedding real[]) PARTITION BY RANGE (id)")
             .unwrap();
         Spi::run("CREATE TABLE part_docs_a PARTITION OF part_docs FOR VALUES FROM (0) TO (100)")
@@ -348,41 +355,34 @@ mod tests {
         json_of("SELECT ruvector_register_collection('part_docs', 'part_docs', 'embedding', 3)");
         let sample = json_of("SELECT ruvector_integrity_sample('part_docs')");
         assert_eq!(sample["node_count"], 4);
-        let triggered = Spi::get_one::<i64>(
-            "SELECT count(DISTINCT tgrelid) FROM pg_trigger WHERE tgname LIKE 'ruvector_gate_%'",
-        )
-        .unwrap();
-        assert_eq!(triggered, Some(3));
-        // New partitions, created or attached, get the triggers at once.
+        // New partitions, created or attached, are the collection's at once:
+        // an index build on them waits for the first sample like the others.
         Spi::run("CREATE TABLE part_docs_c PARTITION OF part_docs FOR VALUES FROM (200) TO (300)")
             .unwrap();
         Spi::run("CREATE TABLE part_docs_d (id int, embedding real[])").unwrap();
+        Spi::run("CREATE INDEX ON part_docs_d (id)").unwrap();
         Spi::run(
             "ALTER TABLE part_docs ATTACH PARTITION part_docs_d FOR VALUES FROM (300) TO (400)",
         )
         .unwrap();
-        let triggered = Spi::get_one::<i64>(
-            "SELECT count(DISTINCT tgrelid) FROM pg_trigger WHERE tgname LIKE 'ruvector_gate_%'",
-        )
-        .unwrap();
-        assert_eq!(triggered, Some(5));
+        for partition in ["part_docs_a", "part_docs_c", "part_docs_d"] {
+            assert_eq!(
+                error_of(&format!("CREATE INDEX ON {partition} (id)")).0,
+                "53000"
+            );
+        }
     }
 
     #[pg_test]
-    fn unregister_keeps_the_audit_trail_and_drops_the_triggers() {
+    fn unregister_keeps_the_audit_trail_and_ungates_the_table() {
         collection("unreg_docs", 1);
+        assert_eq!(error_of("CREATE INDEX ON unreg_docs (id)").0, "53000");
         json_of("SELECT ruvector_unregister_collection('unreg_docs')");
         assert_eq!(
             Spi::get_one::<i64>("SELECT count(*) FROM ruvector.collections").unwrap(),
             Some(0)
         );
-        assert_eq!(
-            Spi::get_one::<i64>(
-                "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'ruvector_gate_%'"
-            )
-            .unwrap(),
-            Some(0)
-        );
+        Spi::run("CREATE INDEX ON unreg_docs (id)").unwrap();
         let actions = Spi::get_one::<String>(
             "SELECT string_agg(metadata->>'action', ',' ORDER BY id) FROM ruvector.pending_events WHERE collection_name = 'unreg_docs'",
         )

@@ -32,8 +32,10 @@ use serde_json::{json, Value};
 
 use crate::collections::{self, CollectionRow};
 use crate::errors::{Optional, OrRaise, SqlResult};
-use crate::shmem::{self, CollectionView, Shared};
-use crate::{audit, clock, enforce, gucs, keys, sampler};
+use crate::shmem::{self, CollectionView, RelationFlags, Shared};
+use crate::{audit, clock, gucs, installation, keys, sampler};
+
+const COLLECTION_RELATIONS: &str = include_str!("../sql/queries/collection_relations.sql");
 
 /// The longest the worker sleeps between ticks, in µs.
 const MAX_SLEEP: i64 = 5 * SECOND;
@@ -57,17 +59,19 @@ pub extern "C-unwind" fn ruvector_integrity_worker_main(_arg: pg_sys::Datum) {
     let database = gucs::integrity_database();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
     let shared = shmem::shared().or_raise();
+    // The database's settings are not ours to trust: `ALTER DATABASE ... SET
+    // search_path` reaches background workers, and every query here runs as
+    // the bootstrap superuser. Only pg_catalog (then pg_temp) is searched.
+    installation::pin_search_path(pg_sys::GucAction::GUC_ACTION_SET);
     unsafe {
         // A table locked by someone else must not stop the worker for long: it
         // gives up on that step, logs it, and tries again next tick.
-        for (name, value) in [(c"lock_timeout", c"10s"), (c"statement_timeout", c"60s")] {
-            pg_sys::SetConfigOption(
-                name.as_ptr(),
-                value.as_ptr(),
-                pg_sys::GucContext::PGC_SUSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-            );
-        }
+        pg_sys::SetConfigOption(
+            c"lock_timeout".as_ptr(),
+            c"10s".as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_OVERRIDE,
+        );
         shared.set_worker(pg_sys::MyProcPid, pg_sys::MyLatch);
         pg_sys::before_shmem_exit(Some(shmem::forget_worker), pg_sys::Datum::from(0));
     }
@@ -89,13 +93,29 @@ pub extern "C-unwind" fn ruvector_integrity_worker_main(_arg: pg_sys::Datum) {
     unsafe { pg_sys::proc_exit(1) };
 }
 
+unsafe extern "C-unwind" {
+    // `utils/timeout.h`, which pgrx does not bind.
+    fn enable_timeout_after(id: std::ffi::c_int, delay_ms: std::ffi::c_int);
+    fn disable_timeout(id: std::ffi::c_int, keep_indicator: bool);
+}
+
+/// `TimeoutId::STATEMENT_TIMEOUT` in `utils/timeout.h`.
+const STATEMENT_TIMEOUT: std::ffi::c_int = 3;
+
 /// Runs `body` in a transaction of its own. An ERROR inside rolls it back and
-/// comes back as `Err`, so the worker carries on.
+/// comes back as `Err`, so the worker carries on. The step is bounded by
+/// `ruvector.worker_statement_timeout`: setting `statement_timeout` does not
+/// arm it in a background worker (only a client's top-level statement does),
+/// so the timer is armed here.
 fn transaction<R>(what: &str, body: impl FnOnce() -> SqlResult<R>) -> Result<R, String> {
     unsafe {
         pg_sys::SetCurrentStatementStartTimestamp();
         pg_sys::StartTransactionCommand();
         pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+        let timeout = gucs::WORKER_STATEMENT_TIMEOUT.get();
+        if timeout > 0 {
+            enable_timeout_after(STATEMENT_TIMEOUT, timeout);
+        }
     }
     let outcome = PgTryBuilder::new(AssertUnwindSafe(|| {
         body().map_err(|e| match e.detail {
@@ -111,6 +131,7 @@ fn transaction<R>(what: &str, body: impl FnOnce() -> SqlResult<R>) -> Result<R, 
     })
     .execute();
     unsafe {
+        disable_timeout(STATEMENT_TIMEOUT, false);
         if outcome.is_ok() {
             pg_sys::PopActiveSnapshot();
             pg_sys::CommitTransactionCommand();
@@ -138,11 +159,37 @@ struct Worker {
     checkpoint_path: Option<std::path::PathBuf>,
     /// Next sample of each collection, PostgreSQL µs.
     next_due: HashMap<i32, i64>,
-    /// When each collection's triggers were last re-installed, PostgreSQL µs.
-    triggers_checked: HashMap<i32, i64>,
     last_prune: i64,
     /// The last sampling error of each collection, so that it is logged once.
     last_errors: HashMap<i32, String>,
+    warned_relations_full: bool,
+}
+
+/// Every relation of every collection, by collection name.
+type CollectionRelations = Vec<(String, Vec<(pg_sys::Oid, RelationFlags)>)>;
+
+fn relations() -> SqlResult<CollectionRelations> {
+    #[derive(serde::Deserialize)]
+    struct Row {
+        collection: String,
+        relid: i64,
+        root: bool,
+    }
+    let rows: Vec<Row> = serde_json::from_value(
+        Spi::get_one::<JsonB>(COLLECTION_RELATIONS)?.map_or(Value::Array(vec![]), |j| j.0),
+    )?;
+    let mut sets: CollectionRelations = Vec::new();
+    for row in rows {
+        let relation = (
+            pg_sys::Oid::from(row.relid as u32),
+            RelationFlags { root: row.root },
+        );
+        match sets.iter_mut().find(|(name, _)| *name == row.collection) {
+            Some((_, set)) => set.push(relation),
+            None => sets.push((row.collection, vec![relation])),
+        }
+    }
+    Ok(sets)
 }
 
 /// What a sample changed, for shared memory and the log.
@@ -160,9 +207,14 @@ impl Worker {
         self.load_key();
 
         let seen = shared.versions();
-        let rows = match transaction("loading collections", || self.load()) {
-            Ok(Some(rows)) => rows,
-            Ok(None) => return idle, // the extension is not installed yet
+        let seen_relations = shared.relations_version();
+        let (rows, relations) = match transaction("loading collections", || self.load()) {
+            Ok(Some(loaded)) => loaded,
+            Ok(None) => {
+                // The extension is not installed (or was dropped) here.
+                shared.clear_database();
+                return idle;
+            }
             Err(e) => {
                 warning!("ruvector: {e}");
                 return idle;
@@ -174,6 +226,10 @@ impl Worker {
             .collect();
         for name in shared.sync(views, &seen) {
             warning!("ruvector: no shared-memory slot for collection \"{name}\"; raise ruvector.max_collections");
+        }
+        if !shared.sync_relations(&relations, seen_relations) && !self.warned_relations_full {
+            warning!("ruvector: the relation map is full: some collection relations are not gated by the utility hook; raise ruvector.max_relations");
+            self.warned_relations_full = true;
         }
         self.next_due
             .retain(|id, _| rows.iter().any(|r| r.id == *id));
@@ -197,7 +253,7 @@ impl Worker {
                 }
             }
         }
-        self.housekeeping(&rows);
+        self.housekeeping();
 
         // Sleep until the next sample is due, but never longer than MAX_SLEEP:
         // the heartbeat and override expiries need the worker awake now and then.
@@ -229,8 +285,9 @@ impl Worker {
         }
     }
 
-    /// The collections, or `None` when the extension is not installed here.
-    fn load(&mut self) -> SqlResult<Option<Vec<CollectionRow>>> {
+    /// The collections and their relations, or `None` when the extension is
+    /// not installed here.
+    fn load(&mut self) -> SqlResult<Option<(Vec<CollectionRow>, CollectionRelations)>> {
         let installed = Spi::get_one::<bool>(
             "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'ruvector')",
         )?
@@ -242,7 +299,7 @@ impl Worker {
             keys::register(signer, "integrity worker key")?;
         }
         self.checkpoint_path = Some(audit::checkpoint_path()?);
-        collections::load(None).map(Some)
+        Ok(Some((collections::load(None)?, relations()?)))
     }
 
     /// Signs what backends left pending; rotates the key first if it was
@@ -493,25 +550,9 @@ impl Worker {
         Ok((Sampled { view, transition }, head))
     }
 
-    /// Re-installs enforcement triggers now and then (new partitions get them),
-    /// and prunes old samples.
-    fn housekeeping(&mut self, rows: &[CollectionRow]) {
+    /// Prunes old samples now and then.
+    fn housekeeping(&mut self) {
         let now = clock::now_pg();
-        let rebuild = gucs::REBUILD_INTERVAL.get() as i64 * SECOND;
-        for row in rows {
-            if self
-                .triggers_checked
-                .get(&row.id)
-                .is_none_or(|&at| now - at >= rebuild)
-            {
-                self.triggers_checked.insert(row.id, now);
-                if let Err(e) = transaction("installing enforcement triggers", || {
-                    enforce::install_triggers(row.id, &row.name, row.relid())
-                }) {
-                    warning!("ruvector: collection \"{}\": {e}", row.name);
-                }
-            }
-        }
         if now - self.last_prune >= 600 * SECOND {
             self.last_prune = now;
             let retention = gucs::SAMPLE_RETENTION.get() as f64;

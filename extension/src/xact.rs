@@ -1,11 +1,15 @@
 //! Work tied to the current transaction, kept in backend-local memory:
 //!
 //! - shared-memory changes that may only be seen once the transaction commits
-//!   (a registration, a policy, an override), dropped if it, or the
-//!   subtransaction that made them, rolls back;
+//!   (a registration, a policy, an override, relations coming and going),
+//!   dropped if it, or the subtransaction that made them, rolls back; until
+//!   then, this backend sees its own registrations and new partitions here;
 //! - searches counted against `max_concurrent_searches`, released when the
 //!   transaction ends however it ends;
 //! - whether to wake the worker after commit.
+//!
+//! A transaction with such changes cannot be prepared (two-phase commit):
+//! shared memory would never learn of them.
 
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
@@ -13,16 +17,30 @@ use std::sync::atomic::Ordering;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::shmem::{self, Shared};
+use crate::errors::SqlError;
+use crate::shmem::{self, CollectionView, GatedRelation, RelationFlags, Shared, SlotRef};
 
 type Change = Box<dyn FnOnce(Shared)>;
+
+/// A collection this transaction registered or unregistered, or relations it
+/// added to one. The newest entry of a collection wins.
+struct Local {
+    collection: String,
+    /// Set for a registration.
+    view: Option<CollectionView>,
+    relations: Vec<(pg_sys::Oid, RelationFlags)>,
+    /// An unregistration: the collection's earlier entries no longer count.
+    unregistered: bool,
+}
 
 #[derive(Default)]
 struct Pending {
     /// Changes and the subtransaction that made each.
     changes: Vec<(pg_sys::SubTransactionId, Change)>,
-    /// (slot, collection id) of each search this transaction holds.
-    searches: Vec<(usize, i32)>,
+    /// What this backend sees before commit, and the subtransaction of each.
+    local: Vec<(pg_sys::SubTransactionId, Local)>,
+    /// Searches this transaction holds.
+    searches: Vec<SlotRef>,
     wake_worker: bool,
 }
 
@@ -38,10 +56,125 @@ pub fn install_callbacks() {
     }
 }
 
+fn subxact() -> pg_sys::SubTransactionId {
+    unsafe { pg_sys::GetCurrentSubTransactionId() }
+}
+
 /// Applies `change` to shared memory when the current transaction commits.
 pub fn at_commit(change: impl FnOnce(Shared) + 'static) {
-    let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
-    PENDING.with(|p| p.borrow_mut().changes.push((subxact, Box::new(change))));
+    PENDING.with(|p| p.borrow_mut().changes.push((subxact(), Box::new(change))));
+}
+
+/// A registration: the slot and relations of `collection` appear at commit,
+/// and at once for this backend.
+pub fn register_at_commit(
+    collection: &str,
+    view: CollectionView,
+    relations: Vec<(pg_sys::Oid, RelationFlags)>,
+) {
+    let name = collection.to_owned();
+    let (view_at_commit, relations_at_commit) = (view, relations.clone());
+    at_commit(move |shared| {
+        match shared.insert(&name, view_at_commit) {
+        Some(slot) => {
+            if !shared.add_relations(slot, &relations_at_commit) {
+                warn_relations_full(&name);
+            }
+        }
+        None => pgrx::warning!(
+            "ruvector: collection \"{name}\" is registered but shared memory is full (ruvector.max_collections = {}); its gate answers from the tables until a slot frees",
+            shared.slot_capacity()
+        ),
+    }
+    });
+    remember(Local {
+        collection: collection.to_owned(),
+        view: Some(view),
+        relations,
+        unregistered: false,
+    });
+}
+
+fn warn_relations_full(collection: &str) {
+    pgrx::warning!(
+        "ruvector: the relation map is full: some relations of collection \"{collection}\" are not gated by the utility hook; raise ruvector.max_relations"
+    );
+}
+
+/// New partitions of `collection`: in the relation map at commit, and at
+/// once for this backend.
+pub fn add_relations_at_commit(collection: &str, relations: Vec<(pg_sys::Oid, RelationFlags)>) {
+    let name = collection.to_owned();
+    let at_commit_relations = relations.clone();
+    at_commit(move |shared| {
+        if let Some((slot, _)) = shared.view(&name) {
+            if !shared.add_relations(slot, &at_commit_relations) {
+                warn_relations_full(&name);
+            }
+        }
+    });
+    remember(Local {
+        collection: collection.to_owned(),
+        view: None,
+        relations,
+        unregistered: false,
+    });
+}
+
+/// An unregistration: this backend stops seeing `collection` as registered
+/// at once (shared memory forgets it at commit).
+pub fn forget_at_commit(collection: &str) {
+    let name = collection.to_owned();
+    at_commit(move |shared| shared.remove(&name));
+    remember(Local {
+        collection: collection.to_owned(),
+        view: None,
+        relations: Vec::new(),
+        unregistered: true,
+    });
+}
+
+/// Relations that left their collection (detached or dropped).
+pub fn remove_relations_at_commit(relations: Vec<pg_sys::Oid>) {
+    at_commit(move |shared| shared.remove_relations(&relations));
+}
+
+fn remember(local: Local) {
+    PENDING.with(|p| p.borrow_mut().local.push((subxact(), local)));
+}
+
+/// What this transaction's registration says of `collection`, before commit.
+pub fn pending_view(collection: &str) -> Option<CollectionView> {
+    PENDING.with(|p| {
+        p.borrow()
+            .local
+            .iter()
+            .rev()
+            .filter(|(_, l)| l.collection == collection)
+            .take_while(|(_, l)| !l.unregistered)
+            .find_map(|(_, l)| l.view)
+    })
+}
+
+/// The collection this transaction made `relid` part of, before commit.
+pub fn pending_relation(relid: pg_sys::Oid) -> Option<GatedRelation> {
+    PENDING.with(|p| {
+        let p = p.borrow();
+        let (_, local) = p
+            .local
+            .iter()
+            .rev()
+            .find(|(_, l)| l.relations.iter().any(|(r, _)| *r == relid))?;
+        let unregistered_since = p
+            .local
+            .iter()
+            .rev()
+            .take_while(|(_, l)| !std::ptr::eq(l, local))
+            .any(|(_, l)| l.unregistered && l.collection == local.collection);
+        (!unregistered_since).then(|| GatedRelation {
+            collection: local.collection.clone(),
+        })
+    })
 }
 
 /// Wakes the worker when the current transaction commits.
@@ -50,24 +183,19 @@ pub fn wake_worker_at_commit() {
 }
 
 /// Whether this transaction already holds a search on the collection in `slot`.
-pub fn holds_search(slot: usize, collection_id: i32) -> bool {
-    PENDING.with(|p| p.borrow().searches.contains(&(slot, collection_id)))
+pub fn holds_search(slot: SlotRef) -> bool {
+    PENDING.with(|p| p.borrow().searches.contains(&slot))
 }
 
-/// Counts a search on the collection in `slot` until the transaction ends.
-pub fn hold_search(shared: Shared, slot: usize, collection_id: i32) {
-    if holds_search(slot, collection_id) {
-        return;
-    }
-    if let Some(counter) = shared.live_searches(slot, collection_id) {
-        counter.fetch_add(1, Ordering::AcqRel);
-        PENDING.with(|p| p.borrow_mut().searches.push((slot, collection_id)));
-    }
+/// Remembers a search admitted on `slot` (its counter already counts it),
+/// to be released when the transaction ends.
+pub fn hold_search(slot: SlotRef) {
+    PENDING.with(|p| p.borrow_mut().searches.push(slot));
 }
 
-fn release_searches(shared: Shared, searches: Vec<(usize, i32)>) {
-    for (slot, collection_id) in searches {
-        if let Some(counter) = shared.live_searches(slot, collection_id) {
+fn release_searches(shared: Shared, searches: Vec<SlotRef>) {
+    for slot in searches {
+        if let Some(counter) = shared.live_searches(slot) {
             // Never below zero, even if the slot was reset under us.
             let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
         }
@@ -78,11 +206,22 @@ fn release_searches(shared: Shared, searches: Vec<(usize, i32)>) {
 unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
     use pg_sys::XactEvent::*;
     let committed = match event {
+        XACT_EVENT_PRE_PREPARE => {
+            let changed = PENDING.with(|p| !p.borrow().changes.is_empty());
+            if changed {
+                SqlError::new(
+                    PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                    "cannot PREPARE a transaction that changed ruvector collections, policies or overrides",
+                )
+                .hint("Commit such changes in a transaction of their own.")
+                .raise();
+            }
+            return;
+        }
         XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => true,
         XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT | XACT_EVENT_PREPARE => false,
         _ => return,
     };
-    crate::enforce::end_of_transaction();
     let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
     let Ok(shared) = shmem::shared() else { return };
     release_searches(shared, pending.searches);
@@ -107,12 +246,23 @@ unsafe extern "C-unwind" fn on_subxact(
     PENDING.with(|p| {
         let mut p = p.borrow_mut();
         match event {
-            SUBXACT_EVENT_ABORT_SUB => p.changes.retain(|(subxact, _)| *subxact < my_subid),
-            SUBXACT_EVENT_COMMIT_SUB => p
-                .changes
-                .iter_mut()
-                .filter(|(subxact, _)| *subxact >= my_subid)
-                .for_each(|(subxact, _)| *subxact = parent_subid),
+            SUBXACT_EVENT_ABORT_SUB => {
+                p.changes.retain(|(subxact, _)| *subxact < my_subid);
+                p.local.retain(|(subxact, _)| *subxact < my_subid);
+            }
+            SUBXACT_EVENT_COMMIT_SUB => {
+                let p = &mut *p;
+                for subxact in p
+                    .changes
+                    .iter_mut()
+                    .map(|(s, _)| s)
+                    .chain(p.local.iter_mut().map(|(s, _)| s))
+                {
+                    if *subxact >= my_subid {
+                        *subxact = parent_subid;
+                    }
+                }
+            }
             _ => {}
         }
     });

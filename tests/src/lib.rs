@@ -101,6 +101,17 @@ impl Cluster {
     /// sample interval, and these extra postgresql.conf lines; creates the test
     /// database and the extension in it.
     pub fn start(name: &str, settings: &[&str]) -> Cluster {
+        let cluster = Cluster::start_without_extension(name, settings);
+        cluster
+            .client()
+            .batch_execute("CREATE EXTENSION ruvector")
+            .unwrap();
+        cluster
+    }
+
+    /// Like [`Cluster::start`], but the test database is left without the
+    /// extension.
+    pub fn start_without_extension(name: &str, settings: &[&str]) -> Cluster {
         let cluster = Cluster::init(name, settings);
         cluster.pg_ctl_start();
         run(
@@ -115,10 +126,6 @@ impl Cluster {
                 DATABASE,
             ],
         );
-        cluster
-            .client()
-            .batch_execute("CREATE EXTENSION ruvector")
-            .unwrap();
         cluster
     }
 
@@ -204,6 +211,56 @@ impl Cluster {
         self.pg_ctl_start();
     }
 
+    /// Runs a PostgreSQL client program (pg_dump, psql...) of this
+    /// installation as the runner, against this cluster's test database.
+    pub fn client_program(&self, program: &str, args: &[&str]) -> String {
+        let port = self.port.to_string();
+        let mut all = vec![
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-d",
+            DATABASE,
+        ];
+        all.extend_from_slice(args);
+        run(program, &all)
+    }
+
+    /// Runs `input` through the server in single-user mode (the cluster must be
+    /// stopped) on `database`; returns what it printed.
+    pub fn single_user(&self, database: &str, input: &str) -> String {
+        use std::io::Write;
+        let mut child = command("postgres")
+            .args([
+                "--single",
+                "-D",
+                self.data_dir().to_str().unwrap(),
+                database,
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("postgres --single");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(output.status.success(), "postgres --single failed:\n{text}");
+        text
+    }
+
     /// The server log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
@@ -214,8 +271,13 @@ impl Cluster {
     }
 
     pub fn client_as(&self, user: &str) -> Client {
+        self.connect(user, DATABASE)
+    }
+
+    /// A client connected as `user` to `database`.
+    pub fn connect(&self, user: &str, database: &str) -> Client {
         let config = format!(
-            "host=127.0.0.1 port={} user={user} dbname={DATABASE}",
+            "host=127.0.0.1 port={} user={user} dbname={database}",
             self.port
         );
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -271,6 +333,16 @@ pub fn json(client: &mut Client, sql: &str) -> Value {
         .query_one(sql, &[])
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .get(0)
+}
+
+/// Runs each statement of `script` (statements end with `;` at the end of a
+/// line) on its own, outside a transaction block, as psql would.
+pub fn execute_each(client: &mut Client, script: &str) {
+    for sql in script.split(";\n").map(str::trim).filter(|s| !s.is_empty()) {
+        client
+            .batch_execute(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
 }
 
 /// The SQLSTATE and message of the error `sql` raises.

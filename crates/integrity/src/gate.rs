@@ -199,6 +199,15 @@ impl CompiledPolicy {
         }
     }
 
+    /// The most searches that may run at once in `state` (0 is unlimited).
+    pub fn max_concurrent_searches(&self, state: State) -> u32 {
+        if state == State::Unknown {
+            0
+        } else {
+            self.for_state(state).max_concurrent_searches
+        }
+    }
+
     /// The signal bits of a state (see [`CompiledActions::signals`]).
     pub fn signals(&self, state: State) -> u8 {
         if state == State::Unknown {
@@ -338,6 +347,18 @@ pub fn decide(policy: &CompiledPolicy, input: GateInput, op: Operation) -> Verdi
 }
 
 impl Verdict {
+    /// The verdict for a search turned away because `limit` searches run
+    /// already (found when it tried to take its place).
+    pub fn over_search_limit(self, limit: u32) -> Verdict {
+        Verdict {
+            decision: Decision::Throttle,
+            throttle_pct: 100,
+            retry_after_secs: 1,
+            reason: Reason::ConcurrencyLimit { limit },
+            ..self
+        }
+    }
+
     /// Whether this call may proceed, given `roll`, uniform in [0, 1): a throttle
     /// of p% refuses the calls whose roll falls below p/100.
     pub fn allowed(&self, roll: f64) -> bool {

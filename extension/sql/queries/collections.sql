@@ -3,7 +3,7 @@
 SELECT coalesce(jsonb_agg(jsonb_build_object(
         'id', c.id,
         'name', c.name,
-        'relid', c.table_oid::bigint,
+        'relid', c.table_oid::oid::bigint,
         'schema', c.table_schema,
         'table', c.table_name,
         'column', c.column_name,

@@ -1,0 +1,277 @@
+//! Shared memory: what the gate and the utility hook read without SQL.
+//!
+//! - one slot per registered collection ([`slots`]): state, λ, compiled policy,
+//!   override, last sample, live search count;
+//! - the relation map ([`relations`]): every relation of a collection (its
+//!   table and each partition), by database and OID, to the collection's slot,
+//!   so that the hook answers "not ours" for any other relation without SQL;
+//! - the worker's pid, latch and heartbeat.
+//!
+//! Layout, sized at server start by `ruvector.max_collections` and
+//! `ruvector.max_relations`:
+//! `Header | Slot × slots | i32 × 2·slots | RelationEntry × relations | i32 × 2·relations`
+//! (the `i32` arrays are open-addressing indexes of entry + 1, 0 for empty).
+//! One LWLock guards slots, relations and both indexes: readers take it
+//! shared, writers (the worker, and backends at commit) exclusive. Live search
+//! counts are atomics, changed without the lock.
+//!
+//! Everything is scoped to a database: a backend sees the slots and relations
+//! of the database it is connected to, nothing else.
+//!
+//! This module must not do SPI or allocate on the read path: it is the gate's
+//! fast path.
+
+mod relations;
+mod slots;
+
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicPtr, Ordering};
+
+use pgrx::pg_sys;
+use pgrx::pg_sys::ffi::pg_guard_ffi_boundary;
+use pgrx::prelude::*;
+use ruvector_integrity::gate::CompiledPolicy;
+use ruvector_integrity::hysteresis::State;
+
+use crate::errors::SqlError;
+use crate::gucs;
+
+pub use relations::{GatedRelation, RelationFlags};
+pub use slots::SlotRef;
+
+/// Longest collection name, in bytes (PostgreSQL's NAMEDATALEN − 1).
+pub const NAME_MAX: usize = 63;
+
+const SHMEM_NAME: &std::ffi::CStr = c"ruvector integrity";
+const TRANCHE: &std::ffi::CStr = c"ruvector";
+
+/// What the gate and status read about one collection.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct CollectionView {
+    pub collection_id: i32,
+    pub relid: pg_sys::Oid,
+    /// The controller's state (not the override).
+    pub state: State,
+    /// An operator's pinned state and when it expires (PostgreSQL µs).
+    pub override_state: Option<State>,
+    pub override_until: i64,
+    /// PostgreSQL µs; 0 before the first sample.
+    pub last_sample_at: i64,
+    pub lambda_cut: f64,
+    pub lambda_norm: f64,
+    pub policy: CompiledPolicy,
+}
+
+impl CollectionView {
+    /// The state in force at `now`: an unexpired override, else the controller's.
+    pub fn effective_state(&self, now: i64) -> State {
+        match self.override_state {
+            Some(state) if now < self.override_until => state,
+            _ => self.state,
+        }
+    }
+}
+
+#[repr(C)]
+struct Header {
+    lock: *mut pg_sys::LWLock,
+    slot_capacity: u32,
+    relation_capacity: u32,
+    /// Entries in use at the start of the relation array.
+    relation_count: u32,
+    /// Bumped by every change a backend makes to the relation map, so that the
+    /// worker's refresh from an older snapshot only adds, never removes.
+    relations_version: u64,
+    worker_pid: AtomicI32,
+    worker_latch: AtomicPtr<pg_sys::Latch>,
+    /// PostgreSQL µs of the worker's last loop.
+    heartbeat: AtomicI64,
+}
+
+static mut HEADER: *mut Header = std::ptr::null_mut();
+static mut PREV_SHMEM_REQUEST: pg_sys::shmem_request_hook_type = None;
+static mut PREV_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
+
+/// Byte offsets of the four arrays, and the total size.
+struct Layout {
+    slots: usize,
+    slot_index: usize,
+    relations: usize,
+    relation_index: usize,
+    total: usize,
+}
+
+fn layout(slots: usize, relations: usize) -> Layout {
+    use std::mem::{align_of, size_of};
+    let slots_at = size_of::<Header>().next_multiple_of(align_of::<slots::Slot>());
+    let slot_index = slots_at + slots * size_of::<slots::Slot>();
+    let relations_at = (slot_index + 2 * slots * size_of::<i32>())
+        .next_multiple_of(align_of::<relations::RelationEntry>());
+    let relation_index = relations_at + relations * size_of::<relations::RelationEntry>();
+    Layout {
+        slots: slots_at,
+        slot_index,
+        relations: relations_at,
+        relation_index,
+        total: relation_index + 2 * relations * size_of::<i32>(),
+    }
+}
+
+fn layout_from_settings() -> Layout {
+    layout(
+        gucs::MAX_COLLECTIONS.get() as usize,
+        gucs::MAX_RELATIONS.get() as usize,
+    )
+}
+
+/// Installs the shared-memory hooks; called from `_PG_init` while preloading.
+pub fn install_hooks() {
+    unsafe {
+        PREV_SHMEM_REQUEST = pg_sys::shmem_request_hook;
+        pg_sys::shmem_request_hook = Some(shmem_request);
+        PREV_SHMEM_STARTUP = pg_sys::shmem_startup_hook;
+        pg_sys::shmem_startup_hook = Some(shmem_startup);
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn shmem_request() {
+    unsafe {
+        if let Some(prev) = PREV_SHMEM_REQUEST {
+            pg_guard_ffi_boundary(|| prev());
+        }
+        pg_sys::RequestAddinShmemSpace(layout_from_settings().total);
+        pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 1);
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn shmem_startup() {
+    unsafe {
+        if let Some(prev) = PREV_SHMEM_STARTUP {
+            pg_guard_ffi_boundary(|| prev());
+        }
+        let total = layout_from_settings().total;
+        let init_lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock;
+        pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let mut found = false;
+        let base = pg_sys::ShmemInitStruct(SHMEM_NAME.as_ptr(), total, &mut found).cast::<u8>();
+        if !found {
+            std::ptr::write_bytes(base, 0, total);
+            let header = base.cast::<Header>();
+            (*header).lock = &raw mut (*pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr())).lock;
+            (*header).slot_capacity = gucs::MAX_COLLECTIONS.get() as u32;
+            (*header).relation_capacity = gucs::MAX_RELATIONS.get() as u32;
+        }
+        HEADER = base.cast::<Header>();
+        pg_sys::LWLockRelease(init_lock);
+    }
+}
+
+/// The shared state, or an error telling the DBA to preload the library.
+pub fn shared() -> Result<Shared, SqlError> {
+    let header = unsafe { HEADER };
+    if header.is_null() {
+        return Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "ruvector must be loaded via shared_preload_libraries",
+        )
+        .hint(
+            "Add ruvector to shared_preload_libraries in postgresql.conf and restart the server.",
+        ));
+    }
+    Ok(Shared { header })
+}
+
+/// A handle on the shared segment.
+#[derive(Clone, Copy)]
+pub struct Shared {
+    header: *mut Header,
+}
+
+/// Holds the segment's lock until dropped.
+struct Guard(*mut pg_sys::LWLock);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        unsafe { pg_sys::LWLockRelease(self.0) };
+    }
+}
+
+/// The database the current process is connected to.
+fn database() -> pg_sys::Oid {
+    unsafe { pg_sys::MyDatabaseId }
+}
+
+/// The 64-bit FNV-1a hash of `bytes`, seeded with a database OID.
+fn hash(database: pg_sys::Oid, bytes: &[u8]) -> u64 {
+    let seed = 0xcbf2_9ce4_8422_2325u64 ^ u64::from(u32::from(database));
+    bytes
+        .iter()
+        .fold(seed, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+impl Shared {
+    fn header(&self) -> &Header {
+        unsafe { &*self.header }
+    }
+
+    #[allow(clippy::mut_from_ref)]
+    fn header_mut(&self) -> &mut Header {
+        unsafe { &mut *self.header }
+    }
+
+    fn layout(&self) -> Layout {
+        let h = self.header();
+        layout(h.slot_capacity as usize, h.relation_capacity as usize)
+    }
+
+    fn at<T>(&self, offset: usize) -> *mut T {
+        unsafe { self.header.cast::<u8>().add(offset).cast::<T>() }
+    }
+
+    fn lock(&self, mode: pg_sys::LWLockMode::Type) -> Guard {
+        unsafe { pg_sys::LWLockAcquire(self.header().lock, mode) };
+        Guard(self.header().lock)
+    }
+
+    pub fn set_worker(&self, pid: i32, latch: *mut pg_sys::Latch) {
+        self.header().worker_latch.store(latch, Ordering::Release);
+        self.header().worker_pid.store(pid, Ordering::Release);
+    }
+
+    pub fn worker_pid(&self) -> i32 {
+        self.header().worker_pid.load(Ordering::Acquire)
+    }
+
+    pub fn beat(&self, now: i64) {
+        self.header().heartbeat.store(now, Ordering::Release);
+    }
+
+    pub fn heartbeat(&self) -> i64 {
+        self.header().heartbeat.load(Ordering::Acquire)
+    }
+
+    /// Wakes the worker so that it acts before its next tick.
+    pub fn wake_worker(&self) {
+        let latch = self.header().worker_latch.load(Ordering::Acquire);
+        if !latch.is_null() && self.worker_pid() != 0 {
+            unsafe { pg_sys::SetLatch(latch) };
+        }
+    }
+
+    /// The extension was dropped from this database: forget its collections
+    /// and relations.
+    pub fn clear_database(&self) {
+        let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
+        self.remove_slots_where(|_| true);
+        self.remove_relations_where(|_| true);
+    }
+}
+
+/// Called by the worker on exit so that no backend signals a latch it left.
+pub unsafe extern "C-unwind" fn forget_worker(_code: i32, _arg: pg_sys::Datum) {
+    if let Ok(shared) = shared() {
+        shared.set_worker(0, std::ptr::null_mut());
+    }
+}

@@ -1,0 +1,293 @@
+//! Collection slots, found by database and name through an open-addressing
+//! index. A slot's `generation` changes each time it takes a collection, so
+//! that a search held on an earlier occupant is never released against (or
+//! counted for) a new one.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use pgrx::pg_sys;
+
+use super::{database, hash, CollectionView, Shared, NAME_MAX};
+
+#[repr(C)]
+pub(super) struct Slot {
+    in_use: bool,
+    name_len: u8,
+    name: [u8; NAME_MAX],
+    database: pg_sys::Oid,
+    pub(super) generation: u64,
+    pub(super) view: CollectionView,
+    /// Bumped by every change a backend commits (registration, policy,
+    /// override), so the worker's refresh from an older snapshot can tell it
+    /// must not overwrite them.
+    version: u64,
+    live_searches: AtomicU32,
+    /// Set by `ruvector_integrity_sample`: the worker samples it on its next tick.
+    sample_requested: AtomicBool,
+}
+
+impl Slot {
+    fn name(&self) -> &[u8] {
+        &self.name[..self.name_len as usize]
+    }
+
+    fn holds(&self, database: pg_sys::Oid, name: &[u8]) -> bool {
+        self.in_use && self.database == database && self.name() == name
+    }
+
+    pub(super) fn name_string(&self) -> String {
+        String::from_utf8_lossy(self.name()).into_owned()
+    }
+}
+
+/// A slot and the generation of the collection it held when it was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotRef {
+    pub index: usize,
+    pub generation: u64,
+}
+
+impl Shared {
+    pub fn slot_capacity(&self) -> usize {
+        self.header().slot_capacity as usize
+    }
+
+    fn slot_ptr(&self, i: usize) -> *mut Slot {
+        unsafe { self.at::<Slot>(self.layout().slots).add(i) }
+    }
+
+    pub(super) fn slot(&self, i: usize) -> &Slot {
+        unsafe { &*self.slot_ptr(i) }
+    }
+
+    #[allow(clippy::mut_from_ref)]
+    fn slot_mut(&self, i: usize) -> &mut Slot {
+        unsafe { &mut *self.slot_ptr(i) }
+    }
+
+    /// The slot still holding the collection `at` referred to, under a lock
+    /// held by the caller.
+    pub(super) fn live_slot(&self, at: SlotRef) -> Option<&Slot> {
+        let slot = self.slot(at.index);
+        (slot.in_use && slot.generation == at.generation).then_some(slot)
+    }
+
+    /// The slot of `name` in this database, under a lock held by the caller.
+    pub(super) fn find(&self, name: &str) -> Option<usize> {
+        let (db, name) = (database(), name.as_bytes());
+        let buckets = 2 * self.slot_capacity();
+        let index = self.at::<i32>(self.layout().slot_index);
+        let mut at = (hash(db, name) % buckets as u64) as usize;
+        for _ in 0..buckets {
+            let entry = unsafe { *index.add(at) };
+            if entry == 0 {
+                return None;
+            }
+            if self.slot(entry as usize - 1).holds(db, name) {
+                return Some(entry as usize - 1);
+            }
+            at = (at + 1) % buckets;
+        }
+        None
+    }
+
+    /// Rebuilds the whole index from the slots in use (after a removal).
+    fn reindex_slots(&self) {
+        let buckets = 2 * self.slot_capacity();
+        let index = self.at::<i32>(self.layout().slot_index);
+        unsafe { std::ptr::write_bytes(index, 0, buckets) };
+        for i in 0..self.slot_capacity() {
+            let slot = self.slot(i);
+            if slot.in_use {
+                let mut at = (hash(slot.database, slot.name()) % buckets as u64) as usize;
+                while unsafe { *index.add(at) } != 0 {
+                    at = (at + 1) % buckets;
+                }
+                unsafe { *index.add(at) = i as i32 + 1 };
+            }
+        }
+    }
+
+    fn slot_ref(&self, i: usize) -> SlotRef {
+        SlotRef {
+            index: i,
+            generation: self.slot(i).generation,
+        }
+    }
+
+    /// A copy of what shared memory holds for `name`, and where.
+    pub fn view(&self, name: &str) -> Option<(SlotRef, CollectionView)> {
+        let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
+        self.find(name)
+            .map(|i| (self.slot_ref(i), self.slot(i).view))
+    }
+
+    fn add(&self, name: &str, view: CollectionView) -> Option<SlotRef> {
+        debug_assert!(name.len() <= NAME_MAX);
+        let free = (0..self.slot_capacity()).find(|&i| !self.slot(i).in_use)?;
+        let slot = self.slot_mut(free);
+        slot.name[..name.len()].copy_from_slice(name.as_bytes());
+        slot.name_len = name.len() as u8;
+        slot.database = database();
+        slot.generation += 1;
+        slot.view = view;
+        slot.version += 1;
+        slot.live_searches.store(0, Ordering::Relaxed);
+        slot.sample_requested.store(false, Ordering::Relaxed);
+        slot.in_use = true;
+        self.reindex_slots();
+        Some(self.slot_ref(free))
+    }
+
+    /// A registration commits: a new slot for `name` (a fresh one, even if a
+    /// collection of that name is still there). `None` when every slot is taken.
+    pub fn insert(&self, name: &str, view: CollectionView) -> Option<SlotRef> {
+        let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
+        if let Some(i) = self.find(name) {
+            self.free_slot(i);
+        }
+        self.add(name, view)
+    }
+
+    /// A policy or override commits: updates the slot of `name`, if any.
+    pub fn update(&self, name: &str, change: impl FnOnce(&mut CollectionView)) {
+        let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
+        if let Some(i) = self.find(name) {
+            let slot = self.slot_mut(i);
+            change(&mut slot.view);
+            slot.version += 1;
+        }
+    }
+
+    fn free_slot(&self, i: usize) {
+        self.slot_mut(i).in_use = false;
+        self.remove_relations_where(|entry| entry.slot as usize == i);
+        self.reindex_slots();
+    }
+
+    /// An unregistration commits: frees the slot of `name` and its relations.
+    pub fn remove(&self, name: &str) {
+        let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
+        if let Some(i) = self.find(name) {
+            self.free_slot(i);
+        }
+    }
+
+    /// Frees every slot of this database for which `drop` says so, under the
+    /// exclusive lock held by the caller.
+    pub(super) fn remove_slots_where(&self, mut drop: impl FnMut(&str) -> bool) {
+        let db = database();
+        let mut changed = false;
+        for i in 0..self.slot_capacity() {
+            let slot = self.slot_mut(i);
+            if slot.in_use && slot.database == db && drop(&slot.name_string()) {
+                slot.in_use = false;
+                changed = true;
+            }
+        }
+        if changed {
+            self.reindex_slots();
+        }
+    }
+
+    /// The version of every slot of this database, taken before the worker
+    /// reads the tables.
+    pub fn versions(&self) -> HashMap<String, u64> {
+        let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
+        let db = database();
+        (0..self.slot_capacity())
+            .map(|i| self.slot(i))
+            .filter(|slot| slot.in_use && slot.database == db)
+            .map(|slot| (slot.name_string(), slot.version))
+            .collect()
+    }
+
+    /// The worker brings shared memory in line with the tables as they were
+    /// when `seen` was taken: adds what is missing, drops what was unregistered,
+    /// and rewrites a slot in full only if no backend changed it since.
+    /// Returns the names it could not add for lack of slots.
+    pub fn sync(
+        &self,
+        rows: Vec<(String, CollectionView)>,
+        seen: &HashMap<String, u64>,
+    ) -> Vec<String> {
+        let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let gone: Vec<usize> = (0..self.slot_capacity())
+            .filter(|&i| {
+                let slot = self.slot(i);
+                slot.in_use
+                    && slot.database == database()
+                    && seen.contains_key(&slot.name_string())
+                    && !rows.iter().any(|(n, _)| *n == slot.name_string())
+            })
+            .collect();
+        for i in gone {
+            self.free_slot(i);
+        }
+        let mut full = Vec::new();
+        for (name, view) in rows {
+            match (self.find(&name), seen.get(&name)) {
+                (None, Some(_)) => {} // unregistered since the snapshot
+                (None, None) => {
+                    if self.add(&name, view).is_none() {
+                        full.push(name);
+                    }
+                }
+                (Some(i), seen_version) => {
+                    let slot = self.slot_mut(i);
+                    if seen_version == Some(&slot.version) {
+                        slot.view = view;
+                    } else {
+                        record(&mut slot.view, &view);
+                    }
+                }
+            }
+        }
+        full
+    }
+
+    /// The worker records a sample: state, λ and time, nothing a backend owns.
+    pub fn record_sample(&self, name: &str, sample: &CollectionView) {
+        let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
+        if let Some(i) = self.find(name) {
+            record(&mut self.slot_mut(i).view, sample);
+        }
+    }
+
+    /// Asks the worker to sample `name` on its next tick.
+    pub fn request_sample(&self, name: &str) {
+        let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
+        if let Some(i) = self.find(name) {
+            self.slot(i).sample_requested.store(true, Ordering::Release);
+        }
+    }
+
+    /// The collections of this database whose sample was requested, clearing
+    /// the requests.
+    pub fn take_sample_requests(&self) -> Vec<i32> {
+        let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
+        let db = database();
+        (0..self.slot_capacity())
+            .map(|i| self.slot(i))
+            .filter(|slot| slot.in_use && slot.database == db)
+            .filter(|slot| slot.sample_requested.swap(false, Ordering::AcqRel))
+            .map(|slot| slot.view.collection_id)
+            .collect()
+    }
+
+    /// The live search counter of the collection `at` refers to, if the slot
+    /// still holds it.
+    pub fn live_searches(&self, at: SlotRef) -> Option<&AtomicU32> {
+        let slot = self.slot(at.index);
+        (slot.in_use && slot.generation == at.generation).then_some(&slot.live_searches)
+    }
+}
+
+/// Copies the fields the worker owns.
+fn record(view: &mut CollectionView, sample: &CollectionView) {
+    view.state = sample.state;
+    view.last_sample_at = sample.last_sample_at;
+    view.lambda_cut = sample.lambda_cut;
+    view.lambda_norm = sample.lambda_norm;
+}

@@ -1,0 +1,536 @@
+//! Installing ruvector in a database other roles use: no privilege escalation
+//! through the hooks or the worker, nothing broken for roles without grants,
+//! no way for a table owner to move rows past the gate, maintenance that
+//! always runs. Each test plays the attacker or the DBA.
+
+use std::time::{Duration, Instant};
+
+use ruvector_tests::*;
+
+fn is_superuser(db: &mut Client, role: &str) -> bool {
+    db.query_one("SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[&role])
+        .unwrap()
+        .get(0)
+}
+
+fn count(db: &mut Client, sql: &str) -> i64 {
+    db.query_one(sql, &[]).unwrap().get(0)
+}
+
+#[test]
+fn a_schema_planted_in_another_database_never_runs_as_the_superuser() {
+    let cluster = Cluster::start("planted-schema", &[]);
+    let mut admin = cluster.client();
+    for sql in [
+        "CREATE ROLE mallory LOGIN",
+        "CREATE DATABASE plain OWNER mallory",
+        "CREATE DATABASE early OWNER mallory",
+    ] {
+        admin.batch_execute(sql).unwrap();
+    }
+    // The owner of a database without ruvector plants what the old hook looked
+    // up by name: a view ruvector.collections over a function that makes its
+    // owner superuser when a superuser runs it.
+    let mut mallory = cluster.connect("mallory", "plain");
+    mallory
+        .batch_execute(
+            r#"
+            CREATE TABLE public.stolen (who name);
+            GRANT INSERT ON public.stolen TO PUBLIC;
+            CREATE SCHEMA ruvector;
+            CREATE FUNCTION ruvector.f() RETURNS TABLE (name text, table_oid oid) LANGUAGE plpgsql AS $$
+            BEGIN
+                INSERT INTO public.stolen VALUES (current_user);
+                IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+                    ALTER ROLE mallory SUPERUSER;
+                END IF;
+                RETURN;
+            END $$;
+            CREATE VIEW ruvector.collections AS SELECT * FROM ruvector.f();
+            CREATE FUNCTION ruvector._install_gate_triggers(integer, text, oid) RETURNS void
+                LANGUAGE sql AS $$ INSERT INTO public.stolen VALUES (current_user) $$;
+            "#,
+        )
+        .unwrap();
+    // A superuser then does ordinary maintenance there.
+    let mut su = cluster.connect("postgres", "plain");
+    execute_each(
+        &mut su,
+        "CREATE TABLE t (id int, v real[]);
+         INSERT INTO t SELECT i, '{1}' FROM generate_series(1, 10) i;
+         CREATE INDEX t_id ON t (id);
+         VACUUM FULL t;
+         CLUSTER t USING t_id;
+         REINDEX TABLE t;
+         ALTER TABLE t ADD PRIMARY KEY (id);
+         ALTER TABLE t ALTER COLUMN id TYPE bigint;
+         CREATE TABLE p (id int) PARTITION BY RANGE (id);
+         CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (10);
+         CREATE TABLE p2 (id int);
+         ALTER TABLE p ATTACH PARTITION p2 FOR VALUES FROM (10) TO (20);
+         TRUNCATE t;
+         DROP TABLE p;",
+    );
+    let mut copy = su.copy_in("COPY t (id) FROM STDIN").unwrap();
+    std::io::Write::write_all(&mut copy, b"1\n2\n").unwrap();
+    copy.finish().unwrap();
+    assert_eq!(count(&mut su, "SELECT count(*) FROM public.stolen"), 0);
+    assert!(!is_superuser(&mut admin, "mallory"));
+
+    // A schema named ruvector made before CREATE EXTENSION is not taken over.
+    let mut early = cluster.connect("mallory", "early");
+    early.batch_execute("CREATE SCHEMA ruvector").unwrap();
+    let mut su = cluster.connect("postgres", "early");
+    assert!(su.batch_execute("CREATE EXTENSION ruvector").is_err());
+}
+
+#[test]
+fn a_planted_operator_and_search_path_never_run_in_the_worker() {
+    let (cluster, mut db) = cluster_with_docs("planted-operator", &[]);
+    db.batch_execute(&format!(
+        "CREATE ROLE mallory LOGIN; ALTER DATABASE {DATABASE} OWNER TO mallory;"
+    ))
+    .unwrap();
+    // The database's owner makes `bigint * interval` (which the worker's
+    // queries use) resolve to a function of hers, first in the search path.
+    let mut mallory = cluster.client_as("mallory");
+    mallory
+        .batch_execute(&format!(
+            r#"
+            CREATE TABLE public.stolen (who name);
+            GRANT INSERT ON public.stolen TO PUBLIC;
+            CREATE FUNCTION public.times(bigint, interval) RETURNS interval LANGUAGE plpgsql AS $$
+            BEGIN
+                INSERT INTO public.stolen VALUES (current_user);
+                IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+                    ALTER ROLE mallory SUPERUSER;
+                END IF;
+                RETURN $2 OPERATOR(pg_catalog.*) $1::float8;
+            END $$;
+            CREATE OPERATOR public.* (FUNCTION = public.times, LEFTARG = bigint, RIGHTARG = interval);
+            ALTER DATABASE {DATABASE} SET search_path = public, pg_catalog;
+            "#
+        ))
+        .unwrap();
+    // The worker picks the database's settings up when it (re)connects.
+    let worker = |db: &mut Client| -> Option<i32> {
+        db.query_opt(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'ruvector integrity worker'",
+            &[],
+        )
+        .unwrap()
+        .map(|r| r.get(0))
+    };
+    let old = worker(&mut db).unwrap();
+    db.execute("SELECT pg_terminate_backend($1)", &[&old])
+        .unwrap();
+    wait_for(30, "the worker to come back", || {
+        worker(&mut db).filter(|&p| p != old)
+    });
+    let samples = |db: &mut Client| {
+        json(db, "SELECT ruvector_integrity_status('docs')")["sample_count"]
+            .as_i64()
+            .unwrap()
+    };
+    let before = samples(&mut db);
+    wait_for(30, "three samples by the new worker", || {
+        (samples(&mut db) >= before + 3).then_some(())
+    });
+    pin(&mut db, "stress");
+    wait_signed(&mut db);
+    assert_eq!(count(&mut db, "SELECT count(*) FROM public.stolen"), 0);
+    assert!(!is_superuser(&mut db, "mallory"));
+}
+
+#[test]
+fn a_role_without_grants_keeps_using_the_database() {
+    let (cluster, mut db) = cluster_with_docs("no-grants", &[]);
+    pin(&mut db, "critical");
+    db.batch_execute("CREATE ROLE plain LOGIN; GRANT CREATE ON SCHEMA public TO plain;")
+        .unwrap();
+    let mut plain = cluster.client_as("plain");
+    execute_each(
+        &mut plain,
+        "CREATE TABLE mine (id int, v real[]);
+             INSERT INTO mine SELECT i, '{1,2}' FROM generate_series(1, 100) i;
+             CREATE INDEX mine_id ON mine (id);
+             VACUUM FULL mine;
+             CLUSTER mine USING mine_id;
+             REINDEX TABLE mine;
+             ALTER TABLE mine ADD PRIMARY KEY (id);
+             ALTER TABLE mine ALTER COLUMN v TYPE double precision[];
+             CREATE TABLE parts (id int) PARTITION BY RANGE (id);
+             CREATE TABLE parts_1 PARTITION OF parts FOR VALUES FROM (0) TO (10);
+             CREATE TABLE parts_2 (id int);
+             ALTER TABLE parts ATTACH PARTITION parts_2 FOR VALUES FROM (10) TO (20);
+             ALTER TABLE parts DETACH PARTITION parts_2;
+             ALTER TABLE mine DISABLE TRIGGER USER;
+             UPDATE mine SET v = v;
+             DELETE FROM mine WHERE id < 10;
+             TRUNCATE mine;
+             CREATE UNIQUE INDEX CONCURRENTLY mine_id2 ON mine (id);
+             DROP TABLE parts;",
+    );
+    let mut copy = plain.copy_in("COPY mine (id) FROM STDIN").unwrap();
+    std::io::Write::write_all(&mut copy, b"1\n2\n").unwrap();
+    copy.finish().unwrap();
+    assert_eq!(count(&mut plain, "SELECT count(*) FROM mine"), 2);
+}
+
+/// Collections owned by `owner` (a ruvector_admin who is not a superuser):
+/// `docs`, partitioned, and `flat`, a plain table; and tables `loose` and
+/// `spare` of the same shape.
+fn owned_collection(cluster: &Cluster) -> Client {
+    let mut db = cluster.client();
+    db.batch_execute(
+        "CREATE ROLE owner LOGIN IN ROLE ruvector_admin; GRANT CREATE ON SCHEMA public TO owner;",
+    )
+    .unwrap();
+    let mut owner = cluster.client_as("owner");
+    owner
+        .batch_execute(
+            "CREATE TABLE docs (id int, embedding real[]) PARTITION BY RANGE (id);
+             CREATE TABLE docs_a PARTITION OF docs FOR VALUES FROM (0) TO (100);
+             CREATE TABLE docs_b PARTITION OF docs FOR VALUES FROM (100) TO (200);
+             INSERT INTO docs SELECT i, '{1,2,3}' FROM generate_series(0, 199) i;
+             CREATE TABLE loose (id int, embedding real[]);
+             CREATE TABLE spare (id int, embedding real[]);
+             CREATE TABLE flat (id int, embedding real[]);
+             SELECT ruvector_register_collection('docs', 'docs', 'embedding', 3);
+             SELECT ruvector_register_collection('flat', 'flat', 'embedding', 3);",
+        )
+        .unwrap();
+    wait_for_state(&mut owner, "docs", "normal", 30);
+    owner
+}
+
+#[test]
+fn a_table_owner_cannot_move_rows_past_the_gate_and_a_superusers_bypass_is_audited() {
+    let cluster = Cluster::start("bypass", &[]);
+    let mut owner = owned_collection(&cluster);
+    let mut db = cluster.client();
+    pin(&mut db, "critical");
+
+    // There are no triggers to switch off: the gate is a hook.
+    owner
+        .batch_execute(
+            "ALTER TABLE docs DISABLE TRIGGER USER; ALTER TABLE docs_a DISABLE TRIGGER ALL",
+        )
+        .unwrap();
+    let (state, _) = error(
+        &mut owner,
+        "INSERT INTO docs SELECT i, '{1,2,3}' FROM generate_series(0, 9) i",
+    );
+    assert_eq!(state, "55000");
+    let (state, _) = error(&mut owner, "INSERT INTO docs_a VALUES (5, '{1,2,3}')");
+    assert_eq!(state, "55000");
+
+    // Moving rows in or out past the gate: a superuser's business.
+    for (sql, collection) in [
+        ("ALTER TABLE docs DETACH PARTITION docs_b", "docs"),
+        ("ALTER TABLE loose INHERIT flat", "flat"),
+        ("CREATE TABLE sneaky () INHERITS (flat)", "flat"),
+    ] {
+        let (state, message) = error(&mut owner, sql);
+        assert_eq!(state, "42501", "{sql}: {message}");
+        assert!(
+            message.contains(&format!("collection \"{collection}\"")),
+            "{message}"
+        );
+    }
+    // Index builds, rewrites and drops of a partition are the gate's to decide.
+    for (sql, op) in [
+        ("ALTER TABLE docs_a ADD PRIMARY KEY (id)", "index_build"),
+        (
+            "ALTER TABLE docs ADD CONSTRAINT docs_u UNIQUE (id)",
+            "index_build",
+        ),
+        (
+            "ALTER TABLE docs_a ADD COLUMN k serial UNIQUE",
+            "index_build",
+        ),
+        (
+            "ALTER TABLE docs_a ALTER COLUMN id TYPE bigint",
+            "compaction",
+        ),
+        ("ALTER TABLE docs_a SET ACCESS METHOD heap", "compaction"),
+        ("ALTER TABLE docs_a SET TABLESPACE pg_default", "compaction"),
+        ("ALTER TABLE docs_a SET UNLOGGED", "compaction"),
+        ("DROP TABLE docs_b", "bulk_delete"),
+        ("TRUNCATE docs_a", "bulk_delete"),
+        (
+            "ALTER TABLE docs ATTACH PARTITION spare FOR VALUES FROM (200) TO (300)",
+            "bulk_insert",
+        ),
+    ] {
+        let (state, message) = error(&mut owner, sql);
+        assert_eq!(state, "55000", "{sql}: {message}");
+        assert!(
+            message.starts_with(&format!("ruvector refused {op} on collection \"docs\"")),
+            "{sql}: {message}"
+        );
+    }
+    assert_eq!(count(&mut owner, "SELECT count(*) FROM docs"), 200);
+
+    // A superuser may; each such statement is signed into the audit trail.
+    db.batch_execute("ALTER TABLE docs DETACH PARTITION docs_b; ALTER TABLE loose INHERIT flat;")
+        .unwrap();
+    let (state, _) = error(&mut owner, "ALTER TABLE loose NO INHERIT flat");
+    assert_eq!(state, "42501");
+    wait_signed(&mut db);
+    let bypasses: Vec<(String, String)> = db
+        .query(
+            "SELECT metadata->>'statement', metadata->>'action' FROM ruvector.integrity_events
+             WHERE event_type = 'gate_bypass' AND metadata->>'by' = 'postgres' ORDER BY seq",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        bypasses,
+        [
+            (
+                "ALTER TABLE".to_owned(),
+                "ALTER TABLE ... DETACH PARTITION".to_owned()
+            ),
+            (
+                "ALTER TABLE".to_owned(),
+                "ALTER TABLE ... INHERIT".to_owned()
+            ),
+        ]
+    );
+    assert_eq!(
+        json(&mut db, "SELECT ruvector_verify_audit_chain()")["ok"],
+        true
+    );
+    // The detached partition has left the collection: its index builds are free.
+    owner.batch_execute("CREATE INDEX ON docs_b (id)").unwrap();
+}
+
+#[test]
+fn a_foreign_partition_on_another_cluster_is_registered_and_gated() {
+    let remote = Cluster::start("fdw-remote", &[]);
+    remote
+        .client()
+        .batch_execute("CREATE TABLE docs_remote (id int, embedding real[]); CREATE TABLE docs_later (id int, embedding real[]);")
+        .unwrap();
+    let cluster = Cluster::start("fdw-local", &[]);
+    let mut db = cluster.client();
+    db.batch_execute(&format!(
+        "CREATE EXTENSION postgres_fdw;
+         CREATE SERVER shard2 FOREIGN DATA WRAPPER postgres_fdw
+             OPTIONS (host '127.0.0.1', port '{}', dbname '{DATABASE}');
+         CREATE USER MAPPING FOR postgres SERVER shard2 OPTIONS (user 'postgres');
+         CREATE TABLE docs (id int, embedding real[]) PARTITION BY RANGE (id);
+         CREATE TABLE docs_local PARTITION OF docs FOR VALUES FROM (0) TO (100);
+         CREATE FOREIGN TABLE docs_far PARTITION OF docs FOR VALUES FROM (100) TO (200)
+             SERVER shard2 OPTIONS (table_name 'docs_remote');
+         INSERT INTO docs SELECT i, '{{1,2,3}}' FROM generate_series(90, 109) i;
+         SELECT ruvector_register_collection('docs', 'docs', 'embedding');",
+        remote.port
+    ))
+    .unwrap();
+    wait_for_state(&mut db, "docs", "normal", 30);
+    // Rows routed through the parent to the foreign partition, and rows
+    // written to it directly, are gated like any other.
+    db.batch_execute("INSERT INTO docs VALUES (150, '{1,2,3}'); INSERT INTO docs_far SELECT i, '{1,2,3}' FROM generate_series(160, 169) i;")
+        .unwrap();
+    pin(&mut db, "stress");
+    for sql in [
+        "INSERT INTO docs SELECT i, '{1,2,3}' FROM generate_series(170, 179) i",
+        "INSERT INTO docs_far SELECT i, '{1,2,3}' FROM generate_series(180, 189) i",
+    ] {
+        assert_eq!(error(&mut db, sql).0, "55000", "{sql}");
+    }
+    // A foreign table that joins later, created or attached, is gated at once.
+    db.batch_execute(
+        "CREATE FOREIGN TABLE docs_far2 PARTITION OF docs FOR VALUES FROM (200) TO (300)
+             SERVER shard2 OPTIONS (table_name 'docs_later');",
+    )
+    .unwrap();
+    assert_eq!(
+        error(
+            &mut db,
+            "INSERT INTO docs_far2 SELECT i, '{1,2,3}' FROM generate_series(200, 209) i"
+        )
+        .0,
+        "55000"
+    );
+    let mut remote_db = remote.client();
+    assert_eq!(
+        count(&mut remote_db, "SELECT count(*) FROM docs_remote"),
+        21
+    );
+    assert_eq!(count(&mut remote_db, "SELECT count(*) FROM docs_later"), 0);
+}
+
+#[test]
+fn catalog_repair_and_database_wide_sweeps_always_run() {
+    let (cluster, mut db) = cluster_with_docs("maintenance", &[]);
+    db.batch_execute("CREATE INDEX docs_emb ON docs ((embedding[1]))")
+        .unwrap();
+    pin(&mut db, "critical");
+    assert_eq!(error(&mut db, "REINDEX TABLE docs").0, "55000");
+    for sql in [
+        format!("REINDEX SYSTEM {DATABASE}"),
+        format!("REINDEX DATABASE {DATABASE}"),
+        "VACUUM FULL".to_owned(),
+        "CLUSTER".to_owned(),
+    ] {
+        db.batch_execute(&sql).unwrap();
+    }
+    // Single-user mode, the standard catalog repair: nothing is gated.
+    drop(db);
+    cluster.stop();
+    let output = cluster.single_user(
+        DATABASE,
+        "REINDEX SYSTEM ruvector_test;\nREINDEX TABLE docs;\nVACUUM FULL docs;\n",
+    );
+    assert!(!output.contains("ERROR"), "{output}");
+}
+
+#[test]
+fn the_workers_statement_timeout_ends_a_step_blocked_on_a_lock() {
+    // lock_timeout (10 s) would end it too, later: the statement timeout must
+    // come first.
+    let (cluster, _db) = cluster_with_docs(
+        "worker-timeout",
+        &["ruvector.worker_statement_timeout = 1000"],
+    );
+    let mut holder = cluster.client();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE ruvector.integrity_state IN ACCESS EXCLUSIVE MODE;")
+        .unwrap();
+    let started = Instant::now();
+    wait_for(8, "the worker's statement timeout", || {
+        cluster
+            .log()
+            .contains("canceling statement due to statement timeout")
+            .then_some(())
+    });
+    assert!(started.elapsed() < Duration::from_secs(8));
+    assert!(!cluster
+        .log()
+        .contains("canceling statement due to lock timeout"));
+    holder.batch_execute("COMMIT").unwrap();
+}
+
+#[test]
+fn prepared_transactions_savepoints_and_search_places_keep_shared_memory_right() {
+    let (cluster, mut db) = cluster_with_docs("small-holes", &["max_prepared_transactions = 2"]);
+
+    // A prepared transaction would never reach shared memory: refused whole.
+    db.batch_execute("BEGIN").unwrap();
+    db.execute(
+        "SELECT ruvector_integrity_override('docs', 'critical', '1 hour', 'two-phase')",
+        &[],
+    )
+    .unwrap();
+    let (state, message) = error(&mut db, "PREPARE TRANSACTION 'p1'");
+    assert_eq!(state, "0A000", "{message}");
+    assert_eq!(state_of(&mut db), "normal");
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT count(*) FROM ruvector.integrity_state WHERE override_state IS NOT NULL"
+        ),
+        0
+    );
+
+    // A COPY that failed in a savepoint leaves nothing behind: the next
+    // single-row INSERT is an insert, not a bulk insert.
+    db.execute(
+        "SELECT ruvector_integrity_policy_set('docs', 'default', '{\"stress_actions\": {\"throttle_inserts_pct\": 0}}')",
+        &[],
+    )
+    .unwrap();
+    db.batch_execute("BEGIN; SAVEPOINT s;").unwrap();
+    let mut copy = db.copy_in("COPY docs (embedding) FROM STDIN").unwrap();
+    std::io::Write::write_all(&mut copy, b"{1,2,3}\nnot an array\n").unwrap();
+    assert!(copy.finish().is_err());
+    db.batch_execute("ROLLBACK TO SAVEPOINT s").unwrap();
+    pin(&mut cluster.client(), "stress");
+    db.batch_execute("INSERT INTO docs (embedding) VALUES ('{1,1,1}'); COMMIT;")
+        .unwrap();
+
+    // Searches take their place with one compare-and-swap: racing callers
+    // never exceed max_concurrent_searches together.
+    db.execute(
+        "SELECT ruvector_integrity_policy_set('docs', 'default', '{\"stress_actions\": {\"max_concurrent_searches\": 3}}')",
+        &[],
+    )
+    .unwrap();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(12));
+    let admitted: usize = (0..12)
+        .map(|_| {
+            let (barrier, mut c) = (barrier.clone(), cluster.client());
+            std::thread::spawn(move || {
+                c.batch_execute("BEGIN").unwrap();
+                barrier.wait();
+                let allowed: bool = c
+                    .query_one("SELECT ruvector_integrity_allowed('docs', 'search')", &[])
+                    .unwrap()
+                    .get(0);
+                barrier.wait();
+                c.batch_execute("COMMIT").unwrap();
+                usize::from(allowed)
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .sum();
+    assert_eq!(admitted, 3);
+
+    // A collection registered again under the same name starts with no
+    // searches, whatever its predecessor's sessions still hold.
+    let mut holder = cluster.client();
+    holder
+        .batch_execute("BEGIN; SELECT ruvector_integrity_allowed('docs', 'search');")
+        .unwrap();
+    db.batch_execute(
+        "SELECT ruvector_unregister_collection('docs');
+         SELECT ruvector_register_collection('docs', 'docs', 'embedding');
+         SELECT ruvector_integrity_policy_set('docs', 'default', '{\"normal_actions\": {\"max_concurrent_searches\": 1}}');",
+    )
+    .unwrap();
+    wait_for_state(&mut db, "docs", "normal", 30);
+    holder.batch_execute("COMMIT").unwrap();
+    let mut a = cluster.client();
+    a.batch_execute("BEGIN").unwrap();
+    let first: bool = a
+        .query_one("SELECT ruvector_integrity_allowed('docs', 'search')", &[])
+        .unwrap()
+        .get(0);
+    let second: bool = cluster
+        .client()
+        .query_one("SELECT ruvector_integrity_allowed('docs', 'search')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!((first, second), (true, false));
+    a.batch_execute("COMMIT").unwrap();
+
+    // Pending events are append-only for everyone but the worker (a pending
+    // row made in the same transaction, so the worker cannot sign it first).
+    for sql in [
+        "UPDATE ruvector.pending_events SET event_type = 'alert'",
+        "DELETE FROM ruvector.pending_events",
+        "TRUNCATE ruvector.pending_events",
+    ] {
+        db.batch_execute("BEGIN").unwrap();
+        db.execute(
+            "SELECT ruvector_integrity_override('docs', 'stress', '1 hour', 'keep pending')",
+            &[],
+        )
+        .unwrap();
+        let (state, _) = error(&mut db, sql);
+        assert_eq!(state, "42501", "{sql}");
+        db.batch_execute("ROLLBACK").unwrap();
+    }
+}
+
+fn state_of(db: &mut Client) -> String {
+    state(db, "docs")
+}
