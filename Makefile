@@ -17,13 +17,13 @@ setup:
 build: setup
 	cargo build --workspace
 
-# Builds the extension and installs it into the system PostgreSQL 15. The old
+# Builds the extension (release) and installs it into the system PostgreSQL 15. The old
 # library is removed first, so that running servers keep their mapped copy
 # instead of crashing on a file rewritten under them.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 install: setup
 	$(SUDO) rm -f $$($(PG_CONFIG) --pkglibdir)/ruvector.so
-	cd extension && cargo pgrx install --pg-config $(PG_CONFIG) $(if $(SUDO),--sudo)
+	cd extension && cargo pgrx install --release --pg-config $(PG_CONFIG) $(if $(SUDO),--sudo)
 
 # Starts a cluster with ruvector preloaded, runs the integrity control plane on
 # a demo collection and shows what it decided. Leaves the cluster running.

@@ -13,8 +13,7 @@ DECLARE
 BEGIN
     SELECT array_agg(d.objid) INTO dropped
     FROM pg_event_trigger_dropped_objects() d
-    WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0
-      AND d.object_type IN ('table', 'foreign table');
+    WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0;
     IF dropped IS NOT NULL AND to_regprocedure('ruvector._forget_dropped_relations(oid[])') IS NOT NULL THEN
         PERFORM ruvector._forget_dropped_relations(dropped);
     END IF;

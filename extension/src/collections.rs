@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::errors::{Optional, OrRaise, SqlError, SqlResult};
 use crate::shmem::{self, CollectionView, RelationFlags, NAME_MAX};
-use crate::{audit, clock, enforce, gucs, xact};
+use crate::{audit, clock, enforce, gucs, installation, xact};
 
 const COLLECTIONS: &str = include_str!("../sql/queries/collections.sql");
 const TABLE_INFO: &str = include_str!("../sql/queries/table_info.sql");
@@ -138,9 +138,13 @@ struct TableInfo {
     table: String,
     relkind: String,
     persistence: String,
-    column_attnum: Option<i16>,
+    is_partition: bool,
+    inherits: bool,
+    inherited: bool,
+    column_type_oid: Option<i64>,
     column_type: Option<String>,
     column_typmod: Option<i32>,
+    pgvector: bool,
     database: String,
 }
 
@@ -174,7 +178,26 @@ impl TableInfo {
             )
             .detail("A temporary table disappears with the session that made it, and no other session or the worker can see it."));
         }
-        Ok(())
+        // The gate knows a collection by its table and the partitions under
+        // it: rows that reach the table through a parent, or live in an
+        // inheritance child, would pass it by.
+        let family = if self.is_partition {
+            Some("is a partition: register the partitioned table at the top of its tree")
+        } else if self.inherits {
+            Some("inherits from another table, whose scans and writes would reach it past the gate")
+        } else if self.inherited {
+            Some("has inheritance children, whose rows would be the collection's past the gate")
+        } else {
+            None
+        };
+        match family {
+            Some(why) => Err(SqlError::new(
+                PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+                format!("\"{}\" {why}", self.qualified()),
+            )
+            .hint("A collection's table is a plain table or the root of a partitioned table.")),
+            None => Ok(()),
+        }
     }
 }
 
@@ -195,15 +218,20 @@ fn check_owner(table: pg_sys::Oid, info: &TableInfo) -> SqlResult<()> {
     .hint("Ask the table's owner (or a superuser) to register it."))
 }
 
-/// The number of dimensions of the first non-null vector in the column.
+/// The number of dimensions of the first non-null vector of a `real[]`
+/// column, read as the caller (it is their table: whatever its reading runs,
+/// runs with their rights).
 fn dimensions_from_data(info: &TableInfo, column: &str) -> SqlResult<Option<i32>> {
     let query = format!(
-        "SELECT array_length({col}::real[], 1) FROM {tbl} WHERE {col} IS NOT NULL LIMIT 1",
+        "SELECT pg_catalog.array_length({col}, 1) FROM {tbl} WHERE {col} IS NOT NULL LIMIT 1",
         col = pgrx::spi::quote_identifier(column),
         tbl = pgrx::spi::quote_qualified_identifier(&info.schema, &info.table),
     );
-    Spi::get_one::<i32>(&query).optional()
+    installation::as_caller(|| Spi::get_one::<i32>(&query).optional())
 }
+
+/// `pg_type` OID of `real[]`.
+const FLOAT4_ARRAY: i64 = 1021;
 
 #[pg_extern(schema = "ruvector", name = "_register_collection")]
 fn register_collection(
@@ -271,13 +299,15 @@ fn register(
         SqlError::new(
             PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
             format!(
-                "column \"{column}\" of \"{}.{}\" does not exist",
-                info.schema, info.table
+                "column \"{column}\" of \"{}\" does not exist",
+                info.qualified()
             ),
         )
     })?;
-    let is_vector = column_type == "vector" || column_type.starts_with("vector(");
-    if column_type != "real[]" && !is_vector {
+    // By the type's OID (and pgvector's by its extension): a type of the same
+    // name in another schema is not a vector.
+    let is_real_array = info.column_type_oid == Some(FLOAT4_ARRAY);
+    if !is_real_array && !info.pgvector {
         return Err(SqlError::new(
             PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
             format!("column \"{column}\" is of type {column_type}, not a vector"),
@@ -286,7 +316,7 @@ fn register(
     }
     let dimensions = match dimensions {
         Some(d) => Some(d),
-        None if is_vector && info.column_typmod.is_some_and(|m| m > 0) => info.column_typmod,
+        None if info.pgvector => info.column_typmod.filter(|&m| m > 0),
         None => dimensions_from_data(&info, column)?,
     }
     .ok_or_else(|| {
@@ -300,31 +330,34 @@ fn register(
             "dimensions must be between 1 and 16000, got {dimensions}"
         )));
     }
-    // The same column twice, by the table's OID and the column's number (so a
-    // renamed table or column is still the same column).
+    // One collection per table: the relation map sends each relation to one
+    // collection's gate. Checked by OID, so a renamed table is the same table.
     let duplicate = Spi::get_one_with_args::<String>(
         "SELECT c.name FROM ruvector.collections c
-         LEFT JOIN pg_catalog.pg_attribute a
-                ON a.attrelid = c.table_oid AND a.attname = c.column_name AND NOT a.attisdropped
-         WHERE c.name = $1 OR (c.table_oid = $2::pg_catalog.oid::pg_catalog.regclass AND a.attnum = $3)
-         LIMIT 1",
-        &[name.into(), table.into(), info.column_attnum.into()],
+         WHERE c.name = $1 OR c.table_oid = $2::pg_catalog.oid::pg_catalog.regclass
+         ORDER BY c.name = $1 DESC LIMIT 1",
+        &[name.into(), table.into()],
     )
     .optional()?;
     if let Some(existing) = duplicate {
-        let message = if existing == name {
-            format!("collection \"{name}\" is already registered")
+        let (message, hint) = if existing == name {
+            (
+                format!("collection \"{name}\" is already registered"),
+                "Choose another name, or unregister it first.",
+            )
         } else {
-            format!(
-                "column {}.{column} is already registered as collection \"{existing}\"",
-                info.qualified()
+            (
+                format!(
+                    "table {} is already registered as collection \"{existing}\"",
+                    info.qualified()
+                ),
+                "A table holds one collection; unregister the other first.",
             )
         };
-        return Err(SqlError::new(
-            PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
-            message,
-        ));
+        return Err(SqlError::new(PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT, message).hint(hint));
     }
+    let relations = relations_of(table);
+    check_room(true, relations.len())?;
 
     let id = Spi::get_one_with_args::<i32>(
         "INSERT INTO ruvector.collections
@@ -373,7 +406,7 @@ fn register(
         }),
     )?;
     let view = find(name)?.view()?;
-    xact::register_at_commit(name, view, relations_of(table));
+    xact::register_at_commit(name, view, relations);
     xact::wake_worker_at_commit();
     Ok(JsonB(json!({
         "id": id,
@@ -422,6 +455,28 @@ fn forget(row: &CollectionRow, why: Option<&str>) -> SqlResult<()> {
     Ok(())
 }
 
+/// Refuses a registration or new partitions that shared memory has no room
+/// for: a collection or relation it cannot hold would go ungated.
+pub fn check_room(new_collection: bool, relations: usize) -> SqlResult<()> {
+    let shared = shmem::shared()?;
+    let full = |setting: &str| {
+        SqlError::new(
+            PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+            format!("ruvector's shared memory is full: {setting} is reached"),
+        )
+        .hint(format!(
+            "Raise {setting} and restart the server, or unregister collections you no longer need."
+        ))
+    };
+    if new_collection && !shared.slot_free() {
+        return Err(full("ruvector.max_collections"));
+    }
+    if !shared.relations_fit(relations) {
+        return Err(full("ruvector.max_relations"));
+    }
+    Ok(())
+}
+
 /// The relations of the registered table `table`: itself and every partition.
 pub fn relations_of(table: pg_sys::Oid) -> Vec<(pg_sys::Oid, RelationFlags)> {
     let mut relations = enforce::tree(table);
@@ -440,10 +495,13 @@ fn forget_dropped_relations(relids: Vec<pg_sys::Oid>) {
 }
 
 fn forget_dropped(relids: &[pg_sys::Oid]) -> SqlResult<()> {
-    for row in load(None)? {
-        if relids.contains(&row.relid()) {
-            forget(&row, Some("its table was dropped"))?;
-        }
+    let dropped = Spi::get_one_with_args::<Vec<String>>(
+        "SELECT coalesce(array_agg(name), '{}') FROM ruvector.collections WHERE table_oid::pg_catalog.oid = ANY ($1)",
+        &[relids.to_vec().into()],
+    )?
+    .unwrap_or_default();
+    for name in dropped {
+        forget(&find(&name)?, Some("its table was dropped"))?;
     }
     let relids = relids.to_vec();
     xact::at_commit(move |shared| shared.remove_relations(&relids));

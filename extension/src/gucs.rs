@@ -83,8 +83,8 @@ pub fn define() {
     );
     GucRegistry::define_int_guc(
         c"ruvector.max_relations",
-        c"Relations (collection tables and their partitions) the utility hook can recognise.",
-        c"Sizes shared memory at server start. A relation beyond it is still gated on INSERT, UPDATE and DELETE by its triggers, but not on CREATE INDEX, VACUUM FULL and the like.",
+        c"Relations (collection tables and all their partitions) the gate can hold.",
+        c"Sizes shared memory at server start. A registration or a new partition that would not fit is refused.",
         &MAX_RELATIONS,
         16,
         10_000_000,

@@ -92,12 +92,24 @@ unsafe fn look_up() -> Option<Installed> {
 /// and settings (an error restores them too, through the (sub)transaction's
 /// abort).
 pub fn as_owner<R>(installed: Installed, body: impl FnOnce() -> R) -> R {
+    as_role(installed.owner, body)
+}
+
+/// Runs `body` as the role that called into a SECURITY DEFINER function,
+/// restricted as [`as_owner`] is: for reading a user's own data, where any
+/// code the data brings along (a cast, a function) runs with the user's
+/// rights, not the extension owner's.
+pub fn as_caller<R>(body: impl FnOnce() -> R) -> R {
+    as_role(unsafe { pg_sys::GetOuterUserId() }, body)
+}
+
+fn as_role<R>(role: pg_sys::Oid, body: impl FnOnce() -> R) -> R {
     let mut saved_user = pg_sys::InvalidOid;
     let mut saved_context = 0;
     let nest_level = unsafe {
         pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
         pg_sys::SetUserIdAndSecContext(
-            installed.owner,
+            role,
             saved_context
                 | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
                 | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
@@ -121,7 +133,7 @@ pub fn pin_search_path(action: pg_sys::GucAction::Type) {
         pg_sys::set_config_option(
             c"search_path".as_ptr(),
             c"pg_catalog, pg_temp".as_ptr(),
-            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucContext::PGC_USERSET,
             if action == pg_sys::GucAction::GUC_ACTION_SET {
                 pg_sys::GucSource::PGC_S_OVERRIDE
             } else {

@@ -25,6 +25,7 @@ mod sampler;
 mod shmem;
 mod solver;
 mod status;
+mod sync;
 mod worker;
 mod xact;
 

@@ -41,10 +41,12 @@ fn status(collection: &str) -> SqlResult<JsonB> {
     .map_or(Value::Null, |j| j.0);
     let shared = shmem::shared()?;
     let now = clock::now_pg();
-    let view = shared
-        .view(collection)
-        .map(|(_, v)| v)
-        .unwrap_or(row.view()?);
+    crate::sync::ensure(shared);
+    let held = shared.view(collection).map(|(_, v)| v);
+    // Statements are gated only where shared memory holds the collection: in
+    // the watched database, once the worker (or this backend) has loaded it.
+    let enforced = held.is_some() && crate::gucs::INTEGRITY_ENABLED.get();
+    let view = held.unwrap_or(row.view()?);
     let (state, stale) = gate::current_state(&view, now);
     let overridden = view.override_state.is_some() && now < view.override_until;
     let signals = view.policy.signals(state);
@@ -56,6 +58,7 @@ fn status(collection: &str) -> SqlResult<JsonB> {
         "dimensions": row.dimensions,
         "config": row.config,
         "state": state.as_str(),
+        "enforced": enforced,
         "sampled_state": view.state.as_str(),
         "stale": stale,
         "lambda_cut": view.lambda_cut.is_finite().then_some(view.lambda_cut),

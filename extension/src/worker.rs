@@ -30,12 +30,10 @@ use ruvector_integrity::hysteresis::{State, Transition};
 use ruvector_integrity::SECOND;
 use serde_json::{json, Value};
 
-use crate::collections::{self, CollectionRow};
+use crate::collections::CollectionRow;
 use crate::errors::{Optional, OrRaise, SqlResult};
-use crate::shmem::{self, CollectionView, RelationFlags, Shared};
-use crate::{audit, clock, gucs, installation, keys, sampler};
-
-const COLLECTION_RELATIONS: &str = include_str!("../sql/queries/collection_relations.sql");
+use crate::shmem::{self, CollectionView, Shared};
+use crate::{audit, clock, gucs, installation, keys, sampler, sync};
 
 /// The longest the worker sleeps between ticks, in µs.
 const MAX_SLEEP: i64 = 5 * SECOND;
@@ -64,14 +62,25 @@ pub extern "C-unwind" fn ruvector_integrity_worker_main(_arg: pg_sys::Datum) {
     // the bootstrap superuser. Only pg_catalog (then pg_temp) is searched.
     installation::pin_search_path(pg_sys::GucAction::GUC_ACTION_SET);
     unsafe {
-        // A table locked by someone else must not stop the worker for long: it
-        // gives up on that step, logs it, and tries again next tick.
-        pg_sys::SetConfigOption(
-            c"lock_timeout".as_ptr(),
-            c"10s".as_ptr(),
-            pg_sys::GucContext::PGC_SUSET,
-            pg_sys::GucSource::PGC_S_OVERRIDE,
-        );
+        // Nor the rest of what a database's settings could turn against it
+        // (a read-only default would stop every tick). A table locked by
+        // someone else must not stop the worker for long: it gives up on that
+        // step, logs it, and tries again next tick. Its commits are flushed
+        // before a checkpoint says they happened.
+        for (name, value) in [
+            (c"default_transaction_read_only", c"off"),
+            (c"default_transaction_isolation", c"read committed"),
+            (c"extra_float_digits", c"1"),
+            (c"synchronous_commit", c"local"),
+            (c"lock_timeout", c"10s"),
+        ] {
+            pg_sys::SetConfigOption(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_SUSET,
+                pg_sys::GucSource::PGC_S_OVERRIDE,
+            );
+        }
         shared.set_worker(pg_sys::MyProcPid, pg_sys::MyLatch);
         pg_sys::before_shmem_exit(Some(shmem::forget_worker), pg_sys::Datum::from(0));
     }
@@ -162,34 +171,9 @@ struct Worker {
     last_prune: i64,
     /// The last sampling error of each collection, so that it is logged once.
     last_errors: HashMap<i32, String>,
+    /// The last error of each of the worker's own steps, logged once too.
+    last_step_errors: HashMap<&'static str, String>,
     warned_relations_full: bool,
-}
-
-/// Every relation of every collection, by collection name.
-type CollectionRelations = Vec<(String, Vec<(pg_sys::Oid, RelationFlags)>)>;
-
-fn relations() -> SqlResult<CollectionRelations> {
-    #[derive(serde::Deserialize)]
-    struct Row {
-        collection: String,
-        relid: i64,
-        root: bool,
-    }
-    let rows: Vec<Row> = serde_json::from_value(
-        Spi::get_one::<JsonB>(COLLECTION_RELATIONS)?.map_or(Value::Array(vec![]), |j| j.0),
-    )?;
-    let mut sets: CollectionRelations = Vec::new();
-    for row in rows {
-        let relation = (
-            pg_sys::Oid::from(row.relid as u32),
-            RelationFlags { root: row.root },
-        );
-        match sets.iter_mut().find(|(name, _)| *name == row.collection) {
-            Some((_, set)) => set.push(relation),
-            None => sets.push((row.collection, vec![relation])),
-        }
-    }
-    Ok(sets)
 }
 
 /// What a sample changed, for shared memory and the log.
@@ -206,29 +190,26 @@ impl Worker {
         let idle = Duration::from_secs(gucs::SAMPLE_INTERVAL.get().clamp(1, 5) as u64);
         self.load_key();
 
-        let seen = shared.versions();
-        let seen_relations = shared.relations_version();
-        let (rows, relations) = match transaction("loading collections", || self.load()) {
-            Ok(Some(loaded)) => loaded,
+        let (rows, overflow) = match transaction("loading collections", || self.load(shared)) {
+            Ok(Some(loaded)) => {
+                self.last_step_errors.remove("loading");
+                loaded
+            }
             Ok(None) => {
                 // The extension is not installed (or was dropped) here.
                 shared.clear_database();
                 return idle;
             }
             Err(e) => {
-                warning!("ruvector: {e}");
+                self.warn_once("loading", e);
                 return idle;
             }
         };
-        let views = rows
-            .iter()
-            .filter_map(|r| r.view().ok().map(|v| (r.name.clone(), v)))
-            .collect();
-        for name in shared.sync(views, &seen) {
-            warning!("ruvector: no shared-memory slot for collection \"{name}\"; raise ruvector.max_collections");
+        for name in overflow.collections {
+            warning!("ruvector: no shared-memory slot for collection \"{name}\": it is not gated; raise ruvector.max_collections");
         }
-        if !shared.sync_relations(&relations, seen_relations) && !self.warned_relations_full {
-            warning!("ruvector: the relation map is full: some collection relations are not gated by the utility hook; raise ruvector.max_relations");
+        if overflow.relations && !self.warned_relations_full {
+            warning!("ruvector: the relation map is full: some collection relations are not gated; raise ruvector.max_relations");
             self.warned_relations_full = true;
         }
         self.next_due
@@ -285,9 +266,17 @@ impl Worker {
         }
     }
 
-    /// The collections and their relations, or `None` when the extension is
-    /// not installed here.
-    fn load(&mut self) -> SqlResult<Option<(Vec<CollectionRow>, CollectionRelations)>> {
+    /// Logs `error` of `step` unless it is the one logged last time.
+    fn warn_once(&mut self, step: &'static str, error: String) {
+        if self.last_step_errors.get(step) != Some(&error) {
+            warning!("ruvector: {error}");
+            self.last_step_errors.insert(step, error);
+        }
+    }
+
+    /// The collections (shared memory brought in line with them), or `None`
+    /// when the extension is not installed here.
+    fn load(&mut self, shared: Shared) -> SqlResult<Option<(Vec<CollectionRow>, sync::Overflow)>> {
         let installed = Spi::get_one::<bool>(
             "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'ruvector')",
         )?
@@ -299,7 +288,7 @@ impl Worker {
             keys::register(signer, "integrity worker key")?;
         }
         self.checkpoint_path = Some(audit::checkpoint_path()?);
-        Ok(Some((collections::load(None)?, relations()?)))
+        sync::refresh(shared).map(Some)
     }
 
     /// Signs what backends left pending; rotates the key first if it was

@@ -156,6 +156,19 @@ pub fn pending_view(collection: &str) -> Option<CollectionView> {
     })
 }
 
+/// Whether this transaction unregistered `collection` (shared memory still
+/// holds it until commit).
+pub fn unregistered_here(collection: &str) -> bool {
+    PENDING.with(|p| {
+        p.borrow()
+            .local
+            .iter()
+            .rev()
+            .find(|(_, l)| l.collection == collection)
+            .is_some_and(|(_, l)| l.unregistered)
+    })
+}
+
 /// The collection this transaction made `relid` part of, before commit.
 pub fn pending_relation(relid: pg_sys::Oid) -> Option<GatedRelation> {
     PENDING.with(|p| {
@@ -211,7 +224,7 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
             if changed {
                 SqlError::new(
                     PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                    "cannot PREPARE a transaction that changed ruvector collections, policies or overrides",
+                    "cannot PREPARE a transaction that changed ruvector state (collections, their partitions, policies or overrides)",
                 )
                 .hint("Commit such changes in a transaction of their own.")
                 .raise();

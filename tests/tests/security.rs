@@ -209,6 +209,11 @@ fn a_table_owner_cannot_move_rows_past_the_gate_and_a_superusers_bypass_is_audit
     let cluster = Cluster::start("bypass", &[]);
     let mut owner = owned_collection(&cluster);
     let mut db = cluster.client();
+    owner
+        .batch_execute(
+            "CREATE INDEX docs_a_id ON docs_a (id); ALTER TABLE docs_a CLUSTER ON docs_a_id;",
+        )
+        .unwrap();
     pin(&mut db, "critical");
 
     // There are no triggers to switch off: the gate is a hook.
@@ -238,6 +243,22 @@ fn a_table_owner_cannot_move_rows_past_the_gate_and_a_superusers_bypass_is_audit
             "{message}"
         );
     }
+    // Nor may a collection's table go under another parent, or turn into a
+    // view, or its foreign partitions be re-pointed.
+    for sql in [
+        "CREATE TABLE outer_p (LIKE flat) PARTITION BY RANGE (id)",
+        "CREATE TABLE t_fk (id int PRIMARY KEY)",
+        "ALTER TABLE flat ADD COLUMN k int",
+    ] {
+        owner.batch_execute(sql).unwrap();
+    }
+    for sql in [
+        "ALTER TABLE outer_p ATTACH PARTITION flat FOR VALUES FROM (0) TO (1000)",
+        "CREATE RULE \"_RETURN\" AS ON SELECT TO flat DO INSTEAD SELECT * FROM loose",
+    ] {
+        let (state, message) = error(&mut owner, sql);
+        assert_eq!(state, "42501", "{sql}: {message}");
+    }
     // Index builds, rewrites and drops of a partition are the gate's to decide.
     for (sql, op) in [
         ("ALTER TABLE docs_a ADD PRIMARY KEY (id)", "index_build"),
@@ -256,8 +277,18 @@ fn a_table_owner_cannot_move_rows_past_the_gate_and_a_superusers_bypass_is_audit
         ("ALTER TABLE docs_a SET ACCESS METHOD heap", "compaction"),
         ("ALTER TABLE docs_a SET TABLESPACE pg_default", "compaction"),
         ("ALTER TABLE docs_a SET UNLOGGED", "compaction"),
+        ("ALTER TABLE docs_a ADD COLUMN r float8 DEFAULT random()", "compaction"),
+        ("ALTER TABLE docs_a ADD COLUMN g int GENERATED ALWAYS AS IDENTITY", "compaction"),
+        ("CLUSTER", "compaction"),
+        ("VACUUM FULL", "compaction"),
         ("DROP TABLE docs_b", "bulk_delete"),
+        ("DROP OWNED BY owner", "bulk_delete"),
         ("TRUNCATE docs_a", "bulk_delete"),
+        ("TRUNCATE docs", "bulk_delete"),
+        // Written past the statement's own target: a data-modifying WITH, a rule.
+        ("WITH d AS (DELETE FROM docs RETURNING *) SELECT count(*) FROM d", "bulk_delete"),
+        ("WITH i AS (INSERT INTO docs SELECT i, '{1,2,3}' FROM generate_series(500, 509) i RETURNING *) UPDATE loose SET id = id WHERE false", "bulk_insert"),
+        ("CREATE RULE also_delete AS ON INSERT TO loose DO ALSO DELETE FROM docs WHERE id < 0; INSERT INTO loose VALUES (1, '{1}')", "bulk_delete"),
         (
             "ALTER TABLE docs ATTACH PARTITION spare FOR VALUES FROM (200) TO (300)",
             "bulk_insert",
@@ -271,11 +302,25 @@ fn a_table_owner_cannot_move_rows_past_the_gate_and_a_superusers_bypass_is_audit
         );
     }
     assert_eq!(count(&mut owner, "SELECT count(*) FROM docs"), 200);
+    // A foreign key's TRUNCATE ... CASCADE reaches the collection too.
+    execute_each(
+        &mut owner,
+        "ALTER TABLE flat ADD CONSTRAINT flat_fk FOREIGN KEY (k) REFERENCES t_fk (id);
+         INSERT INTO t_fk VALUES (1);",
+    );
+    pin_collection(&mut db, "flat", "critical");
+    let (state, message) = error(&mut owner, "TRUNCATE t_fk CASCADE");
+    assert_eq!(state, "55000", "{message}");
 
     // A superuser may; each such statement is signed into the audit trail.
-    db.batch_execute("ALTER TABLE docs DETACH PARTITION docs_b; ALTER TABLE loose INHERIT flat;")
-        .unwrap();
-    let (state, _) = error(&mut owner, "ALTER TABLE loose NO INHERIT flat");
+    execute_each(
+        &mut db,
+        "ALTER TABLE docs DETACH PARTITION docs_b;
+         CREATE TABLE heir (LIKE flat);
+         ALTER TABLE heir OWNER TO owner;
+         ALTER TABLE heir INHERIT flat;",
+    );
+    let (state, _) = error(&mut owner, "ALTER TABLE heir NO INHERIT flat");
     assert_eq!(state, "42501");
     wait_signed(&mut db);
     let bypasses: Vec<(String, String)> = db
@@ -337,6 +382,12 @@ fn a_foreign_partition_on_another_cluster_is_registered_and_gated() {
     // written to it directly, are gated like any other.
     db.batch_execute("INSERT INTO docs VALUES (150, '{1,2,3}'); INSERT INTO docs_far SELECT i, '{1,2,3}' FROM generate_series(160, 169) i;")
         .unwrap();
+    // A foreign table that joins later, created or attached, is gated at once.
+    db.batch_execute(
+        "CREATE FOREIGN TABLE docs_far2 PARTITION OF docs FOR VALUES FROM (200) TO (300)
+             SERVER shard2 OPTIONS (table_name 'docs_later');",
+    )
+    .unwrap();
     pin(&mut db, "stress");
     for sql in [
         "INSERT INTO docs SELECT i, '{1,2,3}' FROM generate_series(170, 179) i",
@@ -344,12 +395,6 @@ fn a_foreign_partition_on_another_cluster_is_registered_and_gated() {
     ] {
         assert_eq!(error(&mut db, sql).0, "55000", "{sql}");
     }
-    // A foreign table that joins later, created or attached, is gated at once.
-    db.batch_execute(
-        "CREATE FOREIGN TABLE docs_far2 PARTITION OF docs FOR VALUES FROM (200) TO (300)
-             SERVER shard2 OPTIONS (table_name 'docs_later');",
-    )
-    .unwrap();
     assert_eq!(
         error(
             &mut db,
@@ -529,6 +574,163 @@ fn prepared_transactions_savepoints_and_search_places_keep_shared_memory_right()
         assert_eq!(state, "42501", "{sql}");
         db.batch_execute("ROLLBACK").unwrap();
     }
+}
+
+fn pin_collection(db: &mut Client, collection: &str, state: &str) {
+    db.execute(
+        "SELECT ruvector_integrity_override($1, $2, '1 hour', 'test')",
+        &[&collection, &state],
+    )
+    .unwrap();
+}
+
+#[test]
+fn registration_never_runs_the_callers_code_as_the_owner_and_keeps_one_collection_per_table() {
+    let cluster = Cluster::start("register-checks", &[]);
+    let mut owner = owned_collection(&cluster);
+    // A type that prints as "vector", with a cast that makes its caller
+    // superuser when a superuser evaluates it.
+    let (state, message) = error(
+        &mut owner,
+        r#"CREATE TYPE pg_temp.vector AS (a int);
+           CREATE FUNCTION pg_temp.esc(v pg_temp.vector) RETURNS real[] LANGUAGE plpgsql AS
+               $$BEGIN EXECUTE 'ALTER ROLE owner SUPERUSER'; RETURN '{1,2,3}'; END$$;
+           CREATE CAST (pg_temp.vector AS real[]) WITH FUNCTION pg_temp.esc(pg_temp.vector);
+           CREATE TABLE evil (id int, embedding pg_temp.vector);
+           INSERT INTO evil VALUES (1, ROW(1));
+           SELECT ruvector_register_collection('evil', 'evil', 'embedding');"#,
+    );
+    assert_eq!(state, "42804", "{message}");
+    let mut db = cluster.client();
+    assert!(!is_superuser(&mut db, "owner"));
+    // Reading a real[] column to count its dimensions runs as the caller.
+    execute_each(
+        &mut owner,
+        "CREATE TABLE own_vectors (id int, embedding real[]);
+         INSERT INTO own_vectors VALUES (1, '{1,2,3,4}');",
+    );
+    let registered = json(
+        &mut owner,
+        "SELECT ruvector_register_collection('own', 'own_vectors', 'embedding')",
+    );
+    assert_eq!(registered["dimensions"], 4);
+    // One collection per table; never a partition, a child or a parent of
+    // inheritance, whose rows would reach the table past its gate.
+    execute_each(
+        &mut owner,
+        "ALTER TABLE docs ADD COLUMN other real[];
+         CREATE TABLE ih (id int, embedding real[]);
+         CREATE TABLE ih_child () INHERITS (ih);",
+    );
+    for (sql, state) in [
+        (
+            "SELECT ruvector_register_collection('shadow', 'docs', 'other', 3)",
+            "42710",
+        ),
+        (
+            "SELECT ruvector_register_collection('leaf', 'docs_a', 'embedding', 3)",
+            "42809",
+        ),
+        (
+            "SELECT ruvector_register_collection('ih', 'ih', 'embedding', 3)",
+            "42809",
+        ),
+        (
+            "SELECT ruvector_register_collection('ihc', 'ih_child', 'embedding', 3)",
+            "42809",
+        ),
+    ] {
+        assert_eq!(error(&mut owner, sql).0, state, "{sql}");
+    }
+}
+
+#[test]
+fn dropping_the_extension_elsewhere_or_a_full_map_never_ungates_a_collection() {
+    let (cluster, mut db) = cluster_with_docs(
+        "clear-elsewhere",
+        &[
+            "ruvector.max_collections = 2",
+            "ruvector.max_relations = 16",
+        ],
+    );
+    pin(&mut db, "critical");
+    db.batch_execute("CREATE ROLE bob LOGIN").unwrap();
+    let mut bob = cluster.connect("bob", "template1");
+    for _ in 0..20 {
+        bob.batch_execute("DROP EXTENSION IF EXISTS ruvector")
+            .unwrap();
+    }
+    assert_eq!(
+        error(&mut db, "INSERT INTO docs (embedding) VALUES ('{1,2,3}')").0,
+        "55000"
+    );
+    // A collection or a partition shared memory could not hold is refused,
+    // not left ungated.
+    execute_each(
+        &mut db,
+        "CREATE TABLE two (id int, embedding real[]) PARTITION BY RANGE (id);
+         DO $$ BEGIN FOR i IN 1..14 LOOP EXECUTE format('CREATE TABLE two_%s PARTITION OF two FOR VALUES FROM (%s) TO (%s)', i, i * 10, i * 10 + 10); END LOOP; END $$;
+         CREATE TABLE three (id int, embedding real[]);
+         SELECT ruvector_register_collection('two', 'two', 'embedding', 3);",
+    );
+    let (state, message) = error(
+        &mut db,
+        "CREATE TABLE two_b PARTITION OF two FOR VALUES FROM (0) TO (10)",
+    );
+    assert_eq!(state, "53400", "{message}");
+    assert!(message.contains("ruvector.max_relations"), "{message}");
+    let (state, message) = error(
+        &mut db,
+        "SELECT ruvector_register_collection('three', 'three', 'embedding', 3)",
+    );
+    assert_eq!(state, "53400", "{message}");
+    // CREATE TABLE IF NOT EXISTS ... PARTITION OF that created nothing does
+    // not make an unrelated table part of a collection.
+    execute_each(
+        &mut db,
+        "SELECT ruvector_unregister_collection('two');
+         CREATE TABLE bystander (id int, embedding real[]);
+         CREATE TABLE IF NOT EXISTS bystander PARTITION OF docs FOR VALUES FROM (0) TO (1);
+         INSERT INTO bystander VALUES (1, '{1}');",
+    );
+}
+
+#[test]
+fn the_worker_is_not_stalled_by_a_locked_partition_or_a_read_only_database() {
+    let cluster = Cluster::start("stall", &[]);
+    let mut owner = owned_collection(&cluster);
+    let mut db = cluster.client();
+    let samples = |db: &mut Client, name: &str| {
+        json(db, &format!("SELECT ruvector_integrity_status('{name}')"))["sample_count"]
+            .as_i64()
+            .unwrap()
+    };
+    owner
+        .batch_execute("BEGIN; LOCK TABLE docs_a IN ACCESS EXCLUSIVE MODE;")
+        .unwrap();
+    let before = samples(&mut db, "docs");
+    wait_for(20, "samples while a partition is locked", || {
+        (samples(&mut db, "docs") >= before + 3).then_some(())
+    });
+    owner.batch_execute("COMMIT").unwrap();
+    db.batch_execute(&format!(
+        "ALTER DATABASE {DATABASE} SET default_transaction_read_only = on"
+    ))
+    .unwrap();
+    let pid: i32 = db
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'ruvector integrity worker'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    db.execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .unwrap();
+    let mut fresh = cluster.client();
+    let before = samples(&mut fresh, "flat");
+    wait_for(30, "samples with a read-only default", || {
+        (samples(&mut fresh, "flat") >= before + 2).then_some(())
+    });
 }
 
 fn state_of(db: &mut Client) -> String {

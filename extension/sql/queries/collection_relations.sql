@@ -1,13 +1,16 @@
 -- Every relation of every collection: its registered table and each partition
--- under it, and whether it is the table itself.
+-- under it (at every level), and whether it is the table itself. Read from
+-- pg_inherits, not pg_partition_tree(), which locks every partition: a lock
+-- someone holds on one partition must not stall the worker.
+WITH RECURSIVE tree (collection, relid, root) AS (
+    SELECT c.name, c.table_oid::oid, true FROM ruvector.collections c
+    UNION ALL
+    SELECT t.collection, i.inhrelid, false
+    FROM tree t
+    JOIN pg_inherits i ON i.inhparent = t.relid
+    JOIN pg_class k ON k.oid = i.inhrelid AND k.relispartition
+)
 SELECT coalesce(jsonb_agg(jsonb_build_object(
-        'collection', c.name,
-        'relid', t.relid::oid::bigint,
-        'root', t.relid = c.table_oid)), '[]'::jsonb)
-FROM ruvector.collections c
-CROSS JOIN LATERAL (
-    SELECT p.relid FROM pg_partition_tree(c.table_oid) p
-    UNION
-    SELECT c.table_oid
-) t
+        'collection', t.collection, 'relid', t.relid::bigint, 'root', t.root)), '[]'::jsonb)
+FROM tree t
 JOIN pg_class k ON k.oid = t.relid

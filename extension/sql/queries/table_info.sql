@@ -1,12 +1,23 @@
--- What registration needs to know about table $1 and its column $2.
+-- What registration needs to know about table $1 and its column $2: its kind,
+-- the column's type by OID (and whether it is pgvector's vector type, found by
+-- the vector extension's membership rather than by name), and how the table
+-- sits among others (partition, inheritance, other collections).
 SELECT jsonb_build_object(
     'schema', n.nspname,
     'table', c.relname,
     'relkind', c.relkind,
     'persistence', c.relpersistence,
-    'column_attnum', a.attnum,
+    'is_partition', c.relispartition,
+    'inherits', EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid),
+    'inherited', EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class k ON k.oid = i.inhrelid
+                         WHERE i.inhparent = c.oid AND NOT k.relispartition),
+    'column_type_oid', a.atttypid::bigint,
     'column_type', format_type(a.atttypid, a.atttypmod),
     'column_typmod', a.atttypmod,
+    'pgvector', EXISTS (SELECT 1 FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+                        WHERE d.classid = 'pg_type'::regclass AND d.objid = a.atttypid
+                          AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+                          AND e.extname = 'vector'),
     'database', current_database())
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace

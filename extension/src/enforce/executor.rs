@@ -1,12 +1,15 @@
 //! The executor hook: INSERT, UPDATE, DELETE and MERGE on a collection's
-//! relations, decided in `ExecutorFinish`, when the statement has run and its
-//! row count is exact, before its AFTER triggers fire and before it commits.
-//! A refusal rolls the statement back whole.
+//! relations, decided in `ExecutorFinish`, when the statement has run, before
+//! its AFTER triggers fire and before it commits. A refusal rolls the
+//! statement back whole.
 //!
-//! The target relations come from the plan (`resultRelations`), so a
-//! statement is gated however it reaches the executor: from a client, a
-//! function, a trigger, a view or a rule. A query with no target relation (a
-//! read) costs one list check.
+//! Each data-modifying node of the plan (the statement itself, and every
+//! data-modifying WITH) is gated on its own target relations and on the
+//! partitions rows were routed to, so a statement is gated however it
+//! reaches the executor: from a client, a function, a trigger, a view or a
+//! rule. Only the node that sets the statement's row count has an exact one;
+//! the others (a data-modifying WITH, a rule's extra statement) are counted as
+//! bulk. A query that writes nothing costs one list check.
 
 use pgrx::pg_sys;
 use pgrx::pg_sys::ffi::pg_guard_ffi_boundary;
@@ -25,55 +28,45 @@ pub fn install_hooks() {
     }
 }
 
-/// The collections a plan writes into, by their relations' OIDs.
-unsafe fn targets(plan: *mut pg_sys::PlannedStmt) -> Vec<String> {
-    let mut collections = Vec::new();
-    unsafe {
-        let results = (*plan).resultRelations;
-        if results.is_null() {
-            return collections;
-        }
-        let rtable = (*plan).rtable;
-        for i in 0..(*results).length as usize {
-            let index = (*(*results).elements.add(i)).int_value as usize;
-            let entry = (*(*rtable).elements.add(index - 1))
-                .ptr_value
-                .cast::<pg_sys::RangeTblEntry>();
-            if let Some(gated) = collection_of((*entry).relid) {
-                if !collections.contains(&gated.collection) {
-                    collections.push(gated.collection);
-                }
-            }
-        }
+unsafe fn list<T>(list: *mut pg_sys::List) -> Vec<*mut T> {
+    if list.is_null() {
+        return Vec::new();
     }
-    collections
+    unsafe {
+        (0..(*list).length as usize)
+            .map(|i| (*(*list).elements.add(i)).ptr_value.cast::<T>())
+            .collect()
+    }
 }
 
-/// The operations a statement of `command` that touched `rows` rows is.
-/// `upserts`: an INSERT ... ON CONFLICT DO UPDATE. A query that writes through
-/// a data-modifying WITH (a SELECT at the top) reports no row count of its
-/// own: it is every bulk operation at once.
-fn operations(command: pg_sys::CmdType::Type, rows: u64, upserts: bool) -> Vec<Operation> {
+unsafe fn int_list(list: *mut pg_sys::List) -> Vec<usize> {
+    if list.is_null() {
+        return Vec::new();
+    }
+    unsafe {
+        (0..(*list).length as usize)
+            .map(|i| (*(*list).elements.add(i)).int_value as usize)
+            .collect()
+    }
+}
+
+/// The operations a node of `command` that touched `rows` rows (unknown:
+/// `None`) is. `upserts`: an INSERT ... ON CONFLICT DO UPDATE.
+fn operations(command: pg_sys::CmdType::Type, rows: Option<u64>, upserts: bool) -> Vec<Operation> {
     use pg_sys::CmdType::*;
-    let rows = Some(rows);
+    let touched = rows != Some(0);
     match command {
-        CMD_INSERT if upserts => insertion(rows)
+        CMD_INSERT => insertion(rows)
             .into_iter()
-            .chain([Operation::Update])
+            .chain((upserts && touched).then_some(Operation::Update))
             .collect(),
-        CMD_INSERT => insertion(rows).into_iter().collect(),
-        CMD_UPDATE if rows != Some(0) => vec![Operation::Update],
+        CMD_UPDATE if touched => vec![Operation::Update],
         CMD_DELETE => deletion(rows).into_iter().collect(),
-        CMD_MERGE if rows != Some(0) => insertion(rows)
+        CMD_MERGE if touched => insertion(rows)
             .into_iter()
             .chain([Operation::Update])
             .chain(deletion(rows))
             .collect(),
-        CMD_SELECT => vec![
-            Operation::BulkInsert,
-            Operation::Update,
-            Operation::BulkDelete,
-        ],
         _ => Vec::new(),
     }
 }
@@ -85,20 +78,45 @@ fn gate_modification(query: *mut pg_sys::QueryDesc) -> SqlResult<()> {
         {
             return Ok(());
         }
-        let collections = targets(plan);
-        if collections.is_empty() {
-            return Ok(());
-        }
-        let top = (*plan).planTree;
-        let upserts = !top.is_null()
-            && (*top).type_ == pg_sys::NodeTag::T_ModifyTable
-            && (*top.cast::<pg_sys::ModifyTable>()).onConflictAction
-                == pg_sys::OnConflictAction::ONCONFLICT_UPDATE;
-        let rows = (*(*query).estate).es_processed;
-        let operations = operations((*plan).commandType, rows, upserts);
-        for collection in &collections {
-            for &op in &operations {
-                enforce(collection, op, Some(rows), false)?;
+        let estate = (*query).estate;
+        let rtable = list::<pg_sys::RangeTblEntry>((*plan).rtable);
+        let relid_at = |index: usize| {
+            rtable
+                .get(index.wrapping_sub(1))
+                .map_or(pg_sys::InvalidOid, |&e| (*e).relid)
+        };
+        let routed: Vec<pg_sys::Oid> =
+            list::<pg_sys::ResultRelInfo>((*estate).es_tuple_routing_result_relations)
+                .into_iter()
+                .map(|r| (*(*r).ri_RelationDesc).rd_id)
+                .collect();
+        // A data-modifying node is the top of the plan or of a WITH's subplan.
+        let tops = std::iter::once((*plan).planTree).chain(list::<pg_sys::Plan>((*plan).subplans));
+        for top in tops.filter(|p| !p.is_null() && (**p).type_ == pg_sys::NodeTag::T_ModifyTable) {
+            let node = top.cast::<pg_sys::ModifyTable>();
+            let exact = (*node).canSetTag && (*plan).canSetTag;
+            let rows = exact.then_some((*estate).es_processed);
+            let upserts = (*node).onConflictAction == pg_sys::OnConflictAction::ONCONFLICT_UPDATE;
+            let mut targets: Vec<pg_sys::Oid> = int_list((*node).resultRelations)
+                .into_iter()
+                .map(relid_at)
+                .collect();
+            if matches!(
+                (*node).operation,
+                pg_sys::CmdType::CMD_INSERT | pg_sys::CmdType::CMD_MERGE
+            ) {
+                targets.extend(&routed);
+            }
+            let mut collections: Vec<String> = Vec::new();
+            for gated in targets.into_iter().filter_map(collection_of) {
+                if !collections.contains(&gated.collection) {
+                    collections.push(gated.collection);
+                }
+            }
+            for collection in &collections {
+                for op in operations((*node).operation, rows, upserts) {
+                    enforce(collection, op, rows, false)?;
+                }
             }
         }
     }

@@ -22,6 +22,7 @@
 //! `55000` (object_not_in_prerequisite_state) for a reject, `53000`
 //! (insufficient_resources) for a defer or a throttle, which are worth retrying.
 
+mod drops;
 mod executor;
 mod utility;
 
@@ -33,12 +34,13 @@ use ruvector_integrity::gate::{Decision, Operation};
 use crate::errors::{SqlError, SqlResult};
 use crate::gate::{self, Answer};
 use crate::shmem::{GatedRelation, RelationFlags};
-use crate::{gucs, xact};
+use crate::{gucs, sync, xact};
 
 /// Installs the executor and utility hooks; called from `_PG_init`.
 pub fn install_hooks() {
     executor::install_hooks();
     utility::install_hook();
+    drops::install_hook();
 }
 
 /// The error a refused statement raises.
@@ -114,15 +116,23 @@ fn deletion(rows: Option<u64>) -> Option<Operation> {
 }
 
 /// The collection `relid` belongs to: shared memory, or a registration or a
-/// new partition of this transaction. No SQL.
+/// new partition of this transaction (none once this transaction unregistered
+/// it). No SQL, but once after a server start, before the worker's first
+/// refresh: then this backend fills shared memory itself (see [`sync::ensure`]).
 fn collection_of(relid: pg_sys::Oid) -> Option<GatedRelation> {
     if relid == pg_sys::InvalidOid {
         return None;
     }
-    crate::shmem::shared()
-        .ok()
-        .and_then(|shared| shared.relation(relid))
+    let shared = crate::shmem::shared().ok()?;
+    shared
+        .relation(relid)
         .or_else(|| xact::pending_relation(relid))
+        .or_else(|| {
+            sync::ensure(shared)
+                .then(|| shared.relation(relid))
+                .flatten()
+        })
+        .filter(|gated| !xact::unregistered_here(&gated.collection))
 }
 
 unsafe extern "C-unwind" {

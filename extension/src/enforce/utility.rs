@@ -35,6 +35,11 @@ use crate::{audit, collections, xact};
 
 static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
 
+unsafe extern "C-unwind" {
+    /// `catalog/partition.h`: the table `relid` is a partition of.
+    fn get_partition_parent(relid: pg_sys::Oid, even_if_detached: bool) -> pg_sys::Oid;
+}
+
 pub fn install_hook() {
     unsafe {
         PREV_PROCESS_UTILITY = pg_sys::ProcessUtility_hook;
@@ -49,6 +54,15 @@ struct Effects {
     gated: Vec<(Operation, pg_sys::Oid)>,
     /// Collection-wide operations on every collection in a schema.
     gated_schema: Option<(Operation, pg_sys::Oid)>,
+    /// A database-wide VACUUM FULL or CLUSTER by a role that is not a
+    /// superuser: compaction of the collections it owns.
+    owned_sweep: bool,
+    /// ALTER TABLE ALL IN TABLESPACE: compaction of every collection relation
+    /// in this tablespace.
+    moved_tablespace: Option<pg_sys::Oid>,
+    /// ALTER SERVER: a bypass for the collections with a foreign partition
+    /// on this server (their rows would come from elsewhere).
+    altered_server: Option<pg_sys::Oid>,
     /// Would move rows in or out of a collection past the gate: (relation, what).
     bypasses: Vec<(pg_sys::Oid, String)>,
     /// The relation a COPY FROM writes into.
@@ -99,19 +113,6 @@ unsafe fn relid_of(range: *mut pg_sys::RangeVar) -> pg_sys::Oid {
     }
 }
 
-/// The relation named by the qualified name `names` (a list of String nodes).
-unsafe fn relid_of_names(names: &[*mut pg_sys::String]) -> pg_sys::Oid {
-    unsafe {
-        let parts: Vec<*mut std::ffi::c_char> = names.iter().map(|&s| (*s).sval).collect();
-        let (schema, relation) = match parts.as_slice() {
-            [relation] => (std::ptr::null_mut(), *relation),
-            [.., schema, relation] => (*schema, *relation),
-            [] => return pg_sys::InvalidOid,
-        };
-        relid_of(pg_sys::makeRangeVar(schema, relation, -1))
-    }
-}
-
 /// What `stmt` means for the gate (see [`Effects`]).
 unsafe fn effects(stmt: *mut pg_sys::Node) -> Effects {
     use pg_sys::NodeTag::*;
@@ -156,6 +157,7 @@ unsafe fn effects(stmt: *mut pg_sys::Node) -> Effects {
                         && pg_sys::defGetBoolean(d)
                 });
                 if (*s).is_vacuumcmd && full {
+                    fx.owned_sweep = (*s).rels.is_null() && !pg_sys::superuser();
                     for r in list::<pg_sys::VacuumRelation>((*s).rels) {
                         let relid = if (*r).oid != pg_sys::InvalidOid {
                             (*r).oid
@@ -168,7 +170,9 @@ unsafe fn effects(stmt: *mut pg_sys::Node) -> Effects {
             }
             T_ClusterStmt => {
                 let s = stmt.cast::<pg_sys::ClusterStmt>();
-                if !(*s).relation.is_null() {
+                if (*s).relation.is_null() {
+                    fx.owned_sweep = !pg_sys::superuser();
+                } else {
                     fx.gated
                         .push((Operation::Compaction, relid_of((*s).relation)));
                 }
@@ -181,34 +185,39 @@ unsafe fn effects(stmt: *mut pg_sys::Node) -> Effects {
                     fx.copy_into = Some(relid);
                 }
             }
-            T_CreateStmt => create_table(&mut fx, stmt.cast()),
+            T_CreateStmt => create_table(&mut fx, stmt.cast(), false),
             T_CreateForeignTableStmt => create_table(
                 &mut fx,
                 &raw mut (*stmt.cast::<pg_sys::CreateForeignTableStmt>()).base,
+                true,
             ),
             T_AlterTableStmt => alter_table(&mut fx, stmt.cast()),
-            T_TruncateStmt => {
-                let s = stmt.cast::<pg_sys::TruncateStmt>();
-                for r in list::<pg_sys::RangeVar>((*s).relations) {
-                    fx.gated.push((Operation::BulkDelete, relid_of(r)));
+            T_AlterTableMoveAllStmt => {
+                let s = stmt.cast::<pg_sys::AlterTableMoveAllStmt>();
+                fx.moved_tablespace =
+                    Some(pg_sys::get_tablespace_oid((*s).orig_tablespacename, true));
+            }
+            T_RuleStmt => {
+                let s = stmt.cast::<pg_sys::RuleStmt>();
+                fx.bypasses
+                    .push((relid_of((*s).relation), "CREATE RULE".into()));
+            }
+            T_AlterForeignServerStmt => {
+                let s = stmt.cast::<pg_sys::AlterForeignServerStmt>();
+                let server = pg_sys::GetForeignServerByName((*s).servername, true);
+                if !server.is_null() {
+                    fx.altered_server = Some((*server).serverid);
                 }
             }
             T_DropStmt => {
                 let s = stmt.cast::<pg_sys::DropStmt>();
-                match (*s).removeType {
-                    pg_sys::ObjectType::OBJECT_TABLE | pg_sys::ObjectType::OBJECT_FOREIGN_TABLE => {
-                        for names in list::<pg_sys::List>((*s).objects) {
-                            let relid = relid_of_names(&list::<pg_sys::String>(names));
-                            fx.gated.push((Operation::BulkDelete, relid));
-                        }
-                    }
-                    pg_sys::ObjectType::OBJECT_EXTENSION => {
-                        fx.drops_extension = list::<pg_sys::String>((*s).objects)
-                            .iter()
-                            .any(|&n| text((*n).sval) == "ruvector");
-                    }
-                    _ => {}
-                }
+                // Dropped tables are gated where every drop passes (the
+                // object access hook); here only the extension itself.
+                fx.drops_extension = (*s).removeType == pg_sys::ObjectType::OBJECT_EXTENSION
+                    && list::<pg_sys::String>((*s).objects)
+                        .iter()
+                        .any(|&n| text((*n).sval) == "ruvector")
+                    && installation::installed().is_some();
             }
             _ => {}
         }
@@ -216,7 +225,10 @@ unsafe fn effects(stmt: *mut pg_sys::Node) -> Effects {
     fx
 }
 
-unsafe fn create_table(fx: &mut Effects, s: *mut pg_sys::CreateStmt) {
+/// CREATE [FOREIGN] TABLE: a new partition joins its collection (a foreign
+/// one brings the remote table's rows: a bulk insert); a new inheritance
+/// child of a collection table would hold rows past its gate.
+unsafe fn create_table(fx: &mut Effects, s: *mut pg_sys::CreateStmt, foreign: bool) {
     unsafe {
         let parents: Vec<pg_sys::Oid> = list::<pg_sys::RangeVar>((*s).inhRelations)
             .into_iter()
@@ -225,6 +237,9 @@ unsafe fn create_table(fx: &mut Effects, s: *mut pg_sys::CreateStmt) {
         if !(*s).partbound.is_null() {
             if let Some(&parent) = parents.first() {
                 fx.new_partition = Some((parent, (*s).relation));
+                if foreign {
+                    fx.gated.push((Operation::BulkInsert, parent));
+                }
             }
         } else {
             for parent in parents {
@@ -251,7 +266,7 @@ unsafe fn alter_table(fx: &mut Effects, s: *mut pg_sys::AlterTableStmt) {
                 AT_DetachPartition | AT_DetachPartitionFinalize => {
                     let partition = relid_of((*(*cmd).def.cast::<pg_sys::PartitionCmd>()).name);
                     fx.bypasses
-                        .push((relid, "ALTER TABLE ... DETACH PARTITION".into()));
+                        .push((partition, "ALTER TABLE ... DETACH PARTITION".into()));
                     fx.detached.push(partition);
                 }
                 AT_AddInherit | AT_DropInherit => {
@@ -266,15 +281,27 @@ unsafe fn alter_table(fx: &mut Effects, s: *mut pg_sys::AlterTableStmt) {
                         .push((parent, format!("ALTER TABLE ... {what}")));
                 }
                 AT_AttachPartition => {
+                    let attached = (*(*cmd).def.cast::<pg_sys::PartitionCmd>()).name;
                     fx.gated.push((Operation::BulkInsert, relid));
-                    fx.new_partition =
-                        Some((relid, (*(*cmd).def.cast::<pg_sys::PartitionCmd>()).name));
+                    // A collection's own table or partition going under
+                    // another parent: rows written there reach it past the gate.
+                    fx.bypasses.push((
+                        relid_of(attached),
+                        "ALTER TABLE ... ATTACH PARTITION (to another table)".into(),
+                    ));
+                    fx.new_partition = Some((relid, attached));
                 }
+                AT_GenericOptions if (*s).objtype == pg_sys::ObjectType::OBJECT_FOREIGN_TABLE => fx
+                    .bypasses
+                    .push((relid, "ALTER FOREIGN TABLE ... OPTIONS".into())),
                 AT_AddConstraint | AT_AddIndex if builds_index((*cmd).def) => {
                     fx.gated.push((Operation::IndexBuild, relid))
                 }
                 AT_AddColumn if column_builds_index((*cmd).def) => {
                     fx.gated.push((Operation::IndexBuild, relid))
+                }
+                AT_AddColumn if column_rewrites((*cmd).def) => {
+                    fx.gated.push((Operation::Compaction, relid))
                 }
                 AT_AlterColumnType | AT_SetTableSpace | AT_SetAccessMethod | AT_SetLogged
                 | AT_SetUnLogged => fx.gated.push((Operation::Compaction, relid)),
@@ -310,6 +337,37 @@ unsafe fn column_builds_index(def: *mut pg_sys::Node) -> bool {
     }
 }
 
+/// Whether a new column (a ColumnDef) makes PostgreSQL rewrite the table: an
+/// identity or generated column, or a default that is not a plain constant
+/// (a volatile one is evaluated for every row).
+#[allow(non_upper_case_globals)]
+unsafe fn column_rewrites(def: *mut pg_sys::Node) -> bool {
+    use pg_sys::ConstrType::*;
+    unsafe {
+        if (*def).type_ != pg_sys::NodeTag::T_ColumnDef {
+            return false;
+        }
+        list::<pg_sys::Constraint>((*def.cast::<pg_sys::ColumnDef>()).constraints)
+            .into_iter()
+            .any(|c| match (*c).contype {
+                CONSTR_IDENTITY | CONSTR_GENERATED => true,
+                CONSTR_DEFAULT => !is_constant((*c).raw_expr),
+                _ => false,
+            })
+    }
+}
+
+/// A literal, or a literal with a cast.
+unsafe fn is_constant(expr: *mut pg_sys::Node) -> bool {
+    unsafe {
+        match (*expr).type_ {
+            pg_sys::NodeTag::T_A_Const => true,
+            pg_sys::NodeTag::T_TypeCast => is_constant((*expr.cast::<pg_sys::TypeCast>()).arg),
+            _ => false,
+        }
+    }
+}
+
 /// Checks a statement's effects before it runs.
 fn before(fx: &Effects, tag: &str) -> SqlResult<()> {
     // A relation in the map of a database whose extension was just dropped
@@ -317,20 +375,9 @@ fn before(fx: &Effects, tag: &str) -> SqlResult<()> {
     let mine =
         |relid: pg_sys::Oid| collection_of(relid).filter(|_| installation::installed().is_some());
     for (relid, what) in &fx.bypasses {
-        let Some(gated) = mine(*relid) else { continue };
-        if !unsafe { pg_sys::superuser() } {
-            return Err(SqlError::new(
-                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                format!(
-                    "ruvector refused {what} on \"{}\": it would move rows of collection \"{}\" past its integrity gate",
-                    relation_name(*relid),
-                    gated.collection
-                ),
-            )
-            .detail("Rows that enter or leave a collection this way are never put through its gate; only a superuser may do it.")
-            .hint("Ask a superuser (each such statement of theirs is written to the audit trail), or unregister the collection with ruvector_unregister_collection()."));
+        if let Some(gated) = mine(*relid) {
+            refuse_or_record_bypass(&gated, tag, what, *relid)?;
         }
-        record_bypass(&gated, tag, what, *relid)?;
     }
     let mut decided: Vec<(Operation, String)> = Vec::new();
     let mut gate_one = |op: Operation, gated: GatedRelation| -> SqlResult<()> {
@@ -348,14 +395,72 @@ fn before(fx: &Effects, tag: &str) -> SqlResult<()> {
             gate_one(op, gated)?;
         }
     }
-    if let Some((op, namespace)) = fx.gated_schema {
-        if let (Ok(shared), Some(_)) = (crate::shmem::shared(), installation::installed()) {
-            for gated in shared.collections_in_schema(namespace) {
-                gate_one(op, gated)?;
+    let sweeping = fx.gated_schema.is_some()
+        || fx.owned_sweep
+        || fx.moved_tablespace.is_some()
+        || fx.altered_server.is_some();
+    let everything = match (crate::shmem::shared(), installation::installed()) {
+        (Ok(shared), Some(_)) if sweeping => shared.relations_of_database(),
+        _ => Vec::new(),
+    };
+    for (relid, root, gated) in everything {
+        let in_schema = fx.gated_schema.is_some_and(|(_, namespace)| {
+            root && unsafe { pg_sys::get_rel_namespace(relid) } == namespace
+        });
+        let owned = fx.owned_sweep
+            && root
+            && unsafe { pg_sys::pg_class_ownercheck(relid, pg_sys::GetUserId()) };
+        let moved = fx.moved_tablespace.is_some_and(|space| {
+            let here = unsafe { pg_sys::get_rel_tablespace(relid) };
+            space == here
+                || (here == pg_sys::InvalidOid && space == unsafe { pg_sys::MyDatabaseTableSpace })
+        });
+        if in_schema {
+            gate_one(
+                fx.gated_schema.map_or(Operation::IndexBuild, |(op, _)| op),
+                gated.clone(),
+            )?;
+        }
+        if owned || moved {
+            gate_one(Operation::Compaction, gated.clone())?;
+        }
+        if let Some(server) = fx.altered_server {
+            let foreign = unsafe { pg_sys::get_rel_relkind(relid) }
+                == pg_sys::RELKIND_FOREIGN_TABLE as std::ffi::c_char;
+            if foreign && unsafe { (*pg_sys::GetForeignTable(relid)).serverid } == server {
+                refuse_or_record_bypass(
+                    &gated,
+                    tag,
+                    "ALTER SERVER (of a foreign partition)",
+                    relid,
+                )?;
             }
         }
     }
     Ok(())
+}
+
+/// A statement that would move rows of a collection past its gate: refused
+/// unless the role is a superuser, whose statement is audited instead.
+fn refuse_or_record_bypass(
+    gated: &GatedRelation,
+    tag: &str,
+    what: &str,
+    relid: pg_sys::Oid,
+) -> SqlResult<()> {
+    if unsafe { pg_sys::superuser() } {
+        return record_bypass(gated, tag, what, relid);
+    }
+    Err(SqlError::new(
+        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        format!(
+            "ruvector refused {what} on \"{}\": it would move rows of collection \"{}\" past its integrity gate",
+            relation_name(relid),
+            gated.collection
+        ),
+    )
+    .detail("Rows that enter or leave a collection this way are never put through its gate; only a superuser may do it.")
+    .hint("Ask a superuser (each such statement of theirs is written to the audit trail), or unregister the collection with ruvector_unregister_collection()."))
 }
 
 fn relation_name(relid: pg_sys::Oid) -> String {
@@ -417,8 +522,17 @@ fn after(fx: &Effects, rows: u64) -> SqlResult<()> {
     }
     if let Some((parent, range)) = fx.new_partition {
         if let Some(gated) = collection_of(parent) {
+            // (CREATE TABLE IF NOT EXISTS may have created nothing: the name
+            // must now be a partition of that parent.)
             let partition = unsafe { relid_of(range) };
-            xact::add_relations_at_commit(&gated.collection, tree(partition));
+            let joined = partition != pg_sys::InvalidOid
+                && unsafe { pg_sys::get_rel_relispartition(partition) }
+                && unsafe { get_partition_parent(partition, true) } == parent;
+            if joined {
+                let relations = tree(partition);
+                crate::collections::check_room(false, relations.len())?;
+                xact::add_relations_at_commit(&gated.collection, relations);
+            }
         }
     }
     let detached: Vec<pg_sys::Oid> = fx
@@ -481,6 +595,9 @@ unsafe extern "C-unwind" fn process_utility(
         let fx = effects(stmt);
         if fx.gated.is_empty()
             && fx.gated_schema.is_none()
+            && !fx.owned_sweep
+            && fx.moved_tablespace.is_none()
+            && fx.altered_server.is_none()
             && fx.bypasses.is_empty()
             && fx.new_partition.is_none()
             && !fx.drops_extension

@@ -24,7 +24,7 @@
 mod relations;
 mod slots;
 
-use std::sync::atomic::{AtomicI32, AtomicI64, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicPtr, Ordering};
 
 use pgrx::pg_sys;
 use pgrx::pg_sys::ffi::pg_guard_ffi_boundary;
@@ -86,6 +86,9 @@ struct Header {
     worker_latch: AtomicPtr<pg_sys::Latch>,
     /// PostgreSQL µs of the worker's last loop.
     heartbeat: AtomicI64,
+    /// Set once the relation map was filled from the tables since the server
+    /// started (by the worker, or by a backend that could not wait for it).
+    synced: AtomicBool,
 }
 
 static mut HEADER: *mut Header = std::ptr::null_mut();
@@ -261,11 +264,22 @@ impl Shared {
     }
 
     /// The extension was dropped from this database: forget its collections
-    /// and relations.
+    /// and relations (and only this database's).
     pub fn clear_database(&self) {
         let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let db = database();
         self.remove_slots_where(|_| true);
-        self.remove_relations_where(|_| true);
+        self.remove_relations_where(|e| e.database == db);
+    }
+
+    /// Whether the relation map has been filled from the tables since the
+    /// server started.
+    pub fn synced(&self) -> bool {
+        self.header().synced.load(Ordering::Acquire)
+    }
+
+    pub fn mark_synced(&self) {
+        self.header().synced.store(true, Ordering::Release);
     }
 }
 

@@ -33,7 +33,7 @@ impl RelationFlags {
 #[derive(Clone, Copy)]
 #[repr(C)]
 pub(super) struct RelationEntry {
-    database: pg_sys::Oid,
+    pub(super) database: pg_sys::Oid,
     relid: pg_sys::Oid,
     pub(super) slot: u32,
     flags: u32,
@@ -124,22 +124,28 @@ impl Shared {
         })
     }
 
-    /// The collections of every registered table of this database in schema
-    /// `namespace`.
-    pub fn collections_in_schema(&self, namespace: pg_sys::Oid) -> Vec<GatedRelation> {
-        let roots: Vec<(pg_sys::Oid, RelationEntry)> = {
-            let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
-            let db = database();
-            self.entries()
-                .iter()
-                .filter(|e| e.database == db && RelationFlags::from_bits(e.flags).root)
-                .map(|e| (e.relid, *e))
-                .collect()
-        };
-        roots
-            .into_iter()
-            .filter(|(relid, _)| unsafe { pg_sys::get_rel_namespace(*relid) } == namespace)
-            .filter_map(|(relid, _)| self.relation(relid))
+    /// Every relation of every collection of this database: its OID, whether
+    /// it is the registered table itself, and its collection.
+    pub fn relations_of_database(&self) -> Vec<(pg_sys::Oid, bool, GatedRelation)> {
+        let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
+        let db = database();
+        self.entries()
+            .iter()
+            .filter(|e| e.database == db)
+            .filter_map(|e| {
+                let slot = SlotRef {
+                    index: e.slot as usize,
+                    generation: e.generation,
+                };
+                let live = self.live_slot(slot)?;
+                Some((
+                    e.relid,
+                    RelationFlags::from_bits(e.flags).root,
+                    GatedRelation {
+                        collection: live.name_string(),
+                    },
+                ))
+            })
             .collect()
     }
 
@@ -201,6 +207,12 @@ impl Shared {
             self.header_mut().relation_count = kept as u32;
             self.reindex_relations();
         }
+    }
+
+    /// Whether `more` relations fit in the map now.
+    pub fn relations_fit(&self, more: usize) -> bool {
+        let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
+        self.relation_count() + more <= self.relation_capacity()
     }
 
     /// The version of the relation map, taken before the worker reads the catalog.

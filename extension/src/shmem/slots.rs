@@ -116,6 +116,12 @@ impl Shared {
         }
     }
 
+    /// Whether a slot is free for a new collection.
+    pub fn slot_free(&self) -> bool {
+        let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
+        (0..self.slot_capacity()).any(|i| !self.slot(i).in_use)
+    }
+
     /// A copy of what shared memory holds for `name`, and where.
     pub fn view(&self, name: &str) -> Option<(SlotRef, CollectionView)> {
         let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);

@@ -1,0 +1,61 @@
+//! The object access hook: every way a collection's relation is emptied or
+//! dropped passes here — TRUNCATE (of the table, of a parent, or by CASCADE
+//! through a foreign key), DROP TABLE, DROP SCHEMA ... CASCADE, DROP OWNED —
+//! and each is a `bulk_delete` for the gate, whatever statement caused it.
+//! (A dropped registered table then unregisters its collection: the
+//! `sql_drop` event trigger.)
+
+use pgrx::pg_sys;
+use pgrx::pg_sys::ffi::pg_guard_ffi_boundary;
+use pgrx::prelude::*;
+use ruvector_integrity::gate::Operation;
+
+use super::{collection_of, enforce};
+use crate::errors::OrRaise;
+use crate::installation;
+
+static mut PREV_OBJECT_ACCESS: pg_sys::object_access_hook_type = None;
+
+pub fn install_hook() {
+    unsafe {
+        PREV_OBJECT_ACCESS = pg_sys::object_access_hook;
+        pg_sys::object_access_hook = Some(object_access);
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn object_access(
+    access: pg_sys::ObjectAccessType::Type,
+    class_id: pg_sys::Oid,
+    object_id: pg_sys::Oid,
+    sub_id: std::ffi::c_int,
+    arg: *mut std::ffi::c_void,
+) {
+    unsafe {
+        if let Some(prev) = PREV_OBJECT_ACCESS {
+            pg_guard_ffi_boundary(|| prev(access, class_id, object_id, sub_id, arg));
+        }
+        let emptied = match access {
+            pg_sys::ObjectAccessType::OAT_TRUNCATE => true,
+            // Internal drops (a rewrite's transient table) are not the user's.
+            pg_sys::ObjectAccessType::OAT_DROP => {
+                let flags = arg.cast::<pg_sys::ObjectAccessDrop>();
+                flags.is_null()
+                    || (*flags).dropflags & pg_sys::PERFORM_DELETION_INTERNAL as i32 == 0
+            }
+            _ => false,
+        };
+        if !emptied
+            || class_id != pg_sys::RelationRelationId
+            || sub_id != 0
+            || !pg_sys::IsUnderPostmaster
+        {
+            return;
+        }
+        if let Some(gated) =
+            collection_of(object_id).filter(|_| installation::installed().is_some())
+        {
+            enforce(&gated.collection, Operation::BulkDelete, None, false).or_raise();
+        }
+    }
+}
