@@ -45,11 +45,13 @@ test-pg: setup
 test-integration: install
 	./scripts/test-integration
 
-# Min cut and λ₂ against other implementations, then the gate against a
-# table-reading gate (a release build is installed for that).
+# Min cut and λ₂ against other implementations, the gate against a
+# table-reading gate, and the audit trail's signing and verification (a
+# release build is installed for those).
 bench: setup
 	cargo bench -p ruvector-integrity --bench mincut
 	./scripts/bench-gate
+	./scripts/bench-audit
 
 lint:
 	cargo fmt --all -- --check

@@ -139,7 +139,7 @@ CREATE TABLE ruvector.integrity_events (
     collection_name text NOT NULL,
     event_type      text NOT NULL CHECK (event_type IN
                         ('state_change', 'sample', 'policy_update', 'manual_override', 'recovery', 'alert', 'audit',
-                         'gate_bypass')),
+                         'gate_bypass', 'key_rotation')),
     previous_state  text,
     new_state       text,
     lambda_cut      double precision,
@@ -155,6 +155,9 @@ CREATE TABLE ruvector.integrity_events (
     signer_id       text NOT NULL,
     created_at      timestamptz NOT NULL,
     signed_at       timestamptz NOT NULL,
+    -- the cluster (pg_control's system identifier) and timeline that signed it
+    system_identifier numeric(20) NOT NULL,
+    timeline        integer NOT NULL,
     expires_at      timestamptz
 );
 CREATE INDEX ON ruvector.integrity_events (collection_name, created_at);
@@ -171,7 +174,8 @@ CREATE TABLE ruvector.pending_events (
     created_at      timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 
--- Public keys of the audit signer(s).
+-- Public keys of the audit signer(s), for reading: verifiers take keys from
+-- the chain itself (key_rotation events), never from this table.
 CREATE TABLE ruvector.signing_keys (
     id                text PRIMARY KEY,
     public_key        bytea NOT NULL CHECK (octet_length(public_key) = 32),
@@ -179,7 +183,9 @@ CREATE TABLE ruvector.signing_keys (
     created_at        timestamptz NOT NULL DEFAULT now(),
     expires_at        timestamptz,
     revoked_at        timestamptz,
-    revocation_reason text
+    revocation_reason text,
+    -- the seq of the key event that introduced it
+    introduced_seq    bigint
 );
 
 -- Audit tables are append-only for everyone: no UPDATE, DELETE or TRUNCATE.
@@ -205,6 +211,7 @@ BEGIN
        AND NEW.id = OLD.id AND NEW.public_key = OLD.public_key
        AND NEW.created_at = OLD.created_at
        AND NEW.description IS NOT DISTINCT FROM OLD.description
+       AND NEW.introduced_seq IS NOT DISTINCT FROM OLD.introduced_seq
        AND (OLD.expires_at IS NULL OR NEW.expires_at = OLD.expires_at)
        AND (OLD.revoked_at IS NULL OR (NEW.revoked_at = OLD.revoked_at
             AND NEW.revocation_reason IS NOT DISTINCT FROM OLD.revocation_reason)) THEN

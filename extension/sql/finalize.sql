@@ -97,9 +97,32 @@ CREATE FUNCTION ruvector_audit_checkpoint()
 RETURNS jsonb LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT ruvector._audit_checkpoint() $$;
 
+-- The whole log, one JSON document per line (so a log of any size streams:
+-- COPY (SELECT ruvector_audit_export()) TO STDOUT): a header with the format
+-- and the latest checkpoint, then every entry in seq order.
 CREATE FUNCTION ruvector_audit_export()
+RETURNS SETOF text LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT ruvector._audit_export_header()::text
+    UNION ALL
+    (SELECT jsonb_build_object(
+                'seq', e.seq,
+                'prev_hash', encode(e.prev_hash, 'hex'),
+                'entry_hash', encode(e.entry_hash, 'hex'),
+                'signed_at', (extract(epoch FROM e.signed_at) * 1000000)::bigint,
+                'system_identifier', e.system_identifier::text,
+                'timeline', e.timeline,
+                'payload', encode(e.payload, 'hex'),
+                'signer_id', e.signer_id,
+                'signature', encode(e.signature, 'hex'))::text
+     FROM ruvector.integrity_events e
+     ORDER BY e.seq)
+$$;
+
+-- Starts the audit chain over with a new root key (superuser), when no valid
+-- key is left to sign with. Audited; verifiers must be given the new root.
+CREATE FUNCTION ruvector_reroot_audit_chain(reason text)
 RETURNS jsonb LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT ruvector._audit_export() $$;
+AS $$ SELECT ruvector._reroot_audit_chain(reason) $$;
 
 CREATE FUNCTION ruvector_rotate_signing_key(reason text DEFAULT NULL)
 RETURNS jsonb LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -161,18 +184,26 @@ RETURNS TABLE (
     is_verified boolean,
     created_at timestamptz)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT * FROM (
-        SELECT e.seq, e.event_type, e.previous_state, e.new_state, e.lambda_cut,
-               jsonb_array_length(e.witness_edges), true, ruvector._verify_event(e.seq), e.created_at
-        FROM ruvector.integrity_events e
-        WHERE e.collection_name = $1 AND e.created_at >= $3 AND ($2 IS NULL OR e.event_type = $2)
-        UNION ALL
-        SELECT NULL, p.event_type, p.previous_state, p.new_state, NULL, 0, false, NULL, p.created_at
-        FROM ruvector.pending_events p
-        WHERE p.collection_name = $1 AND p.created_at >= $3 AND ($2 IS NULL OR p.event_type = $2)
+    -- Only the rows returned are verified.
+    SELECT h.seq, h.event_type, h.previous_state, h.new_state, h.lambda_cut, h.witness_edge_count,
+           h.is_signed, CASE WHEN h.is_signed THEN ruvector._verify_event(h.seq) END, h.created_at
+    FROM (
+        SELECT * FROM (
+            SELECT e.seq, e.event_type, e.previous_state, e.new_state, e.lambda_cut,
+                   CASE WHEN jsonb_typeof(e.witness_edges) = 'array' THEN jsonb_array_length(e.witness_edges) END
+                       AS witness_edge_count,
+                   true AS is_signed, e.created_at
+            FROM ruvector.integrity_events e
+            WHERE e.collection_name = $1 AND e.created_at >= $3 AND ($2 IS NULL OR e.event_type = $2)
+            UNION ALL
+            SELECT NULL, p.event_type, p.previous_state, p.new_state, NULL, 0, false, p.created_at
+            FROM ruvector.pending_events p
+            WHERE p.collection_name = $1 AND p.created_at >= $3 AND ($2 IS NULL OR p.event_type = $2)
+        ) all_rows
+        ORDER BY all_rows.created_at DESC, all_rows.seq DESC NULLS FIRST
+        LIMIT $4
     ) h
     ORDER BY h.created_at DESC, h.seq DESC NULLS FIRST
-    LIMIT $4
 $$;
 
 -- Privileges. Functions are executable by PUBLIC by default; take that back.
@@ -190,7 +221,8 @@ REVOKE ALL ON FUNCTION ruvector._override FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._verify_event FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._verify_audit_chain FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._audit_checkpoint FROM PUBLIC;
-REVOKE ALL ON FUNCTION ruvector._audit_export FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._audit_export_header FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._reroot_audit_chain FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._rotate_signing_key FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._revoke_signing_key FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._contracted_graph_dot FROM PUBLIC;
@@ -207,6 +239,7 @@ REVOKE ALL ON FUNCTION ruvector_verify_event_signature FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_verify_audit_chain FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_audit_checkpoint FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_audit_export FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_reroot_audit_chain FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_rotate_signing_key FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_revoke_signing_key FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_contracted_graph FROM PUBLIC;
@@ -225,4 +258,5 @@ GRANT EXECUTE ON FUNCTION
     ruvector_register_collection, ruvector_unregister_collection, ruvector_integrity_policy_set,
     ruvector_rebuild_contracted_graph, ruvector_integrity_sample, ruvector_integrity_override
     TO ruvector_admin;
--- ruvector_rotate_signing_key and ruvector_revoke_signing_key: superusers only.
+-- ruvector_rotate_signing_key, ruvector_revoke_signing_key and
+-- ruvector_reroot_audit_chain: superusers only.

@@ -218,16 +218,56 @@ fn check_owner(table: pg_sys::Oid, info: &TableInfo) -> SqlResult<()> {
     .hint("Ask the table's owner (or a superuser) to register it."))
 }
 
+/// Refuses a caller who may not change how `row`'s collection is gated:
+/// unregistering it, its policy and its overrides are its table's owner's
+/// (or a superuser's), as registering it was.
+pub fn check_may_change(row: &CollectionRow, what: &str) -> SqlResult<()> {
+    let table = row.relid();
+    let exists = unsafe {
+        pg_sys::SearchSysCacheExists(
+            pg_sys::SysCacheIdentifier::RELOID as i32,
+            pg_sys::Datum::from(table),
+            pg_sys::Datum::from(0),
+            pg_sys::Datum::from(0),
+            pg_sys::Datum::from(0),
+        )
+    };
+    // (A collection whose table is gone guards nothing any more.)
+    if !exists || unsafe { pg_sys::pg_class_ownercheck(table, pg_sys::GetOuterUserId()) } {
+        return Ok(());
+    }
+    Err(SqlError::new(
+        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        format!(
+            "must be owner of table {}.{} to {what} collection \"{}\"",
+            row.schema, row.table, row.name
+        ),
+    )
+    .hint("Ask the table's owner (or a superuser)."))
+}
+
 /// The number of dimensions of the first non-null vector of a `real[]`
 /// column, read as the caller (it is their table: whatever its reading runs,
-/// runs with their rights).
+/// runs with their rights). Vectors are one-dimensional arrays.
 fn dimensions_from_data(info: &TableInfo, column: &str) -> SqlResult<Option<i32>> {
     let query = format!(
-        "SELECT pg_catalog.array_length({col}, 1) FROM {tbl} WHERE {col} IS NOT NULL LIMIT 1",
+        "SELECT pg_catalog.array_length({col}, 1), pg_catalog.array_ndims({col}) FROM {tbl} WHERE {col} IS NOT NULL LIMIT 1",
         col = pgrx::spi::quote_identifier(column),
         tbl = pgrx::spi::quote_qualified_identifier(&info.schema, &info.table),
     );
-    installation::as_caller(|| Spi::get_one::<i32>(&query).optional())
+    let first = installation::as_caller(|| Spi::get_two::<i32, i32>(&query).optional())?;
+    match first {
+        Some((length, Some(1))) => Ok(length),
+        Some((_, ndims)) => Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+            format!(
+                "column \"{column}\" holds {}-dimensional arrays, not vectors",
+                ndims.unwrap_or(0)
+            ),
+        )
+        .hint("A vector is a one-dimensional real[].")),
+        None => Ok(None),
+    }
 }
 
 /// `pg_type` OID of `real[]`.
@@ -429,6 +469,7 @@ fn unregister_collection(name: &str) -> JsonB {
 
 fn unregister(name: &str) -> SqlResult<JsonB> {
     let row = find(name)?;
+    check_may_change(&row, "unregister")?;
     forget(&row, None)?;
     Ok(JsonB(
         json!({"name": name, "unregistered": true, "events_kept": true}),
@@ -518,6 +559,7 @@ fn set_policy(collection: &str, policy_name: &str, patch: &Value) -> SqlResult<J
         return Err(SqlError::invalid("a policy name has 1 to 63 bytes"));
     }
     let row = find(collection)?;
+    check_may_change(&row, "set a policy of")?;
     let stored = Spi::get_one_with_args::<JsonB>(
         "SELECT jsonb_build_object(
              'threshold_high', threshold_high, 'threshold_low', threshold_low,
@@ -589,6 +631,23 @@ fn set_override(
     reason: Option<&str>,
 ) -> SqlResult<JsonB> {
     let row = find(collection)?;
+    check_may_change(&row, "override the state of")?;
+    // A superuser's pin is lifted or replaced by a superuser only.
+    let pinned_by_superuser = Spi::get_one_with_args::<bool>(
+        "SELECT r.rolsuper FROM ruvector.integrity_state s
+         JOIN pg_catalog.pg_roles r ON r.rolname = s.override_by
+         WHERE s.collection_id = $1 AND s.override_state IS NOT NULL AND s.override_until > now()",
+        &[row.id.into()],
+    )
+    .optional()?
+    .unwrap_or(false);
+    if pinned_by_superuser && !unsafe { pg_sys::superuser_arg(pg_sys::GetOuterUserId()) } {
+        return Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("the state of collection \"{collection}\" was pinned by a superuser"),
+        )
+        .hint("Only a superuser can change or clear it."));
+    }
     let reason = reason
         .map(str::trim)
         .filter(|r| !r.is_empty())

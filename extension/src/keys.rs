@@ -1,19 +1,42 @@
-//! The audit signing key: a file of 32 raw bytes that only the worker reads,
-//! and its public half in `ruvector.signing_keys`.
+//! The audit signing key, held by the worker alone: a file of 32 raw bytes,
+//! and the chain's record of which key may sign (key events, see the core's
+//! `audit::keys`).
+//!
+//! - The first key of an installation signs the chain's root entry; its
+//!   fingerprint is logged, and printed by `ruvector_audit_checkpoint()`.
+//! - Each time the worker starts, it moves to a fresh key, introduced by the
+//!   key it holds: a copy of the data directory (a restored backup, a promoted
+//!   standby) that goes on signing does so under a key of its own, so forks of
+//!   one chain are told apart.
+//! - A worker whose key file is not the chain's current key (a backup restored
+//!   to before a later rotation, a standby promoted after the primary rotated,
+//!   another cluster's dump) does not sign: events wait, unsigned, and the
+//!   status says why, until a superuser starts a new root
+//!   (`ruvector_reroot_audit_chain`).
+//! - Operators' requests (rotate, revoke, re-root) are pending events the
+//!   worker acts on before it signs anything else; a revocation takes effect
+//!   from the seq of the key event that records it, so a revocation in flight
+//!   never invalidates what was signed before it.
+//!
+//! A new key is written beside the key file (`<file>.next`, synced) before the
+//! key event that introduces it commits, and renamed over the key file after:
+//! a crash in between leaves either the old key with no event, or the event
+//! and the new key (found and renamed at the next start).
 //!
 //! The file is created with mode 0600 when missing and refused when anyone but
-//! its owner (the server's user) could read it. No function, setting, log line
-//! or error here ever shows the secret bytes.
+//! its owner (the server's user) could read it. Nothing here ever shows the
+//! secret bytes.
 
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use pgrx::prelude::*;
-use ruvector_integrity::audit::Signer;
-use serde_json::json;
+use ruvector_integrity::audit::keys::{KeyAction, KeyEvent};
+use ruvector_integrity::audit::{fingerprint, hex, Fingerprint, Signer};
+use serde_json::{json, Value};
 
-use crate::audit;
+use crate::audit::{self, Head};
 use crate::collections::caller;
 use crate::errors::{Optional, OrRaise, SqlError, SqlResult};
 
@@ -24,37 +47,42 @@ pub fn load_or_create(path: &Path) -> Result<Signer, String> {
     match std::fs::metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let signer = Signer::generate().map_err(|e| e.to_string())?;
-            write_new(path, &signer)
+            write_key(path, &signer)
                 .map_err(|e| format!("cannot create the signing key file {shown}: {e}"))?;
             pgrx::log!("ruvector: created signing key {} in {shown}", signer.id());
             Ok(signer)
         }
         Err(e) => Err(format!("cannot read the signing key file {shown}: {e}")),
-        Ok(meta) => {
-            if meta.mode() & 0o077 != 0 {
-                return Err(format!(
-                    "refusing the signing key file {shown}: its mode is {:04o}, readable by others; run chmod 600 on it",
-                    meta.mode() & 0o7777
-                ));
-            }
-            let euid = unsafe { libc_geteuid() };
-            if meta.uid() != euid {
-                return Err(format!(
-                    "refusing the signing key file {shown}: it belongs to uid {}, not to the server's uid {euid}",
-                    meta.uid()
-                ));
-            }
-            let bytes = std::fs::read(path)
-                .map_err(|e| format!("cannot read the signing key file {shown}: {e}"))?;
-            let secret: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-                format!(
-                    "refusing the signing key file {shown}: it holds {} bytes, not 32",
-                    bytes.len()
-                )
-            })?;
-            Ok(Signer::from_secret(&secret))
-        }
+        Ok(_) => read_key(path),
     }
+}
+
+fn read_key(path: &Path) -> Result<Signer, String> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read the signing key file {shown}: {e}"))?;
+    if meta.mode() & 0o077 != 0 {
+        return Err(format!(
+            "refusing the signing key file {shown}: its mode is {:04o}, readable by others; run chmod 600 on it",
+            meta.mode() & 0o7777
+        ));
+    }
+    let euid = unsafe { libc_geteuid() };
+    if meta.uid() != euid {
+        return Err(format!(
+            "refusing the signing key file {shown}: it belongs to uid {}, not to the server's uid {euid}",
+            meta.uid()
+        ));
+    }
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("cannot read the signing key file {shown}: {e}"))?;
+    let secret: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+        format!(
+            "refusing the signing key file {shown}: it holds {} bytes, not 32",
+            bytes.len()
+        )
+    })?;
+    Ok(Signer::from_secret(&secret))
 }
 
 extern "C" {
@@ -62,94 +90,372 @@ extern "C" {
     fn libc_geteuid() -> u32;
 }
 
-/// Writes a new key file: created exclusively, mode 0600, synced.
-fn write_new(path: &Path, signer: &Signer) -> std::io::Result<()> {
+/// Writes a key file: created exclusively, mode 0600, synced with its directory.
+fn write_key(path: &Path, signer: &Signer) -> std::io::Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)?;
     file.write_all(&signer.secret())?;
-    file.sync_all()
+    file.sync_all()?;
+    sync_directory(path)
 }
 
-/// Replaces the key file with `signer`'s key (written aside, then renamed).
-fn replace(path: &Path, signer: &Signer) -> std::io::Result<()> {
-    let temporary = path.with_extension("new");
-    let _ = std::fs::remove_file(&temporary);
-    write_new(&temporary, signer)?;
-    std::fs::rename(&temporary, path)
+fn sync_directory(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(directory) => std::fs::File::open(directory)?.sync_all(),
+        None => Ok(()),
+    }
 }
 
-/// Records `signer`'s public key, once.
-pub fn register(signer: &Signer, description: &str) -> SqlResult<()> {
+fn next_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".next");
+    PathBuf::from(name)
+}
+
+/// The worker's signing state.
+pub struct KeyHolder {
+    path: PathBuf,
+    /// The key it signs with, as of the last commit; `None` while it may not sign.
+    signer: Option<Signer>,
+    /// The chain's current root, as of the last commit.
+    root: Option<Fingerprint>,
+    /// Why it does not sign, when it does not.
+    stopped: Option<String>,
+    /// A key introduced in the open transaction, the new root if it is one,
+    /// and whether it waits in `<file>.next` to be moved over the key file.
+    next: Option<(Signer, Option<Fingerprint>, bool)>,
+    /// The installation (extension OID) the start-up check ran for: a
+    /// re-created extension starts a new chain, checked anew.
+    prepared: Option<pg_sys::Oid>,
+}
+
+/// What the operators asked for, oldest first.
+enum Request {
+    Rotate,
+    Revoke(String),
+    Reroot,
+}
+
+impl KeyHolder {
+    pub fn new(path: PathBuf) -> KeyHolder {
+        KeyHolder {
+            path,
+            signer: None,
+            root: None,
+            stopped: None,
+            next: None,
+            prepared: None,
+        }
+    }
+
+    /// The key to sign with now: one introduced in the open transaction, else
+    /// the committed one.
+    pub fn signer(&self) -> Option<&Signer> {
+        self.next
+            .as_ref()
+            .map(|(k, _, _)| k)
+            .or(self.signer.as_ref())
+    }
+
+    pub fn root(&self) -> Option<Fingerprint> {
+        self.next.as_ref().and_then(|(_, r, _)| *r).or(self.root)
+    }
+
+    /// A sentence for the status: who signs, or why nobody does.
+    pub fn note(&self) -> Value {
+        match (&self.signer, &self.stopped) {
+            (Some(signer), _) => json!({
+                "signing": true, "key": signer.id(), "root_fingerprint": self.root.map(|r| hex(&r)),
+            }),
+            (None, why) => json!({
+                "signing": false, "reason": why.clone().unwrap_or_else(|| "the worker has not loaded its key yet".into()),
+                "root_fingerprint": self.root.map(|r| hex(&r)),
+            }),
+        }
+    }
+
+    fn stop(&mut self, why: String) {
+        if self.stopped.as_ref() != Some(&why) {
+            pgrx::warning!("ruvector: not signing audit events: {why}");
+        }
+        self.signer = None;
+        self.stopped = Some(why);
+    }
+
+    /// Introduces `new` by `event`, signed by the key in force (by `new`
+    /// itself for a root or re-root), writing `new` beside the key file first
+    /// unless it is the key file already; it is the key in force for the rest
+    /// of the transaction, and for good when it commits.
+    fn introduce(&mut self, new: Signer, mut event: KeyEvent, on_file: bool) -> SqlResult<()> {
+        let context = audit::context();
+        event.details.insert(
+            "system_identifier".into(),
+            json!(context.system_identifier.to_string()),
+        );
+        event
+            .details
+            .insert("timeline".into(), json!(context.timeline));
+        if !on_file {
+            let next = next_path(&self.path);
+            let _ = std::fs::remove_file(&next);
+            write_key(&next, &new).map_err(|e| {
+                SqlError::internal(format!(
+                    "cannot write the new signing key to {}: {e}",
+                    next.display()
+                ))
+            })?;
+        }
+        let record = event.to_event(crate::clock::now_unix());
+        let seq = if event.action.self_signed() {
+            audit::append_signed(&new, &record)?
+        } else {
+            let by = self
+                .signer()
+                .ok_or_else(|| SqlError::internal("no key to sign a rotation with"))?;
+            audit::append_signed(by, &record)?
+        };
+        register(&new, seq, &event.why)?;
+        let root = event.action.self_signed().then(|| new.fingerprint());
+        self.next = Some((new, root.or(self.root()), !on_file));
+        Ok(())
+    }
+
+    /// The transaction that introduced a key committed: it is the key now.
+    pub fn committed(&mut self) {
+        let Some((new, root, move_file)) = self.next.take() else {
+            return;
+        };
+        let moved = if move_file {
+            std::fs::rename(next_path(&self.path), &self.path)
+                .and_then(|()| sync_directory(&self.path))
+        } else {
+            Ok(())
+        };
+        self.root = root;
+        match moved {
+            Ok(()) => {
+                pgrx::log!("ruvector: signing audit events with key {}", new.id());
+                self.signer = Some(new);
+                self.stopped = None;
+            }
+            Err(e) => self.stop(format!(
+                "cannot move the new key {} from {} into place: {e} (it is found there at the next start)",
+                new.id(),
+                next_path(&self.path).display()
+            )),
+        }
+    }
+
+    /// The transaction that introduced a key rolled back (a start-up check
+    /// that found no key is tried again).
+    pub fn aborted(&mut self) {
+        if let Some((_, _, true)) = self.next.take() {
+            let _ = std::fs::remove_file(next_path(&self.path));
+        }
+        if self.signer.is_none() && self.stopped.is_none() {
+            self.prepared = None;
+        }
+    }
+
+    /// At start, and until it succeeds: loads the key file and decides, from
+    /// the chain, whether it may sign (see the module's comment). Returns
+    /// whether it wrote a key event. In the worker's transaction.
+    pub fn prepare(&mut self) -> SqlResult<bool> {
+        let installation = audit::extension_oid()?;
+        if self.prepared == Some(installation) {
+            return Ok(false);
+        }
+        if self.prepared.is_some() {
+            // The extension was dropped and created again: a new chain.
+            self.stopped = None;
+        }
+        self.signer = None;
+        self.root = None;
+        let file = match load_or_create(&self.path) {
+            Ok(file) => file,
+            Err(problem) => {
+                self.stop(format!(
+                    "{problem}; audit events stay unsigned until this is fixed"
+                ));
+                return Ok(false);
+            }
+        };
+        let events = audit::key_events(None)?;
+        let current = events.last().map(|(_, k)| k.key.clone());
+        self.root = events
+            .iter()
+            .rev()
+            .find(|(_, k)| k.action.self_signed())
+            .and_then(|(_, k)| k.public_key_bytes().ok())
+            .map(|pk| fingerprint(&pk));
+        // A rotation that committed before the new key was moved into place.
+        let file = match read_key(&next_path(&self.path)) {
+            Ok(next) if current.as_deref() == Some(next.id()) => {
+                std::fs::rename(next_path(&self.path), &self.path)
+                    .and_then(|()| sync_directory(&self.path))
+                    .map_err(|e| {
+                        SqlError::internal(format!(
+                            "cannot move the new signing key into place: {e}"
+                        ))
+                    })?;
+                next
+            }
+            _ => {
+                let _ = std::fs::remove_file(next_path(&self.path));
+                file
+            }
+        };
+        self.prepared = Some(installation);
+        let head = audit::head()?;
+        let Some(current) = current else {
+            if head.is_some() {
+                self.stop("the audit chain has entries but no root key event".into());
+                return Ok(false);
+            }
+            // A new chain: this key is its root.
+            let root = KeyEvent::new(
+                KeyAction::Root,
+                &file.public_key(),
+                None,
+                "the first key of this installation",
+            );
+            pgrx::log!(
+                "ruvector: the audit chain's root key is {}, fingerprint {}: keep this fingerprint to verify the log (ruvector-audit verify --root {})",
+                file.id(),
+                hex(&file.fingerprint()),
+                hex(&file.fingerprint())
+            );
+            self.introduce(file, root, true)?;
+            return Ok(true);
+        };
+        if file.id() != current {
+            self.stop(format!(
+                "the key file holds key {}, but the chain's current key is {current} (a backup restored to before a later rotation, a standby promoted after the primary rotated, or another cluster's data): a superuser can start a new root with ruvector_reroot_audit_chain()",
+                file.id()
+            ));
+            return Ok(false);
+        }
+        let mut why = "the worker started: a fresh key for this run".to_owned();
+        if let Some(anomaly) = checkpoint_anomaly(head)? {
+            pgrx::warning!("ruvector: {anomaly}");
+            why = format!("{why}; {anomaly}");
+        }
+        self.signer = Some(file);
+        self.rotate(KeyAction::Rotate, None, &why)?;
+        Ok(true)
+    }
+
+    /// Introduces a fresh key signed by the key in force.
+    fn rotate(&mut self, action: KeyAction, revoked: Option<String>, why: &str) -> SqlResult<()> {
+        let current = self.signer().map(|s| s.id().to_owned());
+        let new = Signer::generate()?;
+        let mut event = KeyEvent::new(action, &new.public_key(), current.as_deref(), why);
+        event.revoked_key = revoked;
+        self.introduce(new, event, false)
+    }
+
+    /// Acts on the operators' requests among the pending events about to be
+    /// signed: writes the key events they ask for, before those events are
+    /// signed. Returns whether it wrote one.
+    pub fn before_batch(&mut self, pending: &[audit::Pending]) -> SqlResult<bool> {
+        let mut wrote = false;
+        for request in pending.iter().filter_map(request) {
+            match request {
+                Request::Reroot => {
+                    let new = Signer::generate()?;
+                    let previous = audit::key_events(None)?.last().map(|(_, k)| k.key.clone());
+                    let event = KeyEvent::new(
+                        KeyAction::Reroot,
+                        &new.public_key(),
+                        previous.as_deref(),
+                        "a superuser started a new root",
+                    );
+                    self.introduce(new, event, false)?;
+                }
+                _ if self.signer().is_none() => continue,
+                Request::Rotate => {
+                    self.rotate(KeyAction::Rotate, None, "an operator asked for a new key")?
+                }
+                Request::Revoke(key) => {
+                    if !audit::key_events(None)?.iter().any(|(_, k)| k.key == key) {
+                        pgrx::warning!("ruvector: key {key} was never introduced by the chain: its revocation is not recorded in it");
+                        continue;
+                    }
+                    self.rotate(
+                        KeyAction::Revoke,
+                        Some(key.clone()),
+                        &format!("key {key} was revoked"),
+                    )?;
+                }
+            }
+            wrote = true;
+        }
+        Ok(wrote)
+    }
+
+    /// Locks the current key's row, waiting for a revocation in flight.
+    pub fn lock_current(&self) -> SqlResult<()> {
+        if let Some(signer) = self.signer() {
+            Spi::run_with_args(
+                "SELECT 1 FROM ruvector.signing_keys WHERE id = $1 FOR UPDATE",
+                &[signer.id().into()],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// What a checkpoint file ahead of the chain says, if it is: the chain lost
+/// entries (an OS crash before they were durable, or rows cut off the end).
+fn checkpoint_anomaly(head: Option<Head>) -> SqlResult<Option<String>> {
+    let Some(checkpoint) = audit::read_checkpoint()? else {
+        return Ok(None);
+    };
+    let head_seq = head.map_or(0, |h| h.seq);
+    Ok((checkpoint.seq > head_seq).then(|| {
+        format!(
+            "the checkpoint on disk covers seq {} but the chain ends at seq {head_seq}: entries are missing",
+            checkpoint.seq
+        )
+    }))
+}
+
+/// Records `signer`'s public key (for reading; verifiers take keys from the chain).
+fn register(signer: &Signer, introduced_seq: u64, description: &str) -> SqlResult<()> {
     Spi::run_with_args(
-        "INSERT INTO ruvector.signing_keys (id, public_key, description) VALUES ($1, $2, $3)
+        "INSERT INTO ruvector.signing_keys (id, public_key, description, introduced_seq) VALUES ($1, $2, $3, $4)
          ON CONFLICT (id) DO NOTHING",
         &[
             signer.id().into(),
             signer.public_key().to_vec().into(),
             description.into(),
+            (introduced_seq as i64).into(),
         ],
     )?;
     Ok(())
 }
 
-/// Whether the key `id` has been revoked.
-pub fn is_revoked(id: &str) -> SqlResult<bool> {
-    Ok(Spi::get_one_with_args::<bool>(
-        "SELECT revoked_at IS NOT NULL FROM ruvector.signing_keys WHERE id = $1",
-        &[id.into()],
-    )
-    .optional()?
-    .unwrap_or(false))
-}
-
-/// Whether an operator asked for a new key.
-pub fn rotation_requested() -> SqlResult<bool> {
-    Ok(Spi::get_one::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM ruvector.pending_events WHERE event_type = 'audit' AND metadata->>'action' = 'rotate_signing_key')",
-    )?
-    .unwrap_or(false))
-}
-
-/// Makes a new key, puts it in the key file and the table, retires `old`, and
-/// records the rotation signed by the new key. Runs in the worker.
-pub fn rotate(old: &Signer, path: &Path, why: &str) -> SqlResult<Signer> {
-    let new = Signer::generate()?;
-    replace(path, &new).map_err(|e| {
-        SqlError::internal(format!(
-            "cannot write the new signing key to {}: {e}",
-            path.display()
-        ))
-    })?;
-    register(&new, &format!("rotated from {} ({why})", old.id()))?;
-    Spi::run_with_args(
-        "UPDATE ruvector.signing_keys SET expires_at = clock_timestamp() WHERE id = $1 AND expires_at IS NULL",
-        &[old.id().into()],
-    )?;
-    let metadata = json!({"action": "signing_key_rotated", "previous_key": old.id(), "key": new.id(), "why": why});
-    let event = ruvector_integrity::audit::Event::new(
-        None,
-        "",
-        "audit",
-        None,
-        None,
-        &metadata,
-        crate::clock::now_unix(),
-    );
-    audit::append_signed(&new, &event)?;
-    pgrx::log!(
-        "ruvector: rotated the signing key from {} to {} ({why})",
-        old.id(),
-        new.id()
-    );
-    Ok(new)
+/// The operator's request a pending event records, if it is one (signed
+/// after the key event it causes, as an ordinary audit event).
+fn request(pending: &audit::Pending) -> Option<Request> {
+    let m = &pending.metadata;
+    if pending.event.event_type != "audit" {
+        return None;
+    }
+    match m["action"].as_str()? {
+        "rotate_signing_key" => Some(Request::Rotate),
+        "revoke_signing_key" => Some(Request::Revoke(m["key"].as_str()?.to_owned())),
+        "reroot_audit_chain" => Some(Request::Reroot),
+        _ => None,
+    }
 }
 
 /// Records an operator's key request for the worker, which acts on it and signs
 /// it on its next tick.
-fn request(metadata: serde_json::Value) -> SqlResult<()> {
+fn ask(metadata: Value) -> SqlResult<()> {
     audit::append_pending(None, "", "audit", None, None, metadata)?;
     crate::xact::wake_worker_at_commit();
     Ok(())
@@ -157,8 +463,22 @@ fn request(metadata: serde_json::Value) -> SqlResult<()> {
 
 #[pg_extern(schema = "ruvector", name = "_rotate_signing_key")]
 fn rotate_signing_key(reason: Option<&str>) -> pgrx::JsonB {
-    request(json!({"action": "rotate_signing_key", "reason": reason, "by": caller()})).or_raise();
-    pgrx::JsonB(json!({"requested": true, "note": "the worker makes the new key on its next tick"}))
+    ask(json!({"action": "rotate_signing_key", "reason": reason, "by": caller()})).or_raise();
+    pgrx::JsonB(
+        json!({"requested": true, "note": "the worker introduces a new key, signed by the current one, on its next tick"}),
+    )
+}
+
+#[pg_extern(schema = "ruvector", name = "_reroot_audit_chain")]
+fn reroot_audit_chain(reason: &str) -> pgrx::JsonB {
+    if reason.trim().is_empty() {
+        SqlError::invalid("a new root needs a reason").raise();
+    }
+    ask(json!({"action": "reroot_audit_chain", "reason": reason, "by": caller()})).or_raise();
+    pgrx::JsonB(json!({
+        "requested": true,
+        "note": "the worker starts a new root on its next tick; verifiers must be given its fingerprint (ruvector_audit_checkpoint()), as for a new installation",
+    }))
 }
 
 #[pg_extern(schema = "ruvector", name = "_revoke_signing_key")]
@@ -183,10 +503,9 @@ fn revoke(key_id: &str, reason: &str) -> SqlResult<pgrx::JsonB> {
         )
         .hint("SELECT id, revoked_at FROM ruvector.signing_keys;"));
     }
-    request(
-        json!({"action": "revoke_signing_key", "key": key_id, "reason": reason, "by": caller()}),
-    )?;
-    Ok(pgrx::JsonB(
-        json!({"revoked": key_id, "note": "events it signed after now no longer verify; the worker moves to a new key"}),
-    ))
+    ask(json!({"action": "revoke_signing_key", "key": key_id, "reason": reason, "by": caller()}))?;
+    Ok(pgrx::JsonB(json!({
+        "revoked": key_id,
+        "note": "the worker records the revocation in the chain on its next tick, moving to a new key: the key signs nothing valid after that entry",
+    })))
 }

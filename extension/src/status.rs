@@ -88,6 +88,7 @@ fn status(collection: &str) -> SqlResult<JsonB> {
         "worker": {
             "pid": shared.worker_pid(),
             "heartbeat": unix_us_text((heartbeat != 0).then(|| clock::pg_to_unix(heartbeat))),
+            "audit": serde_json::from_str::<Value>(&shared.signing_note()).unwrap_or(Value::Null),
         },
     })))
 }

@@ -11,7 +11,7 @@ use pgrx::JsonB;
 use serde_json::Value;
 
 use crate::collections::{self, CollectionRow};
-use crate::errors::SqlResult;
+use crate::errors::{OrRaise, SqlResult};
 use crate::shmem::{RelationFlags, Shared};
 use crate::{gucs, installation};
 
@@ -93,8 +93,9 @@ fn watched_database() -> bool {
 
 /// Fills shared memory from the tables unless that was done since the server
 /// started; true when it did. Only in the watched database with the extension
-/// installed (and not while it is being created), as the extension's owner,
-/// in a subtransaction: a failure leaves the caller's transaction as it was.
+/// installed (and not while it is being created), as the extension's owner.
+/// A failure (a cancel, a timeout) fails the caller's statement: a relation
+/// must not pass for ungated because the map could not be read.
 pub fn ensure(shared: Shared) -> bool {
     if shared.synced()
         || REFRESHING.with(Cell::get)
@@ -107,20 +108,9 @@ pub fn ensure(shared: Shared) -> bool {
         return false;
     };
     REFRESHING.with(|r| r.set(true));
-    let (context, owner) = unsafe { (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner) };
-    unsafe { pg_sys::BeginInternalSubTransaction(std::ptr::null()) };
-    let done = PgTryBuilder::new(|| installation::as_owner(installed, || refresh(shared)).is_ok())
-        .catch_others(|_| false)
+    let refreshed = PgTryBuilder::new(|| installation::as_owner(installed, || refresh(shared)))
+        .finally(|| REFRESHING.with(|r| r.set(false)))
         .execute();
-    unsafe {
-        if done {
-            pg_sys::ReleaseCurrentSubTransaction();
-        } else {
-            pg_sys::RollbackAndReleaseCurrentSubTransaction();
-        }
-        pg_sys::MemoryContextSwitchTo(context);
-        pg_sys::CurrentResourceOwner = owner;
-    }
-    REFRESHING.with(|r| r.set(false));
-    done
+    refreshed.or_raise();
+    true
 }

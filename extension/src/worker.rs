@@ -25,15 +25,17 @@ use pgrx::pg_sys;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use pgrx::JsonB;
-use ruvector_integrity::audit::{Event, Hash, Signer};
+use ruvector_integrity::audit::Event;
 use ruvector_integrity::hysteresis::{State, Transition};
 use ruvector_integrity::SECOND;
 use serde_json::{json, Value};
 
+use crate::audit::Head;
 use crate::collections::CollectionRow;
 use crate::errors::{Optional, OrRaise, SqlResult};
+use crate::keys::KeyHolder;
 use crate::shmem::{self, CollectionView, Shared};
-use crate::{audit, clock, gucs, installation, keys, sampler, sync};
+use crate::{audit, clock, gucs, installation, sampler, sync};
 
 /// The longest the worker sleeps between ticks, in µs.
 const MAX_SLEEP: i64 = 5 * SECOND;
@@ -85,7 +87,7 @@ pub extern "C-unwind" fn ruvector_integrity_worker_main(_arg: pg_sys::Datum) {
         pg_sys::before_shmem_exit(Some(shmem::forget_worker), pg_sys::Datum::from(0));
     }
     log!("ruvector integrity worker started on database \"{database}\"");
-    let mut worker = Worker::default();
+    let mut worker = Worker::new();
     loop {
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
@@ -159,11 +161,8 @@ fn notify(payload: Value) -> SqlResult<()> {
     Ok(())
 }
 
-#[derive(Default)]
 struct Worker {
-    signer: Option<Signer>,
-    /// Why the key file was refused, logged when it changes.
-    key_problem: Option<String>,
+    keys: KeyHolder,
     /// Where checkpoints of this installation's chain go (known once loaded).
     checkpoint_path: Option<std::path::PathBuf>,
     /// Next sample of each collection, PostgreSQL µs.
@@ -174,6 +173,20 @@ struct Worker {
     /// The last error of each of the worker's own steps, logged once too.
     last_step_errors: HashMap<&'static str, String>,
     warned_relations_full: bool,
+}
+
+impl Worker {
+    fn new() -> Worker {
+        Worker {
+            keys: KeyHolder::new(gucs::signing_key_path()),
+            checkpoint_path: None,
+            next_due: HashMap::new(),
+            last_prune: 0,
+            last_errors: HashMap::new(),
+            last_step_errors: HashMap::new(),
+            warned_relations_full: false,
+        }
+    }
 }
 
 /// What a sample changed, for shared memory and the log.
@@ -188,7 +201,6 @@ impl Worker {
         let now = clock::now_pg();
         shared.beat(now);
         let idle = Duration::from_secs(gucs::SAMPLE_INTERVAL.get().clamp(1, 5) as u64);
-        self.load_key();
 
         let (rows, overflow) = match transaction("loading collections", || self.load(shared)) {
             Ok(Some(loaded)) => {
@@ -247,25 +259,6 @@ impl Worker {
         Duration::from_micros(next.clamp(10_000, MAX_SLEEP) as u64)
     }
 
-    fn load_key(&mut self) {
-        if self.signer.is_some() {
-            return;
-        }
-        match keys::load_or_create(&gucs::signing_key_path()) {
-            Ok(signer) => {
-                log!("ruvector: signing audit events with key {}", signer.id());
-                self.signer = Some(signer);
-                self.key_problem = None;
-            }
-            Err(problem) => {
-                if self.key_problem.as_ref() != Some(&problem) {
-                    warning!("ruvector: {problem}; audit events stay unsigned until this is fixed");
-                    self.key_problem = Some(problem);
-                }
-            }
-        }
-    }
-
     /// Logs `error` of `step` unless it is the one logged last time.
     fn warn_once(&mut self, step: &'static str, error: String) {
         if self.last_step_errors.get(step) != Some(&error) {
@@ -284,69 +277,80 @@ impl Worker {
         if !installed {
             return Ok(None);
         }
-        if let Some(signer) = &self.signer {
-            keys::register(signer, "integrity worker key")?;
-        }
         self.checkpoint_path = Some(audit::checkpoint_path()?);
         sync::refresh(shared).map(Some)
     }
 
-    /// Signs what backends left pending; rotates the key first if it was
-    /// revoked, after if an operator asked for it.
+    /// Checks the key at start, acts on the operators' key requests, and
+    /// signs what backends left pending, a batch per transaction, each
+    /// followed by a checkpoint once it is durable.
     fn sign_pending(&mut self, shared: Shared) {
-        let Some(signer) = self.signer.take() else {
-            return;
-        };
-        let path = gucs::signing_key_path();
-        let result = transaction("signing pending events", || {
-            let mut replacement = None;
-            if keys::is_revoked(signer.id())? {
-                replacement = Some(keys::rotate(&signer, &path, "the key was revoked")?);
+        loop {
+            let keys = &mut self.keys;
+            let result = transaction("signing pending events", || {
+                let mut changed = keys.prepare()?;
+                keys.lock_current()?;
+                let pending = audit::pending()?;
+                changed |= keys.before_batch(&pending)?;
+                let Some(signer) = keys.signer() else {
+                    return Ok((false, None));
+                };
+                let signed = audit::sign(signer, pending)?;
+                for s in signed
+                    .iter()
+                    .filter(|s| s.event.event_type == "manual_override")
+                {
+                    let lambda_norm = shared
+                        .view(&s.event.collection)
+                        .map(|(_, v)| v.lambda_norm)
+                        .filter(|x| x.is_finite());
+                    notify(json!({
+                        "collection": s.event.collection, "event_type": "manual_override",
+                        "previous_state": s.event.previous_state, "new_state": s.event.new_state,
+                        "lambda_norm": lambda_norm, "event_seq": s.seq,
+                    }))?;
+                }
+                let full = signed.len() as i64 >= audit::SIGNING_BATCH;
+                let head = if changed || !signed.is_empty() {
+                    audit::head()?
+                } else {
+                    None
+                };
+                Ok((full, head))
+            });
+            match result {
+                Ok((full, head)) => {
+                    self.keys.committed();
+                    self.checkpoint(head);
+                    if !full {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    self.keys.aborted();
+                    self.warn_once("signing", e);
+                    break;
+                }
             }
-            let requested = replacement.is_none() && keys::rotation_requested()?;
-            let signed = audit::sign_pending(replacement.as_ref().unwrap_or(&signer))?;
-            if requested {
-                replacement = Some(keys::rotate(&signer, &path, "an operator asked for it")?);
-            }
-            for s in signed
-                .iter()
-                .filter(|s| s.event.event_type == "manual_override")
-            {
-                let lambda_norm = shared
-                    .view(&s.event.collection)
-                    .map(|(_, v)| v.lambda_norm)
-                    .filter(|x| x.is_finite());
-                notify(json!({
-                    "collection": s.event.collection, "event_type": "manual_override",
-                    "previous_state": s.event.previous_state, "new_state": s.event.new_state,
-                    "lambda_norm": lambda_norm, "event_seq": s.seq,
-                }))?;
-            }
-            let changed = !signed.is_empty() || replacement.is_some();
-            Ok((replacement, if changed { audit::head()? } else { None }))
-        });
-        let signer = match result {
-            Ok((replacement, head)) => {
-                let active = replacement.unwrap_or(signer);
-                self.checkpoint(&active, head);
-                active
-            }
-            Err(e) => {
-                warning!("ruvector: {e}");
-                signer
-            }
-        };
-        self.signer = Some(signer);
+        }
+        shared.set_signing_note(&self.keys.note().to_string());
     }
 
-    fn checkpoint(&self, signer: &Signer, head: Option<(u64, Hash)>) {
-        if let (Some(head), Some(path)) = (head, &self.checkpoint_path) {
-            if let Err(e) = audit::write_checkpoint(signer, head, path) {
-                warning!(
-                    "ruvector: cannot write the audit checkpoint {}: {e}",
-                    path.display()
-                );
-            }
+    /// Writes a checkpoint of `head` (committed and flushed).
+    fn checkpoint(&self, head: Option<Head>) {
+        let (Some(head), Some(path), Some(signer), Some(root)) = (
+            head,
+            &self.checkpoint_path,
+            self.keys.signer(),
+            self.keys.root(),
+        ) else {
+            return;
+        };
+        if let Err(e) = audit::write_checkpoint(signer, head, &root, path) {
+            warning!(
+                "ruvector: cannot write the audit checkpoint {}: {e}",
+                path.display()
+            );
         }
     }
 
@@ -376,9 +380,7 @@ impl Worker {
         match result {
             Ok(Some(head)) => {
                 shared.update(&row.name, |v| v.override_state = None);
-                if let Some(signer) = &self.signer {
-                    self.checkpoint(signer, head);
-                }
+                self.checkpoint(head);
             }
             Ok(None) => {}
             Err(e) => warning!("ruvector: collection \"{}\": {e}", row.name),
@@ -387,8 +389,8 @@ impl Worker {
 
     /// Appends `event` signed (or pending when there is no key) and notifies
     /// listeners; returns the new head when it was signed.
-    fn record(&self, event: &Event, lambda_norm: Option<f64>) -> SqlResult<Option<(u64, Hash)>> {
-        let seq = match &self.signer {
+    fn record(&self, event: &Event, lambda_norm: Option<f64>) -> SqlResult<Option<Head>> {
+        let seq = match self.keys.signer() {
             Some(signer) => Some(audit::append_signed(signer, event)?),
             None => {
                 let metadata: Value = serde_json::from_str(&event.metadata)?;
@@ -435,9 +437,7 @@ impl Worker {
                         sampled.view.lambda_norm
                     );
                 }
-                if let Some(signer) = &self.signer {
-                    self.checkpoint(signer, head);
-                }
+                self.checkpoint(head);
             }
             Err(e) => {
                 // Logged once per distinct error, not every tick; the latest is
@@ -457,7 +457,7 @@ impl Worker {
         }
     }
 
-    fn take_sample(&self, row: &CollectionRow) -> SqlResult<(Sampled, Option<(u64, Hash)>)> {
+    fn take_sample(&self, row: &CollectionRow) -> SqlResult<(Sampled, Option<Head>)> {
         let measurement = sampler::measure(row)?;
         let policy = row.policy()?;
         let mut controller = row.controller();

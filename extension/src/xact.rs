@@ -235,6 +235,7 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
         XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT | XACT_EVENT_PREPARE => false,
         _ => return,
     };
+    crate::enforce::forget_in_flight();
     let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
     let Ok(shared) = shmem::shared() else { return };
     release_searches(shared, pending.searches);

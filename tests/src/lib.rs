@@ -168,6 +168,59 @@ impl Cluster {
         Cluster { dir, port }
     }
 
+    /// A copy of this running cluster made with `pg_basebackup -R` under
+    /// `name`, on a port of its own, with these extra settings; not started.
+    /// Started, it is a streaming standby of this one until promoted.
+    pub fn base_backup(&self, name: &str, settings: &[&str]) -> Cluster {
+        let dir = self
+            .dir
+            .with_file_name(format!("it-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        chown_to_runner(&dir);
+        let data = dir.join("data");
+        run(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-D",
+                data.to_str().unwrap(),
+                "-R",
+                "-X",
+                "stream",
+                "--no-sync",
+            ],
+        );
+        let port = free_port();
+        let mut conf = format!(
+            "\nport = {port}\nunix_socket_directories = '{}'\n",
+            dir.display()
+        );
+        for line in settings {
+            conf.push_str(line);
+            conf.push('\n');
+        }
+        let path = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(&conf);
+        std::fs::write(&path, text).unwrap();
+        chown_to_runner(&dir);
+        Cluster { dir, port }
+    }
+
+    /// Promotes a standby to a primary (a new timeline).
+    pub fn promote(&self) {
+        run(
+            "pg_ctl",
+            &["-D", self.data_dir().to_str().unwrap(), "-w", "promote"],
+        );
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
     }

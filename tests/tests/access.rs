@@ -45,7 +45,17 @@ fn a_reader_reads_and_gates_but_is_refused_admin_functions() {
         assert_eq!(state, "42501", "{sql}: {message}");
     }
 
+    // An admin changes how a collection is gated only if it owns the table.
     let mut ops = cluster.client_as("ops");
+    assert_eq!(
+        error(
+            &mut ops,
+            "SELECT ruvector_integrity_policy_set('docs', 'custom', '{\"threshold_high\": 0.7}')"
+        )
+        .0,
+        "42501"
+    );
+    db.batch_execute("ALTER TABLE docs OWNER TO ops").unwrap();
     let set = json(
         &mut ops,
         "SELECT ruvector_integrity_policy_set('docs', 'custom', '{\"threshold_high\": 0.7}')",

@@ -1,15 +1,108 @@
-//! The signed, hash-chained audit trail: verification in the database, tamper
-//! detection, the signing key's file and its rotation and revocation.
+//! The signed, hash-chained audit trail: verification in the database and
+//! outside it, tamper detection, the trust model (keys introduced by the
+//! chain itself, revocation from a seq, a revocation in flight), and the key
+//! file.
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use ruvector_integrity::audit::export::Export;
-use ruvector_integrity::audit::Fault;
+use ruvector_integrity::audit::chain::{Trust, Verdict};
+use ruvector_integrity::audit::export::{self, Failure};
+use ruvector_integrity::audit::{from_hex_array, Context, Event, Fault, Signer};
 use ruvector_tests::*;
 
 fn chain(db: &mut Client) -> Value {
     json(db, "SELECT ruvector_verify_audit_chain()")
+}
+
+/// The exported log, as `psql -Atc "SELECT ruvector_audit_export()"` writes it.
+fn exported(db: &mut Client) -> String {
+    db.query("SELECT ruvector_audit_export()", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn offline(text: &str, trust: Trust) -> Result<Verdict, (u64, Fault)> {
+    export::verify(text.as_bytes(), trust).map_err(|f| match f {
+        Failure::Chain(f) => (f.seq, f.fault),
+        Failure::Unreadable(e) => panic!("unreadable export: {e}"),
+    })
+}
+
+fn root_of(db: &mut Client) -> [u8; 32] {
+    from_hex_array(chain(db)["root_fingerprint"].as_str().unwrap()).unwrap()
+}
+
+fn pinned(roots: &[[u8; 32]]) -> Trust {
+    Trust {
+        roots: roots.to_vec(),
+        checkpoints: Vec::new(),
+    }
+}
+
+/// The signing key the worker holds now (read as the server's owner would).
+fn key_file(cluster: &Cluster) -> Signer {
+    let bytes = std::fs::read(cluster.data_dir().join("ruvector_signing.key")).unwrap();
+    Signer::from_secret(&bytes.try_into().unwrap())
+}
+
+/// Appends an event signed by `signer` after the chain's head, as someone who
+/// can write the tables (and holds that key) would; returns its seq.
+fn append_forged(db: &mut Client, signer: &Signer, signed_at: Option<i64>) -> i64 {
+    let row = db
+        .query_one(
+            "SELECT seq, entry_hash, (extract(epoch FROM signed_at) * 1000000)::bigint,
+                    system_identifier::text, timeline
+             FROM ruvector.integrity_events ORDER BY seq DESC LIMIT 1",
+            &[],
+        )
+        .unwrap();
+    let (seq, hash, last_signed): (i64, Vec<u8>, i64) = (row.get(0), row.get(1), row.get(2));
+    let context = Context {
+        system_identifier: row.get::<_, String>(3).parse().unwrap(),
+        timeline: row.get::<_, i32>(4) as u32,
+    };
+    let event = Event::new(
+        None,
+        "",
+        "audit",
+        None,
+        None,
+        &json!({"forged": true}),
+        last_signed,
+    );
+    let signed_at = signed_at.unwrap_or(last_signed + 1);
+    let entry = signer.seal(
+        Some((seq as u64, hash.try_into().unwrap())),
+        signed_at,
+        context,
+        event.encode().unwrap(),
+    );
+    db.execute(
+        "INSERT INTO ruvector.integrity_events
+             (seq, collection_name, event_type, metadata, payload, prev_hash, entry_hash, signature, signer_id,
+              created_at, signed_at, system_identifier, timeline)
+         VALUES ($1, '', 'audit', '{\"forged\": true}', $2, $3, $4, $5, $6,
+                 'epoch'::timestamptz + $7::bigint * interval '1 microsecond',
+                 'epoch'::timestamptz + $8::bigint * interval '1 microsecond', $9::text::numeric, $10)",
+        &[
+            &(entry.seq as i64),
+            &entry.payload,
+            &entry.prev_hash.to_vec(),
+            &entry.entry_hash.to_vec(),
+            &entry.signature,
+            &entry.signer_id,
+            &last_signed,
+            &signed_at,
+            &context.system_identifier.to_string(),
+            &(context.timeline as i32),
+        ],
+    )
+    .unwrap();
+    entry.seq as i64
 }
 
 #[test]
@@ -22,12 +115,13 @@ fn the_chain_verifies_and_names_the_seq_whose_payload_was_changed() {
     let verified = chain(&mut db);
     assert_eq!(verified["ok"], true, "{verified}");
     assert!(verified["entries"].as_i64().unwrap() >= 4);
-    let intact =
-        Export::parse(&json(&mut db, "SELECT ruvector_audit_export()").to_string()).unwrap();
+    let root = root_of(&mut db);
+    let intact = offline(&exported(&mut db), pinned(&[root])).unwrap();
     assert_eq!(
-        intact.verify(None, &[]).unwrap().seq as i64,
+        intact.head.seq as i64,
         verified["head_seq"].as_i64().unwrap()
     );
+    assert!(intact.root_pinned);
     let target: i64 = db
         .query_one("SELECT seq FROM ruvector.integrity_events WHERE event_type = 'manual_override' ORDER BY seq LIMIT 1", &[])
         .unwrap()
@@ -54,12 +148,10 @@ fn the_chain_verifies_and_names_the_seq_whose_payload_was_changed() {
     assert_eq!(broken["first_bad_seq"], target);
     assert_eq!(broken["fault"], "modified");
     // Outside the database, the exported log fails at the same seq.
-    let exported = json(&mut db, "SELECT ruvector_audit_export()").to_string();
-    let fault = Export::parse(&exported)
-        .unwrap()
-        .verify(None, &[])
-        .unwrap_err();
-    assert_eq!((fault.seq as i64, fault.fault), (target, Fault::Modified));
+    assert_eq!(
+        offline(&exported(&mut db), pinned(&[root])).unwrap_err(),
+        (target as u64, Fault::Modified)
+    );
     let verified: Option<bool> = db
         .query_one("SELECT ruvector_verify_event_signature($1)", &[&target])
         .unwrap()
@@ -76,8 +168,8 @@ fn the_chain_verifies_and_names_the_seq_whose_payload_was_changed() {
 }
 
 #[test]
-fn a_changed_column_and_a_cut_tail_are_caught() {
-    let (_cluster, mut db) = cluster_with_docs("truncate", &[]);
+fn a_changed_column_a_malformed_row_a_cut_tail_and_a_lost_checkpoint_are_caught() {
+    let (cluster, mut db) = cluster_with_docs("truncate", &[]);
     pin(&mut db, "critical");
     wait_signed(&mut db);
     let head: i64 = db
@@ -103,6 +195,29 @@ fn a_changed_column_and_a_cut_tail_are_caught() {
         "{broken}"
     );
 
+    // A malformed row is that seq's fault, not a failure of the verifier (nor
+    // of the export or the history).
+    db.execute(
+        "UPDATE ruvector.integrity_events SET new_state = 'critical', witness_edges = '{\"not\": \"an array\"}' WHERE seq = $1",
+        &[&head],
+    )
+    .unwrap();
+    let malformed = chain(&mut db);
+    assert_eq!(
+        (
+            malformed["first_bad_seq"].as_i64(),
+            malformed["fault"].as_str()
+        ),
+        (Some(head), Some("modified")),
+        "{malformed}"
+    );
+    db.query("SELECT * FROM ruvector_integrity_history('docs')", &[])
+        .unwrap();
+    assert!(
+        offline(&exported(&mut db), Trust::default()).is_ok(),
+        "the signed bytes are intact"
+    );
+
     // The last row deleted: every remaining row is intact, the checkpoint kept
     // outside the table says the chain was longer.
     db.execute(
@@ -113,6 +228,111 @@ fn a_changed_column_and_a_cut_tail_are_caught() {
     let truncated = chain(&mut db);
     assert_eq!(truncated["fault"], "truncated", "{truncated}");
     assert_eq!(truncated["first_bad_seq"], head);
+
+    // No checkpoint file: the verdict warns that a cut tail would go unseen.
+    for file in std::fs::read_dir(cluster.data_dir()).unwrap() {
+        let path = file.unwrap().path();
+        if path.to_string_lossy().contains("ruvector_audit_checkpoint") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let unwatched = chain(&mut db);
+    assert_eq!(unwatched["ok"], true, "{unwatched}");
+    assert!(
+        unwatched["warnings"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("no checkpoint file"),
+        "{unwatched}"
+    );
+}
+
+#[test]
+fn a_key_the_chain_never_introduced_fails_in_both_verifiers() {
+    let (_cluster, mut db) = cluster_with_docs("rogue-key", &[]);
+    wait_signed(&mut db);
+    let root = root_of(&mut db);
+    // Whoever can write the tables adds a key of their own to the key table
+    // and signs an event with it.
+    let rogue = Signer::from_secret(&[42; 32]);
+    db.execute(
+        "INSERT INTO ruvector.signing_keys (id, public_key, description) VALUES ($1, $2, 'mine now')",
+        &[&rogue.id(), &rogue.public_key().to_vec()],
+    )
+    .unwrap();
+    let seq = append_forged(&mut db, &rogue, None);
+    let verdict = chain(&mut db);
+    assert_eq!(
+        (verdict["first_bad_seq"].as_i64(), verdict["fault"].as_str()),
+        (Some(seq), Some("unintroduced_key")),
+        "{verdict}"
+    );
+    assert_eq!(
+        offline(&exported(&mut db), pinned(&[root])).unwrap_err(),
+        (seq as u64, Fault::UnintroducedKey)
+    );
+}
+
+#[test]
+fn a_revoked_key_signs_nothing_that_verifies_whatever_its_date() {
+    let (cluster, mut db) = cluster_with_docs("revoked", &[]);
+    wait_signed(&mut db);
+    // The key in use leaks; the operator revokes it.
+    let leaked = key_file(&cluster);
+    let before: i64 = db
+        .query_one("SELECT max(seq) FROM ruvector.integrity_events", &[])
+        .unwrap()
+        .get(0);
+    db.execute(
+        "SELECT ruvector_revoke_signing_key($1, 'leaked')",
+        &[&leaked.id()],
+    )
+    .unwrap();
+    wait_signed(&mut db);
+    let row = db
+        .query_one(
+            "SELECT seq, metadata->>'action' FROM ruvector.integrity_events
+             WHERE event_type = 'key_rotation' AND seq > $1 ORDER BY seq LIMIT 1",
+            &[&before],
+        )
+        .unwrap();
+    let (revoked_at, action): (i64, String) = (row.get(0), row.get(1));
+    assert_eq!(action, "revoke");
+    assert_eq!(chain(&mut db)["ok"], true);
+    // Its holder appends an event dated before the revocation: refused.
+    let seq = append_forged(&mut db, &leaked, Some(1));
+    assert!(seq > revoked_at);
+    let verdict = chain(&mut db);
+    assert_eq!(verdict["first_bad_seq"].as_i64(), Some(seq), "{verdict}");
+    assert!(
+        ["revoked_key", "backdated"].contains(&verdict["fault"].as_str().unwrap()),
+        "{verdict}"
+    );
+}
+
+#[test]
+fn a_revocation_held_open_never_invalidates_what_is_signed_meanwhile() {
+    let (cluster, mut db) = cluster_with_docs("revoke-race", &[]);
+    wait_signed(&mut db);
+    let current = key_file(&cluster);
+    let mut revoker = cluster.client();
+    revoker.batch_execute("BEGIN").unwrap();
+    revoker
+        .execute(
+            "SELECT ruvector_revoke_signing_key($1, 'rotation drill')",
+            &[&current.id()],
+        )
+        .unwrap();
+    // States change and samples go on while the revocation is in flight.
+    for state in ["stress", "critical", "normal"] {
+        pin(&mut db, state);
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    revoker.batch_execute("COMMIT").unwrap();
+    wait_signed(&mut db);
+    let verdict = chain(&mut db);
+    assert_eq!(verdict["ok"], true, "{verdict}");
+    assert_ne!(verdict["current_key"], current.id());
 }
 
 #[test]
@@ -134,7 +354,8 @@ fn a_key_file_readable_by_others_is_refused_and_events_wait_unsigned() {
         log.contains("its mode is 0644, readable by others; run chmod 600 on it"),
         "{log}"
     );
-    // Nothing is signed; the events wait, and the history says so.
+    // Nothing more is signed; the events wait, and the history and the status
+    // say so.
     let unsigned: i64 = db
         .query_one(
             "SELECT count(*) FROM ruvector_integrity_history('docs') WHERE NOT is_signed",
@@ -146,11 +367,12 @@ fn a_key_file_readable_by_others_is_refused_and_events_wait_unsigned() {
         unsigned >= 2,
         "register and the first state change wait: {unsigned}"
     );
-    let signed: i64 = db
-        .query_one("SELECT count(*) FROM ruvector.integrity_events", &[])
+    let audit = &json(&mut db, "SELECT ruvector_integrity_status('docs')")["worker"]["audit"];
+    assert_eq!(audit["signing"], false, "{audit}");
+    assert!(audit["reason"]
+        .as_str()
         .unwrap()
-        .get(0);
-    assert_eq!(signed, 0);
+        .contains("refusing the signing key file"));
     // Fixed and restarted, the worker signs what waited.
     cluster.stop();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -165,15 +387,15 @@ fn no_sql_function_or_log_line_shows_the_private_key() {
     let cluster = Cluster::start("secret", &[]);
     let key = cluster.data_dir().join("ruvector_signing.key");
     wait_for(15, "the key file", || key.exists().then_some(()));
+    let mut db = cluster.client();
+    collection(&mut db, "docs", 10);
+    wait_for_state(&mut db, "docs", "normal", 30);
     let secret = std::fs::read(&key).unwrap();
     assert_eq!(secret.len(), 32);
     assert_eq!(
         std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    let mut db = cluster.client();
-    collection(&mut db, "docs", 10);
-    wait_for_state(&mut db, "docs", "normal", 30);
     let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
     let everything: String = db
         .query_one(
@@ -190,32 +412,16 @@ fn no_sql_function_or_log_line_shows_the_private_key() {
 }
 
 #[test]
-fn rotation_and_revocation_keep_the_chain_verifiable() {
-    let (_cluster, mut db) = cluster_with_docs("rotate", &[]);
+fn rotation_and_restarts_introduce_each_key_in_the_chain() {
+    let (cluster, mut db) = cluster_with_docs("rotate", &[]);
     wait_signed(&mut db);
-    let first: String = db
-        .query_one("SELECT id FROM ruvector.signing_keys", &[])
-        .unwrap()
-        .get(0);
-
+    let root = root_of(&mut db);
+    let first = key_file(&cluster);
     db.execute("SELECT ruvector_rotate_signing_key('yearly rotation')", &[])
         .unwrap();
-    let second = wait_for(15, "a second key", || {
-        db.query_opt(
-            "SELECT id FROM ruvector.signing_keys WHERE id <> $1",
-            &[&first],
-        )
-        .unwrap()
-        .map(|r| r.get::<_, String>(0))
-    });
-    let retired: bool = db
-        .query_one(
-            "SELECT expires_at IS NOT NULL FROM ruvector.signing_keys WHERE id = $1",
-            &[&first],
-        )
-        .unwrap()
-        .get(0);
-    assert!(retired);
+    wait_signed(&mut db);
+    let second = key_file(&cluster);
+    assert_ne!(first.id(), second.id());
     pin(&mut db, "stress");
     wait_signed(&mut db);
     let signer: String = db
@@ -225,24 +431,30 @@ fn rotation_and_revocation_keep_the_chain_verifiable() {
         )
         .unwrap()
         .get(0);
-    assert_eq!(signer, second);
-    assert_eq!(chain(&mut db)["ok"], true);
-
-    // Revoking the key in use: the worker moves to a new one before signing again.
-    db.execute(
-        "SELECT ruvector_revoke_signing_key($1, 'suspected leak')",
-        &[&second],
-    )
-    .unwrap();
+    assert_eq!(signer, second.id());
+    // A restart moves the worker to a fresh key, introduced by the old one.
+    cluster.restart();
+    let mut db = cluster.client();
+    wait_for(20, "a key for the new run", || {
+        (key_file(&cluster).id() != second.id()).then_some(())
+    });
+    pin(&mut db, "normal");
     wait_signed(&mut db);
-    std::thread::sleep(Duration::from_millis(500));
-    let keys: i64 = db
-        .query_one("SELECT count(*) FROM ruvector.signing_keys", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(keys, 3);
     let verified = chain(&mut db);
     assert_eq!(verified["ok"], true, "{verified}");
+    let verdict = offline(&exported(&mut db), pinned(&[root])).unwrap();
+    assert_eq!(
+        verdict.current_key.as_deref(),
+        Some(key_file(&cluster).id())
+    );
+    let rotations: i64 = db
+        .query_one(
+            "SELECT count(*) FROM ruvector.integrity_events WHERE event_type = 'key_rotation'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(rotations, 3, "root, the operator's rotation, the restart's");
     let (state, _) = error(
         &mut db,
         "SELECT ruvector_revoke_signing_key('ed25519:0000000000000000', 'typo')",

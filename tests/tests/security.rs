@@ -175,6 +175,23 @@ fn a_role_without_grants_keeps_using_the_database() {
     std::io::Write::write_all(&mut copy, b"1\n2\n").unwrap();
     copy.finish().unwrap();
     assert_eq!(count(&mut plain, "SELECT count(*) FROM mine"), 2);
+    // PostgreSQL's own errors pass through the hooks whole: names, position.
+    execute_each(
+        &mut plain,
+        "CREATE TABLE parent_row (id int PRIMARY KEY);
+         CREATE TABLE child_row (id int REFERENCES parent_row);",
+    );
+    let e = plain
+        .batch_execute("INSERT INTO child_row VALUES (1)")
+        .unwrap_err();
+    let e = e.as_db_error().unwrap();
+    assert_eq!(e.code().code(), "23503");
+    assert_eq!(e.table(), Some("child_row"));
+    assert_eq!(e.constraint(), Some("child_row_id_fkey"));
+    let e = plain
+        .batch_execute("CREATE TABLE y (a nonexistent_type)")
+        .unwrap_err();
+    assert!(e.as_db_error().unwrap().position().is_some(), "{e:?}");
 }
 
 /// Collections owned by `owner` (a ruvector_admin who is not a superuser):
@@ -182,9 +199,10 @@ fn a_role_without_grants_keeps_using_the_database() {
 /// `spare` of the same shape.
 fn owned_collection(cluster: &Cluster) -> Client {
     let mut db = cluster.client();
-    db.batch_execute(
-        "CREATE ROLE owner LOGIN IN ROLE ruvector_admin; GRANT CREATE ON SCHEMA public TO owner;",
-    )
+    db.batch_execute(&format!(
+        "CREATE ROLE owner LOGIN IN ROLE ruvector_admin; GRANT CREATE ON SCHEMA public TO owner;
+         GRANT CREATE ON DATABASE {DATABASE} TO owner;"
+    ))
     .unwrap();
     let mut owner = cluster.client_as("owner");
     owner
@@ -255,6 +273,11 @@ fn a_table_owner_cannot_move_rows_past_the_gate_and_a_superusers_bypass_is_audit
     for sql in [
         "ALTER TABLE outer_p ATTACH PARTITION flat FOR VALUES FROM (0) TO (1000)",
         "CREATE RULE \"_RETURN\" AS ON SELECT TO flat DO INSTEAD SELECT * FROM loose",
+        // The collection's column swapped or dropped.
+        "ALTER TABLE flat RENAME COLUMN embedding TO old_embedding",
+        "ALTER TABLE flat DROP COLUMN embedding",
+        // Made part of an extension: it would leave pg_dump.
+        "CREATE EXTENSION hstore; ALTER EXTENSION hstore ADD TABLE flat",
     ] {
         let (state, message) = error(&mut owner, sql);
         assert_eq!(state, "42501", "{sql}: {message}");
@@ -279,6 +302,7 @@ fn a_table_owner_cannot_move_rows_past_the_gate_and_a_superusers_bypass_is_audit
         ("ALTER TABLE docs_a SET UNLOGGED", "compaction"),
         ("ALTER TABLE docs_a ADD COLUMN r float8 DEFAULT random()", "compaction"),
         ("ALTER TABLE docs_a ADD COLUMN g int GENERATED ALWAYS AS IDENTITY", "compaction"),
+        ("ALTER TABLE docs ADD COLUMN s serial", "compaction"),
         ("CLUSTER", "compaction"),
         ("VACUUM FULL", "compaction"),
         ("DROP TABLE docs_b", "bulk_delete"),
@@ -402,6 +426,36 @@ fn a_foreign_partition_on_another_cluster_is_registered_and_gated() {
         )
         .0,
         "55000"
+    );
+    // A new foreign partition brings the remote table's rows: a bulk insert.
+    let (state, message) = error(
+        &mut db,
+        "CREATE FOREIGN TABLE docs_far3 PARTITION OF docs FOR VALUES FROM (300) TO (400)
+             SERVER shard2 OPTIONS (table_name 'docs_remote')",
+    );
+    assert_eq!(state, "55000", "{message}");
+    // Re-pointing a foreign partition is a superuser's bypass, audited.
+    execute_each(
+        &mut db,
+        "ALTER FOREIGN TABLE docs_far2 OPTIONS (SET table_name 'docs_remote');
+         ALTER FOREIGN TABLE docs_far2 RENAME TO docs_far_renamed;",
+    );
+    wait_signed(&mut db);
+    let bypasses: Vec<String> = db
+        .query(
+            "SELECT metadata->>'action' FROM ruvector.integrity_events WHERE event_type = 'gate_bypass' ORDER BY seq",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        bypasses,
+        [
+            "ALTER FOREIGN TABLE ... OPTIONS",
+            "ALTER ... RENAME (of a foreign partition)"
+        ]
     );
     let mut remote_db = remote.client();
     assert_eq!(
@@ -731,6 +785,129 @@ fn the_worker_is_not_stalled_by_a_locked_partition_or_a_read_only_database() {
     wait_for(30, "samples with a read-only default", || {
         (samples(&mut fresh, "flat") >= before + 2).then_some(())
     });
+}
+
+#[test]
+fn a_rename_race_cannot_point_a_checked_name_at_a_collection() {
+    let cluster = Cluster::start("rename-race", &[]);
+    let mut owner = owned_collection(&cluster);
+    owner
+        .batch_execute("CREATE TABLE decoy (id int, embedding real[])")
+        .unwrap();
+    pin(&mut cluster.client(), "critical");
+    // One session renames the collection's partition to the name another is
+    // about to index; the index build waits for the rename, then must find
+    // the collection's partition under that name and be refused.
+    let mut renamer = cluster.client_as("owner");
+    renamer
+        .batch_execute(
+            "BEGIN; ALTER TABLE decoy RENAME TO decoy_old; ALTER TABLE docs_a RENAME TO decoy;",
+        )
+        .unwrap();
+    let builder = {
+        let mut c = cluster.client_as("owner");
+        std::thread::spawn(move || {
+            c.batch_execute("CREATE INDEX raced ON decoy (id)")
+                .map_err(|e| e.as_db_error().map(|d| d.code().code().to_owned()))
+        })
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    renamer.batch_execute("COMMIT").unwrap();
+    let outcome = builder.join().unwrap();
+    assert_eq!(outcome, Err(Some("55000".to_owned())));
+}
+
+#[test]
+fn a_database_owners_sweeps_and_a_typed_table_go_through_the_gate() {
+    let cluster = Cluster::start("owner-sweeps", &[]);
+    let mut owner = owned_collection(&cluster);
+    let mut db = cluster.client();
+    execute_each(
+        &mut owner,
+        "CREATE SCHEMA side;
+         CREATE TABLE side.docs_c PARTITION OF docs FOR VALUES FROM (200) TO (300);
+         CREATE INDEX ON side.docs_c (id);
+         CREATE TYPE doc_row AS (id int, embedding real[]);
+         CREATE TABLE typed OF doc_row;
+         SELECT ruvector_register_collection('typed', 'typed', 'embedding', 3);",
+    );
+    wait_for_state(&mut owner, "typed", "normal", 30);
+    db.batch_execute(&format!("ALTER DATABASE {DATABASE} OWNER TO owner"))
+        .unwrap();
+    pin(&mut db, "critical");
+    pin_collection(&mut db, "typed", "critical");
+    for (sql, state) in [
+        ("VACUUM FULL", "55000"),
+        (&*format!("REINDEX DATABASE {DATABASE}"), "55000"),
+        ("REINDEX SCHEMA side", "55000"),
+        (
+            "ALTER TYPE doc_row ALTER ATTRIBUTE embedding TYPE float8[] CASCADE",
+            "42501",
+        ),
+        (
+            "ALTER TYPE doc_row DROP ATTRIBUTE embedding CASCADE",
+            "42501",
+        ),
+    ] {
+        let (got, message) = error(&mut owner, sql);
+        assert_eq!(got, state, "{sql}: {message}");
+    }
+    // A superuser's pin is not the table owner's to lift.
+    let (state, _) = error(
+        &mut owner,
+        "SELECT ruvector_integrity_override('docs', NULL, reason => 'mine')",
+    );
+    assert_eq!(state, "42501");
+    // Another owner's collection is not an admin's to unregister or re-pin.
+    execute_each(
+        &mut db,
+        "CREATE TABLE pgs (id int, embedding real[]);
+         SELECT ruvector_register_collection('pgs', 'pgs', 'embedding', 3);",
+    );
+    for sql in [
+        "SELECT ruvector_unregister_collection('pgs')",
+        "SELECT ruvector_integrity_override('pgs', 'critical', '1 hour', 'x')",
+        "SELECT ruvector_integrity_policy_set('pgs', 'p', '{}')",
+    ] {
+        assert_eq!(error(&mut owner, sql).0, "42501", "{sql}");
+    }
+}
+
+#[test]
+fn a_backend_that_cannot_load_the_map_fails_its_statement_rather_than_pass_it() {
+    let cluster = Cluster::start("no-worker", &[]);
+    let mut owner = owned_collection(&cluster);
+    owner
+        .batch_execute("CREATE INDEX docs_b_id ON docs_b (id)")
+        .unwrap();
+    pin(&mut cluster.client(), "critical");
+    drop(owner);
+    cluster.stop();
+    // No worker after the restart: backends fill the map themselves.
+    let conf = cluster.data_dir().join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("max_worker_processes = 0\n");
+    std::fs::write(&conf, text).unwrap();
+    cluster.pg_ctl_start();
+    let mut owner = cluster.client_as("owner");
+    for timeout in ["1ms", "3ms", "0"] {
+        owner
+            .batch_execute(&format!("SET statement_timeout = '{timeout}'"))
+            .unwrap();
+        assert!(
+            owner
+                .batch_execute("CREATE INDEX sneaky ON docs_a (id)")
+                .is_err(),
+            "statement_timeout {timeout}"
+        );
+    }
+    assert_eq!(
+        count(
+            &mut owner,
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 'sneaky'"
+        ),
+        0
+    );
 }
 
 fn state_of(db: &mut Client) -> String {

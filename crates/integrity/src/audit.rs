@@ -6,17 +6,23 @@
 //!   The exact payload bytes are stored, so verification never re-serializes.
 //! - Entries form one chain: gapless `seq` from 1, `prev_hash` the previous
 //!   entry's hash (zeros for the first), and
-//!   `entry_hash = SHA-256("ruvector.audit.entry.v1\0" ‖ seq ‖ prev_hash ‖ signed_at ‖ len ‖ payload)`.
-//! - The signature is Ed25519 over `entry_hash`, checked with `verify_strict`;
-//!   weak (small-order) public keys are refused.
-//! - A [`Checkpoint`] signs the head (seq and hash) so that a copy kept outside
-//!   the table reveals tail truncation, which no per-row check can.
-//! - [`verify_chain`] names the first bad seq and why.
+//!   `entry_hash = SHA-256("ruvector.audit.entry.v2\0" ‖ seq ‖ prev_hash ‖ signed_at ‖
+//!   system_identifier ‖ timeline ‖ len ‖ payload)`: each entry is bound to the
+//!   cluster and timeline that signed it, so forks of a restored backup differ.
+//! - The signature is Ed25519 over `entry_hash`.
+//! - The chain carries its own keys ([`keys`]): its first entry introduces the
+//!   root key, signed by itself; every later key is introduced by an entry
+//!   signed by the key it replaces. A verifier that knows the root's
+//!   fingerprint needs nothing else: no key table, which whoever can write the
+//!   tables could rewrite.
+//! - A [`Checkpoint`] signs the head (seq and hash, cluster, timeline, root) so
+//!   that a copy kept outside the table reveals tail truncation and forks,
+//!   which no per-row check can.
+//! - [`chain::ChainVerifier`] names the first bad seq and why.
 //!
-//! Key management (files, tables) belongs to the extension; this module only
-//! sees key bytes, and never prints a secret.
+//! Key files and tables belong to the extension; this module only sees key
+//! bytes, and never prints a secret.
 
-use std::collections::HashMap;
 use std::fmt;
 
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
@@ -35,8 +41,8 @@ pub const GENESIS: Hash = [0; 32];
 const PAYLOAD_MAGIC: &[u8; 4] = b"RVEV";
 /// Version of the payload encoding; a new layout gets a new number.
 pub const PAYLOAD_VERSION: u8 = 1;
-const ENTRY_DOMAIN: &[u8] = b"ruvector.audit.entry.v1\0";
-const CHECKPOINT_DOMAIN: &[u8] = b"ruvector.audit.checkpoint.v1\0";
+const ENTRY_DOMAIN: &[u8] = b"ruvector.audit.entry.v2\0";
+const CHECKPOINT_DOMAIN: &[u8] = b"ruvector.audit.checkpoint.v2\0";
 
 /// One witness edge as recorded in an event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,7 +60,8 @@ pub struct Event {
     pub collection_id: Option<i32>,
     /// The collection's name when the event happened (events outlive it).
     pub collection: String,
-    /// state_change, policy_update, manual_override, recovery, alert, audit.
+    /// state_change, policy_update, manual_override, recovery, alert, audit,
+    /// gate_bypass, key_rotation (see [`keys::KeyEvent`]).
     pub event_type: String,
     pub previous_state: Option<String>,
     pub new_state: Option<String>,
@@ -313,31 +320,90 @@ pub fn canonical_json(value: &Value) -> String {
     sorted(value).to_string()
 }
 
+/// Where an entry was signed: the cluster (`pg_control`'s system identifier)
+/// and its timeline. A base backup restored twice, or a promoted standby,
+/// signs on another timeline or cluster than its origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Context {
+    #[serde(with = "decimal")]
+    pub system_identifier: u64,
+    pub timeline: u32,
+}
+
+/// `system_identifier` as decimal text in JSON (it exceeds JavaScript's safe
+/// integers), as PostgreSQL prints it.
+mod decimal {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&value.to_string())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "system {} timeline {}",
+            self.system_identifier, self.timeline
+        )
+    }
+}
+
 /// `entry_hash` of an entry.
-pub fn entry_hash(seq: u64, prev_hash: &Hash, signed_at: Micros, payload: &[u8]) -> Hash {
+pub fn entry_hash(
+    seq: u64,
+    prev_hash: &Hash,
+    signed_at: Micros,
+    context: Context,
+    payload: &[u8],
+) -> Hash {
     let mut h = Sha256::new();
     h.update(ENTRY_DOMAIN);
     h.update(seq.to_be_bytes());
     h.update(prev_hash);
     h.update(signed_at.to_be_bytes());
+    h.update(context.system_identifier.to_be_bytes());
+    h.update(context.timeline.to_be_bytes());
     h.update((payload.len() as u64).to_be_bytes());
     h.update(payload);
     h.finalize().into()
 }
 
-fn checkpoint_digest(seq: u64, head: &Hash, signed_at: Micros) -> Hash {
+fn checkpoint_digest(
+    seq: u64,
+    head: &Hash,
+    signed_at: Micros,
+    context: Context,
+    root: &Fingerprint,
+) -> Hash {
     let mut h = Sha256::new();
     h.update(CHECKPOINT_DOMAIN);
     h.update(seq.to_be_bytes());
     h.update(head);
     h.update(signed_at.to_be_bytes());
+    h.update(context.system_identifier.to_be_bytes());
+    h.update(context.timeline.to_be_bytes());
+    h.update(root);
     h.finalize().into()
 }
 
+/// The full SHA-256 of a public key: what a verifier keeps aside for the root.
+pub type Fingerprint = [u8; 32];
+
+pub fn fingerprint(public_key: &[u8; 32]) -> Fingerprint {
+    Sha256::digest(public_key).into()
+}
+
 /// The id under which a public key is known: `ed25519:` and the first 16 hex
-/// digits of the SHA-256 of the key.
+/// digits of its fingerprint.
 pub fn key_id(public_key: &[u8; 32]) -> String {
-    format!("ed25519:{}", &hex(&Sha256::digest(public_key))[..16])
+    format!("ed25519:{}", &hex(&fingerprint(public_key))[..16])
 }
 
 /// Lowercase hex.
@@ -356,6 +422,11 @@ pub fn from_hex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// Exactly `N` bytes from hex.
+pub fn from_hex_array<const N: usize>(text: &str) -> Option<[u8; N]> {
+    from_hex(text)?.try_into().ok()
+}
+
 /// One entry of the chain as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SignedEntry {
@@ -363,21 +434,68 @@ pub struct SignedEntry {
     pub prev_hash: Hash,
     pub entry_hash: Hash,
     pub signed_at: Micros,
+    pub context: Context,
     pub payload: Vec<u8>,
     pub signer_id: String,
     pub signature: Vec<u8>,
 }
 
-/// A signed statement of the chain's head.
+impl SignedEntry {
+    /// Whether the entry's contents hash to its `entry_hash`.
+    pub fn hashes_right(&self) -> bool {
+        entry_hash(
+            self.seq,
+            &self.prev_hash,
+            self.signed_at,
+            self.context,
+            &self.payload,
+        ) == self.entry_hash
+    }
+}
+
+/// A signed statement of the chain's head: which entry ends the chain, on
+/// which cluster and timeline, under which root.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub seq: u64,
     #[serde(with = "hex_bytes")]
     pub entry_hash: Vec<u8>,
     pub signed_at: Micros,
+    #[serde(flatten)]
+    pub context: Context,
+    /// The fingerprint of the chain's root key, hex.
+    pub root: String,
     pub signer_id: String,
+    /// The signer's public key, hex, so the checkpoint can be checked even
+    /// against a log that was cut before the key was introduced.
+    pub public_key: String,
     #[serde(with = "hex_bytes")]
     pub signature: Vec<u8>,
+}
+
+impl Checkpoint {
+    /// The checkpoint's signer, if its signature holds.
+    pub fn verify_signature(&self) -> Result<VerifyingKey, String> {
+        let public_key: [u8; 32] =
+            from_hex_array(&self.public_key).ok_or("its public key is not 32 bytes of hex")?;
+        if key_id(&public_key) != self.signer_id {
+            return Err(format!("its public key is not key {}", self.signer_id));
+        }
+        let key = usable_key(&public_key)?;
+        let head: Hash = self
+            .entry_hash
+            .as_slice()
+            .try_into()
+            .map_err(|_| "its hash is not 32 bytes")?;
+        let root: Fingerprint =
+            from_hex_array(&self.root).ok_or("its root is not a 32-byte fingerprint")?;
+        let digest = checkpoint_digest(self.seq, &head, self.signed_at, self.context, &root);
+        let signature =
+            Signature::from_slice(&self.signature).map_err(|_| "its signature is not 64 bytes")?;
+        key.verify_strict(&digest, &signature)
+            .map_err(|_| format!("its signature does not verify under key {}", self.signer_id))?;
+        Ok(key)
+    }
 }
 
 mod hex_bytes {
@@ -389,6 +507,16 @@ mod hex_bytes {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let text = String::deserialize(d)?;
         super::from_hex(&text).ok_or_else(|| serde::de::Error::custom("expected hex"))
+    }
+}
+
+/// A public key a verifier may use: a valid point that is not of small order
+/// (a weak key would let anyone forge).
+pub fn usable_key(public_key: &[u8; 32]) -> Result<VerifyingKey, String> {
+    match VerifyingKey::from_bytes(public_key) {
+        Err(_) => Err("is not a valid Ed25519 point".into()),
+        Ok(key) if key.is_weak() => Err("is a weak (small-order) key".into()),
+        Ok(key) => Ok(key),
     }
 }
 
@@ -437,20 +565,26 @@ impl Signer {
         self.key.verifying_key().to_bytes()
     }
 
+    pub fn fingerprint(&self) -> Fingerprint {
+        fingerprint(&self.public_key())
+    }
+
     /// Chains and signs a payload after the entry `previous` (`None` for the first).
     pub fn seal(
         &self,
         previous: Option<(u64, Hash)>,
         signed_at: Micros,
+        context: Context,
         payload: Vec<u8>,
     ) -> SignedEntry {
         let (seq, prev_hash) = previous.map_or((1, GENESIS), |(seq, hash)| (seq + 1, hash));
-        let hash = entry_hash(seq, &prev_hash, signed_at, &payload);
+        let hash = entry_hash(seq, &prev_hash, signed_at, context, &payload);
         SignedEntry {
             seq,
             prev_hash,
             entry_hash: hash,
             signed_at,
+            context,
             payload,
             signer_id: self.id.clone(),
             signature: self.key.sign(&hash).to_bytes().to_vec(),
@@ -458,117 +592,33 @@ impl Signer {
     }
 
     /// Signs the chain head.
-    pub fn checkpoint(&self, seq: u64, head: Hash, signed_at: Micros) -> Checkpoint {
-        let digest = checkpoint_digest(seq, &head, signed_at);
+    pub fn checkpoint(
+        &self,
+        seq: u64,
+        head: Hash,
+        signed_at: Micros,
+        context: Context,
+        root: &Fingerprint,
+    ) -> Checkpoint {
+        let digest = checkpoint_digest(seq, &head, signed_at, context, root);
         Checkpoint {
             seq,
             entry_hash: head.to_vec(),
             signed_at,
+            context,
+            root: hex(root),
             signer_id: self.id.clone(),
+            public_key: hex(&self.public_key()),
             signature: self.key.sign(&digest).to_bytes().to_vec(),
         }
-    }
-}
-
-/// A public key the verifier trusts, with its validity.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TrustedKey {
-    pub id: String,
-    pub public_key: Vec<u8>,
-    /// Signatures made after this are refused (the key was retired).
-    pub expires_at: Option<Micros>,
-    /// Signatures made at or after this are refused (the key was compromised).
-    pub revoked_at: Option<Micros>,
-}
-
-enum KeyStatus {
-    Usable(VerifyingKey),
-    Unusable(String),
-}
-
-/// The public keys a verifier accepts, by id.
-pub struct KeyRing {
-    keys: HashMap<String, (KeyStatus, Option<Micros>, Option<Micros>)>,
-}
-
-impl KeyRing {
-    /// Accepts every key; malformed or weak ones are kept as unusable so that an
-    /// entry signed by one is reported as such.
-    pub fn new(keys: impl IntoIterator<Item = TrustedKey>) -> KeyRing {
-        let keys = keys
-            .into_iter()
-            .map(|k| {
-                let status = match <[u8; 32]>::try_from(k.public_key.as_slice()) {
-                    Err(_) => {
-                        KeyStatus::Unusable(format!("is {} bytes, not 32", k.public_key.len()))
-                    }
-                    Ok(bytes) => match VerifyingKey::from_bytes(&bytes) {
-                        Err(_) => KeyStatus::Unusable("is not a valid Ed25519 point".into()),
-                        Ok(key) if key.is_weak() => {
-                            KeyStatus::Unusable("is a weak (small-order) key".into())
-                        }
-                        Ok(_) if key_id(&bytes) != k.id => KeyStatus::Unusable(format!(
-                            "does not match its id (it is {})",
-                            key_id(&bytes)
-                        )),
-                        Ok(key) => KeyStatus::Usable(key),
-                    },
-                };
-                (k.id, (status, k.expires_at, k.revoked_at))
-            })
-            .collect();
-        KeyRing { keys }
-    }
-
-    /// Checks a signature over `message` made at `signed_at` by key `id`.
-    fn check(
-        &self,
-        id: &str,
-        signed_at: Micros,
-        message: &Hash,
-        signature: &[u8],
-    ) -> Result<(), (Fault, String)> {
-        let (status, expires_at, revoked_at) = self
-            .keys
-            .get(id)
-            .ok_or_else(|| (Fault::UnknownKey, format!("no trusted key has id {id}")))?;
-        let key = match status {
-            KeyStatus::Usable(key) => key,
-            KeyStatus::Unusable(why) => {
-                return Err((Fault::UnusableKey, format!("key {id} {why}")))
-            }
-        };
-        if let Some(revoked) = revoked_at.filter(|&r| signed_at >= r) {
-            return Err((
-                Fault::RevokedKey,
-                format!("key {id} was revoked at {revoked}, before this signature at {signed_at}"),
-            ));
-        }
-        if let Some(expired) = expires_at.filter(|&e| signed_at > e) {
-            return Err((
-                Fault::ExpiredKey,
-                format!("key {id} expired at {expired}, before this signature at {signed_at}"),
-            ));
-        }
-        let signature = Signature::from_slice(signature).map_err(|_| {
-            (
-                Fault::BadSignature,
-                format!("the signature is {} bytes, not 64", signature.len()),
-            )
-        })?;
-        key.verify_strict(message, &signature).map_err(|_| {
-            (
-                Fault::BadSignature,
-                format!("the signature does not verify under key {id}"),
-            )
-        })
     }
 }
 
 /// What is wrong with an entry or the chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    /// The entry's contents do not hash to its `entry_hash`.
+    /// The entry's contents do not hash to its `entry_hash`, or a row does not
+    /// say what its signed payload says, or does not parse.
     Modified,
     /// Entries are missing before this seq.
     Gap,
@@ -577,16 +627,27 @@ pub enum Fault {
     Reordered,
     /// `prev_hash` is not the previous entry's hash.
     BrokenLink,
+    /// `signed_at` is earlier than the previous entry's.
+    Backdated,
     BadSignature,
-    UnknownKey,
+    /// Signed by a key that no entry of the chain introduced.
+    UnintroducedKey,
+    /// Signed by a key the chain revoked at an earlier seq.
     RevokedKey,
+    /// Signed by a key the chain had replaced at an earlier seq.
     ExpiredKey,
-    /// The key is malformed, weak, or does not match its id.
+    /// A key is malformed or weak.
     UnusableKey,
+    /// The chain does not start with a root key, or a root key that the
+    /// verifier was not told to trust.
+    UntrustedRoot,
     /// A checkpoint names a seq beyond the last entry: the tail was cut off.
     Truncated,
     /// The entry at a checkpoint's seq does not have the checkpoint's hash.
     CheckpointMismatch,
+    /// A checkpoint comes from another fork of this chain: another cluster,
+    /// timeline or key signed that seq.
+    Forked,
     /// A checkpoint's own signature fails.
     BadCheckpoint,
 }
@@ -598,13 +659,16 @@ impl Fault {
             Fault::Gap => "gap",
             Fault::Reordered => "reordered",
             Fault::BrokenLink => "broken_link",
+            Fault::Backdated => "backdated",
             Fault::BadSignature => "bad_signature",
-            Fault::UnknownKey => "unknown_key",
+            Fault::UnintroducedKey => "unintroduced_key",
             Fault::RevokedKey => "revoked_key",
             Fault::ExpiredKey => "expired_key",
             Fault::UnusableKey => "unusable_key",
+            Fault::UntrustedRoot => "untrusted_root",
             Fault::Truncated => "truncated",
             Fault::CheckpointMismatch => "checkpoint_mismatch",
+            Fault::Forked => "forked",
             Fault::BadCheckpoint => "bad_checkpoint",
         }
     }
@@ -616,6 +680,16 @@ pub struct ChainFault {
     pub seq: u64,
     pub fault: Fault,
     pub detail: String,
+}
+
+impl ChainFault {
+    pub fn new(seq: u64, fault: Fault, detail: impl Into<String>) -> ChainFault {
+        ChainFault {
+            seq,
+            fault,
+            detail: detail.into(),
+        }
+    }
 }
 
 impl fmt::Display for ChainFault {
@@ -630,139 +704,9 @@ impl fmt::Display for ChainFault {
     }
 }
 
-/// The head of a chain that verified.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChainHead {
-    /// 0 for an empty chain.
-    pub seq: u64,
-    pub entry_hash: Hash,
-}
-
-/// Verifies one entry on its own: its hash and its signature (not its place in
-/// the chain).
-pub fn verify_entry(entry: &SignedEntry, keys: &KeyRing) -> Result<(), ChainFault> {
-    let fault = |fault, detail: String| ChainFault {
-        seq: entry.seq,
-        fault,
-        detail,
-    };
-    if entry_hash(entry.seq, &entry.prev_hash, entry.signed_at, &entry.payload) != entry.entry_hash
-    {
-        return Err(fault(
-            Fault::Modified,
-            "the entry does not hash to its entry_hash".into(),
-        ));
-    }
-    keys.check(
-        &entry.signer_id,
-        entry.signed_at,
-        &entry.entry_hash,
-        &entry.signature,
-    )
-    .map_err(|(kind, detail)| fault(kind, detail))
-}
-
-/// Verifies entries in the order given, then each checkpoint against them.
-pub fn verify_chain(
-    entries: &[SignedEntry],
-    keys: &KeyRing,
-    checkpoints: &[Checkpoint],
-) -> Result<ChainHead, ChainFault> {
-    let fault = |seq, fault, detail: String| ChainFault { seq, fault, detail };
-    let mut head = ChainHead {
-        seq: 0,
-        entry_hash: GENESIS,
-    };
-    let mut hashes: HashMap<u64, Hash> = HashMap::with_capacity(entries.len());
-    for (i, entry) in entries.iter().enumerate() {
-        let expected = head.seq + 1;
-        if entry.seq != expected {
-            let later = entries[i + 1..].iter().any(|e| e.seq == expected);
-            return Err(if entry.seq < expected || later {
-                fault(
-                    entry.seq,
-                    Fault::Reordered,
-                    format!("expected seq {expected} here, found {}", entry.seq),
-                )
-            } else {
-                fault(
-                    entry.seq,
-                    Fault::Gap,
-                    format!("seq {expected} to {} are missing", entry.seq - 1),
-                )
-            });
-        }
-        if entry_hash(entry.seq, &entry.prev_hash, entry.signed_at, &entry.payload)
-            != entry.entry_hash
-        {
-            return Err(fault(
-                entry.seq,
-                Fault::Modified,
-                "the entry does not hash to its entry_hash".into(),
-            ));
-        }
-        if entry.prev_hash != head.entry_hash {
-            return Err(fault(
-                entry.seq,
-                Fault::BrokenLink,
-                format!("prev_hash is not the hash of seq {}", head.seq),
-            ));
-        }
-        keys.check(
-            &entry.signer_id,
-            entry.signed_at,
-            &entry.entry_hash,
-            &entry.signature,
-        )
-        .map_err(|(kind, detail)| fault(entry.seq, kind, detail))?;
-        head = ChainHead {
-            seq: entry.seq,
-            entry_hash: entry.entry_hash,
-        };
-        hashes.insert(entry.seq, entry.entry_hash);
-    }
-    for checkpoint in checkpoints {
-        let seq = checkpoint.seq;
-        let Ok(claimed) = <Hash>::try_from(checkpoint.entry_hash.as_slice()) else {
-            return Err(fault(
-                seq,
-                Fault::BadCheckpoint,
-                "the checkpoint hash is not 32 bytes".into(),
-            ));
-        };
-        let digest = checkpoint_digest(seq, &claimed, checkpoint.signed_at);
-        keys.check(
-            &checkpoint.signer_id,
-            checkpoint.signed_at,
-            &digest,
-            &checkpoint.signature,
-        )
-        .map_err(|(_, detail)| fault(seq, Fault::BadCheckpoint, detail))?;
-        match hashes.get(&seq) {
-            _ if seq > head.seq => {
-                return Err(fault(
-                    seq,
-                    Fault::Truncated,
-                    format!(
-                        "a checkpoint signed seq {seq}, but the chain ends at seq {}",
-                        head.seq
-                    ),
-                ))
-            }
-            Some(hash) if *hash != claimed => {
-                return Err(fault(
-                    seq,
-                    Fault::CheckpointMismatch,
-                    "the entry differs from the one the checkpoint signed".into(),
-                ))
-            }
-            _ => {}
-        }
-    }
-    Ok(head)
-}
-
+pub mod chain;
 pub mod export;
+pub mod keys;
 
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,6 @@
 //! `sql_drop` event trigger.)
 
 use pgrx::pg_sys;
-use pgrx::pg_sys::ffi::pg_guard_ffi_boundary;
 use pgrx::prelude::*;
 use ruvector_integrity::gate::Operation;
 
@@ -23,7 +22,7 @@ pub fn install_hook() {
     }
 }
 
-#[pg_guard]
+/// Not guarded: another hook's errors pass through untouched.
 unsafe extern "C-unwind" fn object_access(
     access: pg_sys::ObjectAccessType::Type,
     class_id: pg_sys::Oid,
@@ -33,8 +32,21 @@ unsafe extern "C-unwind" fn object_access(
 ) {
     unsafe {
         if let Some(prev) = PREV_OBJECT_ACCESS {
-            pg_guard_ffi_boundary(|| prev(access, class_id, object_id, sub_id, arg));
+            prev(access, class_id, object_id, sub_id, arg);
         }
+        check_access(access, class_id, object_id, sub_id, arg);
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_access(
+    access: pg_sys::ObjectAccessType::Type,
+    class_id: pg_sys::Oid,
+    object_id: pg_sys::Oid,
+    sub_id: std::ffi::c_int,
+    arg: *mut std::ffi::c_void,
+) {
+    unsafe {
         let emptied = match access {
             pg_sys::ObjectAccessType::OAT_TRUNCATE => true,
             // Internal drops (a rewrite's transient table) are not the user's.

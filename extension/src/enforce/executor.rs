@@ -12,7 +12,6 @@
 //! bulk. A query that writes nothing costs one list check.
 
 use pgrx::pg_sys;
-use pgrx::pg_sys::ffi::pg_guard_ffi_boundary;
 use pgrx::prelude::*;
 use ruvector_integrity::gate::Operation;
 
@@ -124,12 +123,25 @@ fn gate_modification(query: *mut pg_sys::QueryDesc) -> SqlResult<()> {
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn executor_finish(query: *mut pg_sys::QueryDesc) {
+unsafe extern "C-unwind" fn check_modification(query: *mut pg_sys::QueryDesc) {
     gate_modification(query).or_raise();
+}
+
+unsafe extern "C-unwind" {
+    /// PostgreSQL's own, unwrapped (see `utility::standard_process_utility`).
+    #[link_name = "standard_ExecutorFinish"]
+    fn standard_executor_finish(query: *mut pg_sys::QueryDesc);
+}
+
+/// Not guarded, and holding no Rust value while PostgreSQL finishes the
+/// statement: its own errors (a foreign key, an AFTER trigger) pass through
+/// untouched, as through a C hook.
+unsafe extern "C-unwind" fn executor_finish(query: *mut pg_sys::QueryDesc) {
     unsafe {
+        check_modification(query);
         match PREV_EXECUTOR_FINISH {
-            Some(prev) => pg_guard_ffi_boundary(|| prev(query)),
-            None => pg_sys::standard_ExecutorFinish(query),
+            Some(prev) => prev(query),
+            None => standard_executor_finish(query),
         }
     }
 }

@@ -37,6 +37,8 @@ use crate::shmem::{GatedRelation, RelationFlags};
 use crate::{gucs, sync, xact};
 
 /// Installs the executor and utility hooks; called from `_PG_init`.
+pub use utility::forget_in_flight;
+
 pub fn install_hooks() {
     executor::install_hooks();
     utility::install_hook();

@@ -21,8 +21,9 @@
 //! `REINDEX SYSTEM`, and database-wide sweeps (VACUUM FULL, REINDEX DATABASE
 //! and CLUSTER without a table), which must always be able to run.
 
+use std::cell::RefCell;
+
 use pgrx::pg_sys;
-use pgrx::pg_sys::ffi::pg_guard_ffi_boundary;
 use pgrx::prelude::*;
 use ruvector_integrity::gate::Operation;
 use serde_json::json;
@@ -54,15 +55,26 @@ struct Effects {
     gated: Vec<(Operation, pg_sys::Oid)>,
     /// Collection-wide operations on every collection in a schema.
     gated_schema: Option<(Operation, pg_sys::Oid)>,
-    /// A database-wide VACUUM FULL or CLUSTER by a role that is not a
-    /// superuser: compaction of the collections it owns.
-    owned_sweep: bool,
+    /// A database-wide VACUUM FULL, CLUSTER or REINDEX DATABASE by a role that
+    /// is not a superuser: that operation on every collection it can reach (it
+    /// owns the table, or the database).
+    owned_sweep: Option<Operation>,
     /// ALTER TABLE ALL IN TABLESPACE: compaction of every collection relation
     /// in this tablespace.
     moved_tablespace: Option<pg_sys::Oid>,
-    /// ALTER SERVER: a bypass for the collections with a foreign partition
-    /// on this server (their rows would come from elsewhere).
+    /// ALTER SERVER or a user mapping's DDL: a bypass for the collections
+    /// with a foreign partition on this server (their rows would come from
+    /// elsewhere).
     altered_server: Option<pg_sys::Oid>,
+    /// Renamed or moved relations: a bypass when one is a collection's
+    /// foreign partition (it would read another remote table).
+    repointed: Vec<(pg_sys::Oid, &'static str)>,
+    /// ALTER TYPE of a composite type: a bypass when a collection's table is
+    /// of that type (its columns would change).
+    altered_type: Option<(pg_sys::Oid, &'static str)>,
+    /// Compare the files of the collection relations before and after: a
+    /// rewrite, by whatever ALTER, is compaction.
+    watch_rewrites: bool,
     /// Would move rows in or out of a collection past the gate: (relation, what).
     bypasses: Vec<(pg_sys::Oid, String)>,
     /// The relation a COPY FROM writes into.
@@ -99,19 +111,54 @@ unsafe fn text(s: *const std::ffi::c_char) -> String {
 
 /// The relation `range` names, or `InvalidOid` when there is none.
 unsafe fn relid_of(range: *mut pg_sys::RangeVar) -> pg_sys::Oid {
+    unsafe { lookup(range, pg_sys::NoLock as _) }
+}
+
+unsafe fn lookup(range: *mut pg_sys::RangeVar, lock: pg_sys::LOCKMODE) -> pg_sys::Oid {
     if range.is_null() {
         return pg_sys::InvalidOid;
     }
     unsafe {
         pg_sys::RangeVarGetRelidExtended(
             range,
-            pg_sys::NoLock as _,
+            lock,
             pg_sys::RVROption::RVR_MISSING_OK,
             None,
             std::ptr::null_mut(),
         )
     }
 }
+
+/// The relation `range` names, bound for the rest of the transaction: when
+/// the current role owns it, it is locked with `lock`, the lock the statement
+/// itself takes, so that a concurrent rename cannot make the name point to
+/// another relation (a collection's) by the time the statement looks it up
+/// again. (A relation the role does not own is left unlocked, so that nobody
+/// can queue a lock on someone else's table through this hook.)
+unsafe fn bind(range: *mut pg_sys::RangeVar, lock: pg_sys::LOCKMODE) -> pg_sys::Oid {
+    unsafe {
+        let seen = relid_of(range);
+        if seen != pg_sys::InvalidOid && pg_sys::pg_class_ownercheck(seen, pg_sys::GetUserId()) {
+            lookup(range, lock)
+        } else {
+            seen
+        }
+    }
+}
+
+fn is_true_option(options: *mut pg_sys::List, name: &[u8]) -> bool {
+    unsafe {
+        list::<pg_sys::DefElem>(options).into_iter().any(|d| {
+            std::ffi::CStr::from_ptr((*d).defname).to_bytes() == name && pg_sys::defGetBoolean(d)
+        })
+    }
+}
+
+const SHARE: pg_sys::LOCKMODE = pg_sys::ShareLock as pg_sys::LOCKMODE;
+const SHARE_UPDATE_EXCLUSIVE: pg_sys::LOCKMODE =
+    pg_sys::ShareUpdateExclusiveLock as pg_sys::LOCKMODE;
+const ACCESS_EXCLUSIVE: pg_sys::LOCKMODE = pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE;
+const ROW_EXCLUSIVE: pg_sys::LOCKMODE = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
 
 /// What `stmt` means for the gate (see [`Effects`]).
 unsafe fn effects(stmt: *mut pg_sys::Node) -> Effects {
@@ -124,8 +171,13 @@ unsafe fn effects(stmt: *mut pg_sys::Node) -> Effects {
         match (*stmt).type_ {
             T_IndexStmt => {
                 let s = stmt.cast::<pg_sys::IndexStmt>();
+                let lock = if (*s).concurrent {
+                    SHARE_UPDATE_EXCLUSIVE
+                } else {
+                    SHARE
+                };
                 fx.gated
-                    .push((Operation::IndexBuild, relid_of((*s).relation)));
+                    .push((Operation::IndexBuild, bind((*s).relation, lock)));
             }
             T_ReindexStmt => {
                 use pg_sys::ReindexObjectType::*;
@@ -140,29 +192,39 @@ unsafe fn effects(stmt: *mut pg_sys::Node) -> Effects {
                             ));
                         }
                     }
-                    REINDEX_OBJECT_TABLE => fx
-                        .gated
-                        .push((Operation::IndexBuild, relid_of((*s).relation))),
+                    REINDEX_OBJECT_TABLE => {
+                        let lock = if is_true_option((*s).params, b"concurrently") {
+                            SHARE_UPDATE_EXCLUSIVE
+                        } else {
+                            SHARE
+                        };
+                        fx.gated
+                            .push((Operation::IndexBuild, bind((*s).relation, lock)))
+                    }
                     REINDEX_OBJECT_SCHEMA => {
                         let namespace = pg_sys::get_namespace_oid((*s).name, true);
                         fx.gated_schema = Some((Operation::IndexBuild, namespace));
                     }
-                    _ => {} // SYSTEM, DATABASE: never gated
+                    // A database owner's REINDEX DATABASE reaches every collection;
+                    // a superuser's sweep (SYSTEM, DATABASE) is never gated.
+                    REINDEX_OBJECT_DATABASE => {
+                        fx.owned_sweep =
+                            Some(Operation::IndexBuild).filter(|_| !pg_sys::superuser())
+                    }
+                    _ => {}
                 }
             }
             T_VacuumStmt => {
                 let s = stmt.cast::<pg_sys::VacuumStmt>();
-                let full = list::<pg_sys::DefElem>((*s).options).into_iter().any(|d| {
-                    std::ffi::CStr::from_ptr((*d).defname).to_bytes() == b"full"
-                        && pg_sys::defGetBoolean(d)
-                });
-                if (*s).is_vacuumcmd && full {
-                    fx.owned_sweep = (*s).rels.is_null() && !pg_sys::superuser();
+                if (*s).is_vacuumcmd && is_true_option((*s).options, b"full") {
+                    if (*s).rels.is_null() && !pg_sys::superuser() {
+                        fx.owned_sweep = Some(Operation::Compaction);
+                    }
                     for r in list::<pg_sys::VacuumRelation>((*s).rels) {
                         let relid = if (*r).oid != pg_sys::InvalidOid {
                             (*r).oid
                         } else {
-                            relid_of((*r).relation)
+                            bind((*r).relation, ACCESS_EXCLUSIVE)
                         };
                         fx.gated.push((Operation::Compaction, relid));
                     }
@@ -171,16 +233,18 @@ unsafe fn effects(stmt: *mut pg_sys::Node) -> Effects {
             T_ClusterStmt => {
                 let s = stmt.cast::<pg_sys::ClusterStmt>();
                 if (*s).relation.is_null() {
-                    fx.owned_sweep = !pg_sys::superuser();
+                    if !pg_sys::superuser() {
+                        fx.owned_sweep = Some(Operation::Compaction);
+                    }
                 } else {
                     fx.gated
-                        .push((Operation::Compaction, relid_of((*s).relation)));
+                        .push((Operation::Compaction, bind((*s).relation, ACCESS_EXCLUSIVE)));
                 }
             }
             T_CopyStmt => {
                 let s = stmt.cast::<pg_sys::CopyStmt>();
                 if (*s).is_from && !(*s).relation.is_null() {
-                    let relid = relid_of((*s).relation);
+                    let relid = bind((*s).relation, ROW_EXCLUSIVE);
                     fx.gated.push((Operation::BulkInsert, relid));
                     fx.copy_into = Some(relid);
                 }
@@ -200,14 +264,71 @@ unsafe fn effects(stmt: *mut pg_sys::Node) -> Effects {
             T_RuleStmt => {
                 let s = stmt.cast::<pg_sys::RuleStmt>();
                 fx.bypasses
-                    .push((relid_of((*s).relation), "CREATE RULE".into()));
+                    .push((bind((*s).relation, ACCESS_EXCLUSIVE), "CREATE RULE".into()));
             }
             T_AlterForeignServerStmt => {
-                let s = stmt.cast::<pg_sys::AlterForeignServerStmt>();
-                let server = pg_sys::GetForeignServerByName((*s).servername, true);
-                if !server.is_null() {
-                    fx.altered_server = Some((*server).serverid);
+                fx.altered_server =
+                    server_named((*stmt.cast::<pg_sys::AlterForeignServerStmt>()).servername)
+            }
+            T_RenameStmt => {
+                let s = stmt.cast::<pg_sys::RenameStmt>();
+                use pg_sys::ObjectType::*;
+                match (*s).renameType {
+                    // A column of a collection's table renamed: the collection's
+                    // column could become another one.
+                    OBJECT_COLUMN => fx.bypasses.push((
+                        bind((*s).relation, ACCESS_EXCLUSIVE),
+                        "ALTER TABLE ... RENAME COLUMN".into(),
+                    )),
+                    OBJECT_ATTRIBUTE => {
+                        fx.altered_type =
+                            Some((type_of((*s).relation), "ALTER TYPE ... RENAME ATTRIBUTE"))
+                    }
+                    // A foreign partition renamed reads another remote table.
+                    OBJECT_TABLE | OBJECT_FOREIGN_TABLE => fx.repointed.push((
+                        bind((*s).relation, ACCESS_EXCLUSIVE),
+                        "ALTER ... RENAME (of a foreign partition)",
+                    )),
+                    _ => {}
                 }
+            }
+            T_AlterObjectSchemaStmt => {
+                let s = stmt.cast::<pg_sys::AlterObjectSchemaStmt>();
+                if matches!(
+                    (*s).objectType,
+                    pg_sys::ObjectType::OBJECT_TABLE | pg_sys::ObjectType::OBJECT_FOREIGN_TABLE
+                ) {
+                    fx.repointed.push((
+                        bind((*s).relation, ACCESS_EXCLUSIVE),
+                        "ALTER ... SET SCHEMA (of a foreign partition)",
+                    ));
+                }
+            }
+            T_AlterExtensionContentsStmt => {
+                // A collection's table made part of an extension leaves pg_dump.
+                let s = stmt.cast::<pg_sys::AlterExtensionContentsStmt>();
+                if matches!(
+                    (*s).objtype,
+                    pg_sys::ObjectType::OBJECT_TABLE | pg_sys::ObjectType::OBJECT_FOREIGN_TABLE
+                ) {
+                    let names = list::<pg_sys::String>((*s).object.cast());
+                    fx.bypasses.push((
+                        relid_of_names(&names),
+                        "ALTER EXTENSION ... ADD/DROP TABLE".into(),
+                    ));
+                }
+            }
+            T_CreateUserMappingStmt => {
+                fx.altered_server =
+                    server_named((*stmt.cast::<pg_sys::CreateUserMappingStmt>()).servername)
+            }
+            T_AlterUserMappingStmt => {
+                fx.altered_server =
+                    server_named((*stmt.cast::<pg_sys::AlterUserMappingStmt>()).servername)
+            }
+            T_DropUserMappingStmt => {
+                fx.altered_server =
+                    server_named((*stmt.cast::<pg_sys::DropUserMappingStmt>()).servername)
             }
             T_DropStmt => {
                 let s = stmt.cast::<pg_sys::DropStmt>();
@@ -225,6 +346,39 @@ unsafe fn effects(stmt: *mut pg_sys::Node) -> Effects {
     fx
 }
 
+/// The relation named by the qualified name `names` (a list of String nodes).
+unsafe fn relid_of_names(names: &[*mut pg_sys::String]) -> pg_sys::Oid {
+    unsafe {
+        let parts: Vec<*mut std::ffi::c_char> = names.iter().map(|&s| (*s).sval).collect();
+        let (schema, relation) = match parts.as_slice() {
+            [relation] => (std::ptr::null_mut(), *relation),
+            [.., schema, relation] => (*schema, *relation),
+            [] => return pg_sys::InvalidOid,
+        };
+        relid_of(pg_sys::makeRangeVar(schema, relation, -1))
+    }
+}
+
+/// The foreign server named `name`, if there is one.
+unsafe fn server_named(name: *const std::ffi::c_char) -> Option<pg_sys::Oid> {
+    unsafe {
+        let server = pg_sys::GetForeignServerByName(name, true);
+        (!server.is_null()).then(|| (*server).serverid)
+    }
+}
+
+/// The composite type named by `range` (ALTER TYPE's target).
+unsafe fn type_of(range: *mut pg_sys::RangeVar) -> pg_sys::Oid {
+    unsafe {
+        let relid = relid_of(range);
+        if relid == pg_sys::InvalidOid {
+            pg_sys::InvalidOid
+        } else {
+            pg_sys::get_rel_type_id(relid)
+        }
+    }
+}
+
 /// CREATE [FOREIGN] TABLE: a new partition joins its collection (a foreign
 /// one brings the remote table's rows: a bulk insert); a new inheritance
 /// child of a collection table would hold rows past its gate.
@@ -232,7 +386,7 @@ unsafe fn create_table(fx: &mut Effects, s: *mut pg_sys::CreateStmt, foreign: bo
     unsafe {
         let parents: Vec<pg_sys::Oid> = list::<pg_sys::RangeVar>((*s).inhRelations)
             .into_iter()
-            .map(|r| relid_of(r))
+            .map(|r| bind(r, SHARE_UPDATE_EXCLUSIVE))
             .collect();
         if !(*s).partbound.is_null() {
             if let Some(&parent) = parents.first() {
@@ -254,23 +408,35 @@ unsafe fn create_table(fx: &mut Effects, s: *mut pg_sys::CreateStmt, foreign: bo
 unsafe fn alter_table(fx: &mut Effects, s: *mut pg_sys::AlterTableStmt) {
     use pg_sys::AlterTableType::*;
     unsafe {
-        if !matches!(
-            (*s).objtype,
-            pg_sys::ObjectType::OBJECT_TABLE | pg_sys::ObjectType::OBJECT_FOREIGN_TABLE
-        ) {
-            return;
+        // Any ALTER of a table, its type or an index may rewrite a collection's
+        // relation: their files are compared before and after.
+        fx.watch_rewrites = true;
+        match (*s).objtype {
+            pg_sys::ObjectType::OBJECT_TABLE | pg_sys::ObjectType::OBJECT_FOREIGN_TABLE => {}
+            pg_sys::ObjectType::OBJECT_TYPE => {
+                fx.altered_type = Some((type_of((*s).relation), "ALTER TYPE ... ATTRIBUTE"));
+                return;
+            }
+            _ => return,
         }
-        let relid = relid_of((*s).relation);
+        let relid = bind((*s).relation, pg_sys::AlterTableGetLockLevel((*s).cmds));
+        let foreign = (*s).objtype == pg_sys::ObjectType::OBJECT_FOREIGN_TABLE;
         for cmd in list::<pg_sys::AlterTableCmd>((*s).cmds) {
             match (*cmd).subtype {
                 AT_DetachPartition | AT_DetachPartitionFinalize => {
-                    let partition = relid_of((*(*cmd).def.cast::<pg_sys::PartitionCmd>()).name);
+                    let partition = bind(
+                        (*(*cmd).def.cast::<pg_sys::PartitionCmd>()).name,
+                        ACCESS_EXCLUSIVE,
+                    );
                     fx.bypasses
                         .push((partition, "ALTER TABLE ... DETACH PARTITION".into()));
                     fx.detached.push(partition);
                 }
                 AT_AddInherit | AT_DropInherit => {
-                    let parent = relid_of((*cmd).def.cast::<pg_sys::RangeVar>());
+                    let parent = bind(
+                        (*cmd).def.cast::<pg_sys::RangeVar>(),
+                        SHARE_UPDATE_EXCLUSIVE,
+                    );
                     let what = if (*cmd).subtype == AT_AddInherit {
                         "INHERIT"
                     } else {
@@ -286,14 +452,17 @@ unsafe fn alter_table(fx: &mut Effects, s: *mut pg_sys::AlterTableStmt) {
                     // A collection's own table or partition going under
                     // another parent: rows written there reach it past the gate.
                     fx.bypasses.push((
-                        relid_of(attached),
+                        bind(attached, ACCESS_EXCLUSIVE),
                         "ALTER TABLE ... ATTACH PARTITION (to another table)".into(),
                     ));
                     fx.new_partition = Some((relid, attached));
                 }
-                AT_GenericOptions if (*s).objtype == pg_sys::ObjectType::OBJECT_FOREIGN_TABLE => fx
+                AT_GenericOptions | AT_AlterColumnGenericOptions if foreign => fx
                     .bypasses
                     .push((relid, "ALTER FOREIGN TABLE ... OPTIONS".into())),
+                AT_DropColumn => fx
+                    .bypasses
+                    .push((relid, "ALTER TABLE ... DROP COLUMN".into())),
                 AT_AddConstraint | AT_AddIndex if builds_index((*cmd).def) => {
                     fx.gated.push((Operation::IndexBuild, relid))
                 }
@@ -395,33 +564,42 @@ fn before(fx: &Effects, tag: &str) -> SqlResult<()> {
             gate_one(op, gated)?;
         }
     }
+    for &(relid, what) in &fx.repointed {
+        let foreign = unsafe { pg_sys::get_rel_relkind(relid) }
+            == pg_sys::RELKIND_FOREIGN_TABLE as std::ffi::c_char;
+        if let Some(gated) = mine(relid).filter(|_| foreign) {
+            refuse_or_record_bypass(&gated, tag, what, relid)?;
+        }
+    }
     let sweeping = fx.gated_schema.is_some()
-        || fx.owned_sweep
+        || fx.owned_sweep.is_some()
         || fx.moved_tablespace.is_some()
-        || fx.altered_server.is_some();
+        || fx.altered_server.is_some()
+        || fx.altered_type.is_some();
     let everything = match (crate::shmem::shared(), installation::installed()) {
         (Ok(shared), Some(_)) if sweeping => shared.relations_of_database(),
         _ => Vec::new(),
     };
-    for (relid, root, gated) in everything {
-        let in_schema = fx.gated_schema.is_some_and(|(_, namespace)| {
-            root && unsafe { pg_sys::get_rel_namespace(relid) } == namespace
-        });
-        let owned = fx.owned_sweep
-            && root
-            && unsafe { pg_sys::pg_class_ownercheck(relid, pg_sys::GetUserId()) };
+    let database_owner =
+        unsafe { pg_sys::pg_database_ownercheck(pg_sys::MyDatabaseId, pg_sys::GetUserId()) };
+    for (relid, _root, gated) in everything {
+        if let Some((op, namespace)) = fx.gated_schema {
+            if unsafe { pg_sys::get_rel_namespace(relid) } == namespace {
+                gate_one(op, gated.clone())?;
+            }
+        }
+        if let Some(op) = fx.owned_sweep {
+            if database_owner || unsafe { pg_sys::pg_class_ownercheck(relid, pg_sys::GetUserId()) }
+            {
+                gate_one(op, gated.clone())?;
+            }
+        }
         let moved = fx.moved_tablespace.is_some_and(|space| {
             let here = unsafe { pg_sys::get_rel_tablespace(relid) };
             space == here
                 || (here == pg_sys::InvalidOid && space == unsafe { pg_sys::MyDatabaseTableSpace })
         });
-        if in_schema {
-            gate_one(
-                fx.gated_schema.map_or(Operation::IndexBuild, |(op, _)| op),
-                gated.clone(),
-            )?;
-        }
-        if owned || moved {
+        if moved {
             gate_one(Operation::Compaction, gated.clone())?;
         }
         if let Some(server) = fx.altered_server {
@@ -431,13 +609,67 @@ fn before(fx: &Effects, tag: &str) -> SqlResult<()> {
                 refuse_or_record_bypass(
                     &gated,
                     tag,
-                    "ALTER SERVER (of a foreign partition)",
+                    "ALTER SERVER or USER MAPPING (of a foreign partition's server)",
                     relid,
                 )?;
             }
         }
+        if let Some((type_id, what)) = fx.altered_type {
+            if type_id != pg_sys::InvalidOid && reloftype(relid) == type_id {
+                refuse_or_record_bypass(&gated, tag, what, relid)?;
+            }
+        }
     }
     Ok(())
+}
+
+/// The composite type a typed table (`CREATE TABLE ... OF type`) is of.
+fn reloftype(relid: pg_sys::Oid) -> pg_sys::Oid {
+    unsafe {
+        let tuple = pg_sys::SearchSysCache1(
+            pg_sys::SysCacheIdentifier::RELOID as i32,
+            pg_sys::Datum::from(relid),
+        );
+        if tuple.is_null() {
+            return pg_sys::InvalidOid;
+        }
+        let type_id =
+            (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(tuple)).reloftype;
+        pg_sys::ReleaseSysCache(tuple);
+        type_id
+    }
+}
+
+/// The file of `relid` (0 for a partitioned table, which has none).
+fn relfilenode(relid: pg_sys::Oid) -> pg_sys::Oid {
+    unsafe {
+        let tuple = pg_sys::SearchSysCache1(
+            pg_sys::SysCacheIdentifier::RELOID as i32,
+            pg_sys::Datum::from(relid),
+        );
+        if tuple.is_null() {
+            return pg_sys::InvalidOid;
+        }
+        let node = (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(tuple)).relfilenode;
+        pg_sys::ReleaseSysCache(tuple);
+        node
+    }
+}
+
+/// The files of every collection relation of this database, when the
+/// statement is to be watched for rewrites.
+fn files_before(fx: &Effects) -> Vec<(pg_sys::Oid, pg_sys::Oid, GatedRelation)> {
+    if !fx.watch_rewrites {
+        return Vec::new();
+    }
+    match (crate::shmem::shared(), installation::installed()) {
+        (Ok(shared), Some(_)) => shared
+            .relations_of_database()
+            .into_iter()
+            .map(|(relid, _, gated)| (relid, relfilenode(relid), gated))
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// A statement that would move rows of a collection past its gate: refused
@@ -511,13 +743,27 @@ fn with_snapshot<R>(body: impl FnOnce() -> SqlResult<R>) -> SqlResult<R> {
     result
 }
 
-/// Acts on what the statement changed, after it ran. `rows`: what a COPY
-/// wrote.
-fn after(fx: &Effects, rows: u64) -> SqlResult<()> {
+/// Acts on what the statement changed, after it ran (its locks still held,
+/// its effects still undone by an error). `rows`: what a COPY wrote.
+fn after(flight: &InFlight, rows: u64) -> SqlResult<()> {
+    let fx = &flight.fx;
     if let Some(gated) = fx.copy_into.and_then(collection_of) {
         // Passed the gate before it ran; now its size is known.
         if let Some(op) = insertion(Some(rows)) {
             enforce(&gated.collection, op, Some(rows), true)?;
+        }
+    }
+    // A rewrite, however the statement spelled it (a serial column, a
+    // domain's default, ALTER TYPE ... CASCADE), changed a relation's file.
+    let mut rewritten: Vec<&str> = Vec::new();
+    for (relid, before, gated) in &flight.files {
+        let now = relfilenode(*relid);
+        if *before != pg_sys::InvalidOid
+            && now != *before
+            && !rewritten.contains(&gated.collection.as_str())
+        {
+            enforce(&gated.collection, Operation::Compaction, None, false)?;
+            rewritten.push(&gated.collection);
         }
     }
     if let Some((parent, range)) = fx.new_partition {
@@ -550,7 +796,100 @@ fn after(fx: &Effects, rows: u64) -> SqlResult<()> {
     Ok(())
 }
 
+impl Effects {
+    fn is_empty(&self) -> bool {
+        self.gated.is_empty()
+            && self.gated_schema.is_none()
+            && self.owned_sweep.is_none()
+            && self.moved_tablespace.is_none()
+            && self.altered_server.is_none()
+            && self.repointed.is_empty()
+            && self.altered_type.is_none()
+            && !self.watch_rewrites
+            && self.bypasses.is_empty()
+            && self.new_partition.is_none()
+            && !self.drops_extension
+    }
+}
+
+/// A statement between its check and its after-work: its effects, and the
+/// files of the collection relations before it ran.
+struct InFlight {
+    fx: Effects,
+    files: Vec<(pg_sys::Oid, pg_sys::Oid, GatedRelation)>,
+}
+
+thread_local! {
+    /// Statements in flight, by nesting depth (a utility statement can run
+    /// another one).
+    static IN_FLIGHT: RefCell<Vec<InFlight>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Forgets statements an error cut short; called at transaction end.
+pub fn forget_in_flight() {
+    IN_FLIGHT.with(|f| f.borrow_mut().clear());
+}
+
+/// Works out and checks a statement's effects before it runs; returns the
+/// depth of what it left for [`utility_after`], 0 when nothing.
 #[pg_guard]
+unsafe extern "C-unwind" fn utility_before(pstmt: *mut pg_sys::PlannedStmt) -> usize {
+    unsafe {
+        // Single-user mode and bootstrap: catalog repair must always work.
+        if !pg_sys::IsUnderPostmaster {
+            return 0;
+        }
+        let stmt = (*pstmt).utilityStmt;
+        let fx = effects(stmt);
+        if fx.is_empty() {
+            return 0;
+        }
+        before(&fx, &text(pg_sys::CreateCommandName(stmt))).or_raise();
+        let files = files_before(&fx);
+        IN_FLIGHT.with(|f| {
+            let mut f = f.borrow_mut();
+            f.push(InFlight { fx, files });
+            f.len()
+        })
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn utility_after(depth: usize, qc: *mut pg_sys::QueryCompletion) {
+    let flight = IN_FLIGHT.with(|f| {
+        let mut f = f.borrow_mut();
+        f.truncate(depth);
+        (f.len() == depth).then(|| f.pop()).flatten()
+    });
+    if let Some(flight) = flight {
+        let rows = if qc.is_null() {
+            0
+        } else {
+            unsafe { (*qc).nprocessed }
+        };
+        after(&flight, rows).or_raise();
+    }
+}
+
+unsafe extern "C-unwind" {
+    /// PostgreSQL's own, unwrapped: an error in it is PostgreSQL's longjmp,
+    /// not a Rust panic (pgrx's binding would turn it into one).
+    #[link_name = "standard_ProcessUtility"]
+    fn standard_process_utility(
+        pstmt: *mut pg_sys::PlannedStmt,
+        query_string: *const std::ffi::c_char,
+        read_only_tree: bool,
+        context: pg_sys::ProcessUtilityContext::Type,
+        params: pg_sys::ParamListInfo,
+        query_env: *mut pg_sys::QueryEnvironment,
+        dest: *mut pg_sys::DestReceiver,
+        qc: *mut pg_sys::QueryCompletion,
+    );
+}
+
+/// The hook itself holds no Rust value while PostgreSQL runs the statement,
+/// and is not guarded: the statement's own errors pass through untouched
+/// (with their context, position and names), as through a C hook.
 #[allow(clippy::too_many_arguments)]
 unsafe extern "C-unwind" fn process_utility(
     pstmt: *mut pg_sys::PlannedStmt,
@@ -563,20 +902,9 @@ unsafe extern "C-unwind" fn process_utility(
     qc: *mut pg_sys::QueryCompletion,
 ) {
     unsafe {
-        let run = || match PREV_PROCESS_UTILITY {
-            Some(prev) => pg_guard_ffi_boundary(|| {
-                prev(
-                    pstmt,
-                    query_string,
-                    read_only_tree,
-                    context,
-                    params,
-                    query_env,
-                    dest,
-                    qc,
-                )
-            }),
-            None => pg_sys::standard_ProcessUtility(
+        let depth = utility_before(pstmt);
+        match PREV_PROCESS_UTILITY {
+            Some(prev) => prev(
                 pstmt,
                 query_string,
                 read_only_tree,
@@ -586,27 +914,19 @@ unsafe extern "C-unwind" fn process_utility(
                 dest,
                 qc,
             ),
-        };
-        // Single-user mode and bootstrap: catalog repair must always work.
-        if !pg_sys::IsUnderPostmaster {
-            return run();
+            None => standard_process_utility(
+                pstmt,
+                query_string,
+                read_only_tree,
+                context,
+                params,
+                query_env,
+                dest,
+                qc,
+            ),
         }
-        let stmt = (*pstmt).utilityStmt;
-        let fx = effects(stmt);
-        if fx.gated.is_empty()
-            && fx.gated_schema.is_none()
-            && !fx.owned_sweep
-            && fx.moved_tablespace.is_none()
-            && fx.altered_server.is_none()
-            && fx.bypasses.is_empty()
-            && fx.new_partition.is_none()
-            && !fx.drops_extension
-        {
-            return run();
+        if depth > 0 {
+            utility_after(depth, qc);
         }
-        before(&fx, &text(pg_sys::CreateCommandName(stmt))).or_raise();
-        run();
-        let rows = if qc.is_null() { 0 } else { (*qc).nprocessed };
-        after(&fx, rows).or_raise();
     }
 }

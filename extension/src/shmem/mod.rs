@@ -89,7 +89,13 @@ struct Header {
     /// Set once the relation map was filled from the tables since the server
     /// started (by the worker, or by a backend that could not wait for it).
     synced: AtomicBool,
+    /// The worker's signing state, as JSON text (under the lock).
+    signing_note_len: u32,
+    signing_note: [u8; SIGNING_NOTE_MAX],
 }
+
+/// Room for the worker's signing state in shared memory.
+const SIGNING_NOTE_MAX: usize = 1024;
 
 static mut HEADER: *mut Header = std::ptr::null_mut();
 static mut PREV_SHMEM_REQUEST: pg_sys::shmem_request_hook_type = None;
@@ -270,6 +276,25 @@ impl Shared {
         let db = database();
         self.remove_slots_where(|_| true);
         self.remove_relations_where(|e| e.database == db);
+    }
+
+    /// The worker publishes its signing state (JSON text, cut to fit).
+    pub fn set_signing_note(&self, note: &str) {
+        let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let mut len = note.len().min(SIGNING_NOTE_MAX);
+        while !note.is_char_boundary(len) {
+            len -= 1;
+        }
+        let header = self.header_mut();
+        header.signing_note[..len].copy_from_slice(&note.as_bytes()[..len]);
+        header.signing_note_len = len as u32;
+    }
+
+    pub fn signing_note(&self) -> String {
+        let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
+        let header = self.header();
+        String::from_utf8_lossy(&header.signing_note[..header.signing_note_len as usize])
+            .into_owned()
     }
 
     /// Whether the relation map has been filled from the tables since the

@@ -1,19 +1,28 @@
-//! The audit log as exported by `ruvector_audit_export()`, and its verification
-//! outside the database that might have been tampered with (the
-//! `ruvector-audit` command). Keys and checkpoints may come from elsewhere than
-//! the export: an attacker who rewrote the tables could rewrite the key table
-//! in the export too, but not the keys and checkpoints a DBA kept aside.
+//! The audit log as `ruvector_audit_export()` writes it, one JSON document per
+//! line so that a log of any size streams (`COPY (SELECT
+//! ruvector_audit_export()) TO STDOUT`, or `psql -Atc`): a header line with
+//! the format and the latest checkpoint, then one line per entry in seq order.
+//! Its verification outside the database that might have been tampered with
+//! is the `ruvector-audit` command.
+
+use std::io::BufRead;
 
 use serde::{Deserialize, Serialize};
 
-use super::{
-    from_hex, verify_chain, ChainFault, ChainHead, Checkpoint, Event, Fault, KeyRing, SignedEntry,
-    TrustedKey,
-};
+use super::chain::{ChainVerifier, Trust, Verdict};
+use super::{from_hex, from_hex_array, ChainFault, Checkpoint, Context, Event, Fault, SignedEntry};
 use crate::{Error, Micros};
 
 /// The name and version of the export format.
-pub const FORMAT: &str = "ruvector-audit-export-v1";
+pub const FORMAT: &str = "ruvector-audit-export-v2";
+
+/// The first line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    pub format: String,
+    /// The latest checkpoint the database had, if any.
+    pub checkpoint: Option<Checkpoint>,
+}
 
 /// One chain entry, bytes in hex.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,124 +31,148 @@ pub struct ExportedEntry {
     pub prev_hash: String,
     pub entry_hash: String,
     pub signed_at: Micros,
+    #[serde(flatten)]
+    pub context: Context,
     pub payload: String,
     pub signer_id: String,
     pub signature: String,
 }
 
-/// One public key, in hex, with its validity (Unix µs).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ExportedKey {
-    pub id: String,
-    pub public_key: String,
-    pub expires_at: Option<Micros>,
-    pub revoked_at: Option<Micros>,
-}
-
-impl From<&ExportedKey> for TrustedKey {
-    fn from(k: &ExportedKey) -> Self {
-        TrustedKey {
-            id: k.id.clone(),
-            public_key: from_hex(&k.public_key).unwrap_or_default(),
-            expires_at: k.expires_at,
-            revoked_at: k.revoked_at,
+impl ExportedEntry {
+    pub fn of(entry: &SignedEntry) -> ExportedEntry {
+        use super::hex;
+        ExportedEntry {
+            seq: entry.seq,
+            prev_hash: hex(&entry.prev_hash),
+            entry_hash: hex(&entry.entry_hash),
+            signed_at: entry.signed_at,
+            context: entry.context,
+            payload: hex(&entry.payload),
+            signer_id: entry.signer_id.clone(),
+            signature: hex(&entry.signature),
         }
     }
-}
 
-/// An exported log: the entries in seq order, the keys, the latest checkpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Export {
-    pub format: String,
-    pub entries: Vec<ExportedEntry>,
-    pub keys: Vec<ExportedKey>,
-    pub checkpoint: Option<Checkpoint>,
-}
-
-fn bytes(seq: u64, what: &str, hex: &str) -> Result<Vec<u8>, ChainFault> {
-    from_hex(hex).ok_or_else(|| ChainFault {
-        seq,
-        fault: Fault::Modified,
-        detail: format!("{what} is not hex"),
-    })
-}
-
-fn hash(seq: u64, what: &str, hex: &str) -> Result<[u8; 32], ChainFault> {
-    bytes(seq, what, hex)?.try_into().map_err(|_| ChainFault {
-        seq,
-        fault: Fault::Modified,
-        detail: format!("{what} is not 32 bytes"),
-    })
-}
-
-impl Export {
-    /// Reads an export, refusing other formats.
-    pub fn parse(text: &str) -> Result<Export, Error> {
-        let export: Export = serde_json::from_str(text)
-            .map_err(|e| Error::Audit(format!("not an audit export: {e}")))?;
-        if export.format != FORMAT {
-            return Err(Error::Audit(format!(
-                "format \"{}\" is not {FORMAT}",
-                export.format
-            )));
-        }
-        Ok(export)
-    }
-
-    /// The entries as the verifier takes them.
-    pub fn signed_entries(&self) -> Result<Vec<SignedEntry>, ChainFault> {
-        self.entries
-            .iter()
-            .map(|e| {
-                Ok(SignedEntry {
-                    seq: e.seq,
-                    prev_hash: hash(e.seq, "prev_hash", &e.prev_hash)?,
-                    entry_hash: hash(e.seq, "entry_hash", &e.entry_hash)?,
-                    signed_at: e.signed_at,
-                    payload: bytes(e.seq, "payload", &e.payload)?,
-                    signer_id: e.signer_id.clone(),
-                    signature: bytes(e.seq, "signature", &e.signature)?,
-                })
-            })
-            .collect()
-    }
-
-    /// Verifies the chain against `keys` (the export's own keys when `None`)
-    /// and against the export's checkpoint and every one in `checkpoints`.
-    pub fn verify(
-        &self,
-        keys: Option<&[TrustedKey]>,
-        checkpoints: &[Checkpoint],
-    ) -> Result<ChainHead, ChainFault> {
-        let ring = match keys {
-            Some(keys) => KeyRing::new(keys.iter().cloned()),
-            None => KeyRing::new(self.keys.iter().map(TrustedKey::from)),
+    /// The entry as the verifier takes it; a field that is not what it should
+    /// be is a `modified` fault at its seq.
+    pub fn signed_entry(&self) -> Result<SignedEntry, ChainFault> {
+        let seq = self.seq;
+        let bad = |what: &str| {
+            ChainFault::new(
+                seq,
+                Fault::Modified,
+                format!("{what} is not hex of the right length"),
+            )
         };
-        let mut all: Vec<Checkpoint> = self.checkpoint.iter().cloned().collect();
-        all.extend(checkpoints.iter().cloned());
-        verify_chain(&self.signed_entries()?, &ring, &all)
+        Ok(SignedEntry {
+            seq,
+            prev_hash: from_hex_array(&self.prev_hash).ok_or_else(|| bad("prev_hash"))?,
+            entry_hash: from_hex_array(&self.entry_hash).ok_or_else(|| bad("entry_hash"))?,
+            signed_at: self.signed_at,
+            context: self.context,
+            payload: from_hex(&self.payload).ok_or_else(|| bad("payload"))?,
+            signer_id: self.signer_id.clone(),
+            signature: from_hex(&self.signature).ok_or_else(|| bad("signature"))?,
+        })
     }
+}
 
-    /// The events, decoded from their signed payloads.
-    pub fn events(&self) -> Result<Vec<(u64, Event)>, Error> {
-        self.entries
-            .iter()
-            .map(|e| {
-                let payload = from_hex(&e.payload)
-                    .ok_or_else(|| Error::Audit(format!("seq {}: payload is not hex", e.seq)))?;
-                Ok((e.seq, Event::decode(&payload)?))
-            })
-            .collect()
+/// Why an export could not be verified at all, or where it failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// Not an export (bad header, unreadable file): nothing was verified.
+    Unreadable(Error),
+    /// The first bad entry or checkpoint.
+    Chain(ChainFault),
+}
+
+/// Reads the header line.
+pub fn read_header(line: &str) -> Result<Header, Error> {
+    let header: Header = serde_json::from_str(line)
+        .map_err(|e| Error::Audit(format!("not an audit export header: {e}")))?;
+    if header.format != FORMAT {
+        return Err(Error::Audit(format!(
+            "format \"{}\" is not {FORMAT}",
+            header.format
+        )));
     }
+    Ok(header)
+}
+
+/// The seq a line that does not parse seems to be about, for the fault.
+fn seq_of(line: &str) -> Option<u64> {
+    serde_json::from_str::<serde_json::Value>(line)
+        .ok()?
+        .get("seq")?
+        .as_u64()
+}
+
+/// Verifies an export read line by line, against `trust` and the export's own
+/// checkpoint.
+pub fn verify(input: impl BufRead, mut trust: Trust) -> Result<Verdict, Failure> {
+    let mut lines = input.lines();
+    let first = lines
+        .next()
+        .ok_or_else(|| Failure::Unreadable(Error::Audit("the export is empty".into())))?
+        .map_err(|e| Failure::Unreadable(Error::Audit(e.to_string())))?;
+    let header = read_header(&first).map_err(Failure::Unreadable)?;
+    trust.checkpoints.extend(header.checkpoint);
+    let mut verifier = ChainVerifier::new(trust);
+    let mut expected = 1;
+    for line in lines {
+        let line = line.map_err(|e| Failure::Unreadable(Error::Audit(e.to_string())))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let entry = match serde_json::from_str::<ExportedEntry>(&line) {
+            Ok(exported) => exported.signed_entry(),
+            Err(e) => {
+                let seq = seq_of(&line).unwrap_or(expected);
+                Err(verifier.unreadable(seq, &format!("the line does not parse: {e}")))
+            }
+        };
+        let entry = entry.map_err(Failure::Chain)?;
+        expected = entry.seq + 1;
+        verifier.push(&entry).map_err(Failure::Chain)?;
+    }
+    verifier.finish().map_err(Failure::Chain)
+}
+
+/// The events of an export, decoded from their signed payloads, in order.
+pub fn events(input: impl BufRead) -> impl Iterator<Item = Result<(u64, Event), Error>> {
+    input.lines().skip(1).filter_map(|line| {
+        let line = match line {
+            Ok(l) if l.trim().is_empty() => return None,
+            Ok(l) => l,
+            Err(e) => return Some(Err(Error::Audit(e.to_string()))),
+        };
+        Some(
+            serde_json::from_str::<ExportedEntry>(&line)
+                .map_err(|e| Error::Audit(format!("a line does not parse: {e}")))
+                .and_then(|e| {
+                    let payload = from_hex(&e.payload).ok_or_else(|| {
+                        Error::Audit(format!("seq {}: payload is not hex", e.seq))
+                    })?;
+                    Ok((e.seq, Event::decode(&payload)?))
+                }),
+        )
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{hex, Signer};
+    use crate::audit::keys::{KeyAction, KeyEvent};
+    use crate::audit::Signer;
 
-    fn export(signer: &Signer, events: usize) -> Export {
+    fn lines(signer: &Signer, events: usize, checkpoint: bool) -> String {
+        let context = Context {
+            system_identifier: 7,
+            timeline: 1,
+        };
         let mut entries: Vec<SignedEntry> = Vec::new();
+        let root = KeyEvent::new(KeyAction::Root, &signer.public_key(), None, "first key");
+        entries.push(signer.seal(None, 100, context, root.to_event(100).encode().unwrap()));
         for i in 0..events {
             let event = Event::new(
                 Some(1),
@@ -151,89 +184,112 @@ mod tests {
                 i as i64,
             );
             let previous = entries.last().map(|e| (e.seq, e.entry_hash));
-            entries.push(signer.seal(previous, 100 + i as i64, event.encode().unwrap()));
+            entries.push(signer.seal(previous, 101 + i as i64, context, event.encode().unwrap()));
         }
-        let head = entries.last().map(|e| (e.seq, e.entry_hash)).unwrap();
-        Export {
+        let last = entries.last().unwrap();
+        let header = Header {
             format: FORMAT.into(),
-            entries: entries
-                .iter()
-                .map(|e| ExportedEntry {
-                    seq: e.seq,
-                    prev_hash: hex(&e.prev_hash),
-                    entry_hash: hex(&e.entry_hash),
-                    signed_at: e.signed_at,
-                    payload: hex(&e.payload),
-                    signer_id: e.signer_id.clone(),
-                    signature: hex(&e.signature),
-                })
-                .collect(),
-            keys: vec![ExportedKey {
-                id: signer.id().into(),
-                public_key: hex(&signer.public_key()),
-                expires_at: None,
-                revoked_at: None,
-            }],
-            checkpoint: Some(signer.checkpoint(head.0, head.1, 1_000)),
+            checkpoint: checkpoint.then(|| {
+                signer.checkpoint(
+                    last.seq,
+                    last.entry_hash,
+                    1_000,
+                    context,
+                    &signer.fingerprint(),
+                )
+            }),
+        };
+        let mut text = serde_json::to_string(&header).unwrap();
+        for e in &entries {
+            text.push('\n');
+            text.push_str(&serde_json::to_string(&ExportedEntry::of(e)).unwrap());
         }
+        text
     }
 
     #[test]
-    fn an_export_round_trips_and_verifies() {
+    fn an_export_streams_through_the_verifier() {
         let signer = Signer::from_secret(&[3; 32]);
-        let original = export(&signer, 4);
-        let parsed = Export::parse(&serde_json::to_string(&original).unwrap()).unwrap();
-        assert_eq!(parsed, original);
-        assert_eq!(parsed.verify(None, &[]).unwrap().seq, 4);
-        assert_eq!(parsed.events().unwrap()[2].1.metadata, "{\"i\":2}");
+        let text = lines(&signer, 4, true);
+        let verdict = verify(text.as_bytes(), Trust::default()).unwrap();
+        assert_eq!(
+            (verdict.head.seq, verdict.checkpoints, verdict.root_pinned),
+            (5, 1, false)
+        );
+        let pinned = Trust {
+            roots: vec![signer.fingerprint()],
+            checkpoints: vec![],
+        };
+        assert!(verify(text.as_bytes(), pinned).unwrap().root_pinned);
+        let events: Vec<_> = events(text.as_bytes()).collect::<Result<_, _>>().unwrap();
+        assert_eq!(events[3].1.metadata, "{\"i\":2}");
     }
 
     #[test]
-    fn keys_kept_aside_override_the_exported_ones() {
+    fn a_forged_log_fails_against_the_root_kept_aside() {
         let ours = Signer::from_secret(&[3; 32]);
         let forger = Signer::from_secret(&[4; 32]);
-        // A forger rebuilds the whole log and its key table with their own key.
-        let forged = export(&forger, 4);
+        // A forger rebuilds the whole log with a root of their own.
+        let forged = lines(&forger, 4, true);
         assert!(
-            forged.verify(None, &[]).is_ok(),
+            verify(forged.as_bytes(), Trust::default()).is_ok(),
             "self-consistent on its own terms"
         );
-        let trusted = [TrustedKey {
-            id: ours.id().into(),
-            public_key: ours.public_key().to_vec(),
-            expires_at: None,
-            revoked_at: None,
-        }];
-        assert_eq!(
-            forged.verify(Some(&trusted), &[]).unwrap_err().fault,
-            Fault::UnknownKey
-        );
+        let trust = Trust {
+            roots: vec![ours.fingerprint()],
+            checkpoints: vec![],
+        };
+        match verify(forged.as_bytes(), trust) {
+            Err(Failure::Chain(f)) => assert_eq!((f.seq, f.fault), (1, Fault::UntrustedRoot)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
     fn a_checkpoint_kept_aside_reveals_an_export_cut_short() {
         let signer = Signer::from_secret(&[3; 32]);
-        let full = export(&signer, 5);
-        let kept = full.checkpoint.clone().unwrap();
-        let mut cut = full;
-        cut.entries.truncate(3);
-        cut.checkpoint = None;
-        assert!(cut.verify(None, &[]).is_ok());
-        assert_eq!(
-            cut.verify(None, &[kept]).unwrap_err().fault,
-            Fault::Truncated
-        );
+        let full = lines(&signer, 5, true);
+        let kept = read_header(full.lines().next().unwrap())
+            .unwrap()
+            .checkpoint
+            .unwrap();
+        let unchecked = lines(&signer, 5, false);
+        let cut = unchecked.lines().take(4).collect::<Vec<_>>().join("\n");
+        assert!(verify(cut.as_bytes(), Trust::default()).is_ok());
+        let trust = Trust {
+            roots: vec![],
+            checkpoints: vec![kept],
+        };
+        match verify(cut.as_bytes(), trust) {
+            Err(Failure::Chain(f)) => assert_eq!(f.fault, Fault::Truncated),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
-    fn other_formats_and_bad_hex_are_refused() {
-        assert!(Export::parse(
-            r#"{"format": "v0", "entries": [], "keys": [], "checkpoint": null}"#
-        )
-        .is_err());
+    fn malformed_lines_are_modified_at_their_seq_and_other_formats_are_refused() {
+        assert!(matches!(
+            verify(
+                r#"{"format": "v0", "checkpoint": null}"#.as_bytes(),
+                Trust::default()
+            ),
+            Err(Failure::Unreadable(_))
+        ));
         let signer = Signer::from_secret(&[3; 32]);
-        let mut bad = export(&signer, 2);
-        bad.entries[1].payload.push('z');
-        assert_eq!(bad.verify(None, &[]).unwrap_err().seq, 2);
+        let text = lines(&signer, 3, false);
+        let mut rows: Vec<String> = text.lines().map(str::to_owned).collect();
+        rows[3] = rows[3].replace("\"payload\":\"", "\"payload\":\"zz");
+        rows[4] = "{\"seq\": 4, \"oops\": true}".into();
+        for (broken, seq) in [(3, 3), (4, 4)] {
+            let mut copy = lines(&signer, 3, false)
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>();
+            copy[broken] = rows[broken].clone();
+            match verify(copy.join("\n").as_bytes(), Trust::default()) {
+                Err(Failure::Chain(f)) => assert_eq!((f.seq, f.fault), (seq, Fault::Modified)),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 }

@@ -1,3 +1,5 @@
+use super::chain::{verify_chain, Trust, Verdict};
+use super::keys::{KeyAction, KeyEvent};
 use super::*;
 use serde_json::json;
 
@@ -26,33 +28,57 @@ fn signer(seed: u8) -> Signer {
     Signer::from_secret(&[seed; 32])
 }
 
-fn trusted(signer: &Signer) -> TrustedKey {
-    TrustedKey {
-        id: signer.id().to_owned(),
-        public_key: signer.public_key().to_vec(),
-        expires_at: None,
-        revoked_at: None,
-    }
-}
+const HERE: Context = Context {
+    system_identifier: 7_000_000_000_000_000_001,
+    timeline: 1,
+};
 
+/// A chain of `len` entries: the root key's introduction, then events.
 fn chain(signer: &Signer, len: usize) -> Vec<SignedEntry> {
-    let mut entries: Vec<SignedEntry> = Vec::new();
-    for i in 0..len {
-        let previous = entries.last().map(|e| (e.seq, e.entry_hash));
-        entries.push(signer.seal(
-            previous,
-            1_000 + i as i64,
-            event(i as i64).encode().unwrap(),
-        ));
+    let mut entries = vec![signer.seal(None, 1_000, HERE, root_event(signer, 1_000))];
+    for i in 1..len {
+        append(&mut entries, signer, event(i as i64).encode().unwrap());
     }
     entries
 }
 
-fn verify(entries: &[SignedEntry], keys: &[TrustedKey]) -> Result<ChainHead, ChainFault> {
-    verify_chain(entries, &KeyRing::new(keys.iter().cloned()), &[])
+fn root_event(signer: &Signer, at: i64) -> Vec<u8> {
+    KeyEvent::new(KeyAction::Root, &signer.public_key(), None, "first key")
+        .to_event(at)
+        .encode()
+        .unwrap()
 }
 
-fn fault_of(result: Result<ChainHead, ChainFault>) -> (u64, Fault) {
+/// Appends a payload signed by `signer`, a microsecond after the last entry.
+fn append(entries: &mut Vec<SignedEntry>, signer: &Signer, payload: Vec<u8>) {
+    let last = entries.last().unwrap();
+    let entry = signer.seal(
+        Some((last.seq, last.entry_hash)),
+        last.signed_at + 1,
+        HERE,
+        payload,
+    );
+    entries.push(entry);
+}
+
+/// A key event introducing `new`, signed by `by`.
+fn introduce(
+    entries: &mut Vec<SignedEntry>,
+    by: &Signer,
+    new: &Signer,
+    action: KeyAction,
+    revoked: Option<&Signer>,
+) {
+    let mut k = KeyEvent::new(action, &new.public_key(), Some(by.id()), "test");
+    k.revoked_key = revoked.map(|r| r.id().to_owned());
+    append(entries, by, k.to_event(0).encode().unwrap());
+}
+
+fn verify(entries: &[SignedEntry]) -> Result<Verdict, ChainFault> {
+    verify_chain(entries, Trust::default())
+}
+
+fn fault_of(result: Result<Verdict, ChainFault>) -> (u64, Fault) {
     let f = result.expect_err("the chain should fail");
     (f.seq, f.fault)
 }
@@ -106,13 +132,24 @@ fn canonical_json_sorts_keys_at_every_level() {
 }
 
 #[test]
-fn an_untouched_chain_verifies_to_its_head() {
+fn an_untouched_chain_verifies_to_its_head_and_root() {
     let s = signer(1);
     let entries = chain(&s, 5);
-    let head = verify(&entries, &[trusted(&s)]).unwrap();
-    assert_eq!(head.seq, 5);
-    assert_eq!(head.entry_hash, entries[4].entry_hash);
-    assert_eq!(verify(&[], &[]).unwrap().seq, 0);
+    let verdict = verify(&entries).unwrap();
+    assert_eq!(verdict.head.seq, 5);
+    assert_eq!(verdict.head.entry_hash, entries[4].entry_hash);
+    assert_eq!(verdict.roots, vec![(1, s.fingerprint())]);
+    assert!(!verdict.root_pinned, "the root came from the log itself");
+    let pinned = verify_chain(
+        &entries,
+        Trust {
+            roots: vec![s.fingerprint()],
+            checkpoints: vec![],
+        },
+    )
+    .unwrap();
+    assert!(pinned.root_pinned);
+    assert_eq!(verify(&[]).unwrap().head.seq, 0);
 }
 
 #[test]
@@ -120,10 +157,15 @@ fn a_flipped_payload_byte_is_modified() {
     let s = signer(1);
     let mut entries = chain(&s, 5);
     entries[2].payload[20] ^= 1;
-    assert_eq!(
-        fault_of(verify(&entries, &[trusted(&s)])),
-        (3, Fault::Modified)
-    );
+    assert_eq!(fault_of(verify(&entries)), (3, Fault::Modified));
+}
+
+#[test]
+fn the_cluster_and_timeline_are_signed() {
+    let s = signer(1);
+    let mut entries = chain(&s, 3);
+    entries[1].context.timeline = 2;
+    assert_eq!(fault_of(verify(&entries)), (2, Fault::Modified));
 }
 
 #[test]
@@ -131,15 +173,18 @@ fn a_flipped_signature_byte_is_a_bad_signature() {
     let s = signer(1);
     let mut entries = chain(&s, 5);
     entries[3].signature[0] ^= 1;
-    assert_eq!(
-        fault_of(verify(&entries, &[trusted(&s)])),
-        (4, Fault::BadSignature)
-    );
+    assert_eq!(fault_of(verify(&entries)), (4, Fault::BadSignature));
     entries[3].signature.truncate(10);
-    assert_eq!(
-        fault_of(verify(&entries, &[trusted(&s)])),
-        (4, Fault::BadSignature)
-    );
+    assert_eq!(fault_of(verify(&entries)), (4, Fault::BadSignature));
+}
+
+#[test]
+fn a_bad_signature_is_named_before_a_later_fault() {
+    let s = signer(1);
+    let mut entries = chain(&s, 6);
+    entries[1].signature[3] ^= 1;
+    entries[4].payload[20] ^= 1;
+    assert_eq!(fault_of(verify(&entries)), (2, Fault::BadSignature));
 }
 
 #[test]
@@ -147,16 +192,10 @@ fn a_flipped_prev_hash_is_modified_and_a_rehashed_one_is_a_broken_link() {
     let s = signer(1);
     let mut entries = chain(&s, 5);
     entries[1].prev_hash[0] ^= 1;
-    assert_eq!(
-        fault_of(verify(&entries, &[trusted(&s)])),
-        (2, Fault::Modified)
-    );
+    assert_eq!(fault_of(verify(&entries)), (2, Fault::Modified));
     let e = &mut entries[1];
-    e.entry_hash = entry_hash(e.seq, &e.prev_hash, e.signed_at, &e.payload);
-    assert_eq!(
-        fault_of(verify(&entries, &[trusted(&s)])),
-        (2, Fault::BrokenLink)
-    );
+    e.entry_hash = entry_hash(e.seq, &e.prev_hash, e.signed_at, e.context, &e.payload);
+    assert_eq!(fault_of(verify(&entries)), (2, Fault::BrokenLink));
 }
 
 #[test]
@@ -164,10 +203,7 @@ fn swapped_rows_are_reordered() {
     let s = signer(1);
     let mut entries = chain(&s, 5);
     entries.swap(1, 2);
-    assert_eq!(
-        fault_of(verify(&entries, &[trusted(&s)])),
-        (3, Fault::Reordered)
-    );
+    assert_eq!(fault_of(verify(&entries)), (3, Fault::Reordered));
 }
 
 #[test]
@@ -175,7 +211,7 @@ fn a_deleted_middle_row_is_a_gap() {
     let s = signer(1);
     let mut entries = chain(&s, 5);
     entries.remove(2);
-    let f = verify(&entries, &[trusted(&s)]).unwrap_err();
+    let f = verify(&entries).unwrap_err();
     assert_eq!((f.seq, f.fault), (4, Fault::Gap));
     assert_eq!(f.to_string(), "seq 4: gap: seq 3 to 3 are missing");
 }
@@ -187,119 +223,206 @@ fn a_deleted_row_with_renumbered_successors_breaks_the_hash() {
     entries.remove(2);
     entries[2].seq = 3;
     entries[3].seq = 4;
-    assert_eq!(
-        fault_of(verify(&entries, &[trusted(&s)])),
-        (3, Fault::Modified)
-    );
+    assert_eq!(fault_of(verify(&entries)), (3, Fault::Modified));
 }
 
 #[test]
-fn an_entry_signed_by_a_foreign_key_is_refused() {
+fn an_entry_signed_by_a_key_the_chain_never_introduced_is_refused() {
     let (ours, theirs) = (signer(1), signer(2));
     let mut entries = chain(&ours, 3);
-    // A forger re-signs seq 3 with their own key under their own id...
+    // Whoever can write the tables adds a key of their own and signs with it...
     let forged = theirs.seal(
         Some((2, entries[1].entry_hash)),
         5_000,
+        HERE,
         entries[2].payload.clone(),
     );
-    entries[2] = forged.clone();
-    assert_eq!(
-        fault_of(verify(&entries, &[trusted(&ours)])),
-        (3, Fault::UnknownKey)
-    );
+    entries[2] = forged;
+    let f = verify(&entries).unwrap_err();
+    assert_eq!((f.seq, f.fault), (3, Fault::UnintroducedKey));
+    assert_eq!(f.fault.as_str(), "unintroduced_key");
     // ...or claims our id.
     entries[2].signer_id = ours.id().to_owned();
+    assert_eq!(fault_of(verify(&entries)), (3, Fault::BadSignature));
+}
+
+#[test]
+fn a_chain_must_start_with_its_root_and_a_root_kept_aside_is_enforced() {
+    let (ours, theirs) = (signer(1), signer(2));
+    let entries = chain(&ours, 3);
+    let mut rootless = vec![ours.seal(None, 1, HERE, event(0).encode().unwrap())];
+    append(&mut rootless, &ours, event(1).encode().unwrap());
+    assert_eq!(fault_of(verify(&rootless)), (1, Fault::UntrustedRoot));
+    let wrong = Trust {
+        roots: vec![theirs.fingerprint()],
+        checkpoints: vec![],
+    };
     assert_eq!(
-        fault_of(verify(&entries, &[trusted(&ours)])),
-        (3, Fault::BadSignature)
+        fault_of(verify_chain(&entries, wrong)),
+        (1, Fault::UntrustedRoot)
     );
 }
 
 #[test]
-fn weak_and_mismatched_keys_are_unusable() {
+fn rotation_retires_the_old_key_and_revocation_holds_from_its_seq() {
+    let (k1, k2, k3) = (signer(1), signer(2), signer(3));
+    let mut entries = chain(&k1, 3);
+    introduce(&mut entries, &k1, &k2, KeyAction::Rotate, None); // seq 4
+    append(&mut entries, &k2, event(5).encode().unwrap()); // seq 5
+    let verdict = verify(&entries).unwrap();
+    assert_eq!(verdict.current_key.as_deref(), Some(k2.id()));
+    // The retired key signs nothing after its rotation.
+    let mut stale = entries.clone();
+    append(&mut stale, &k1, event(6).encode().unwrap());
+    assert_eq!(fault_of(verify(&stale)), (6, Fault::ExpiredKey));
+    // Revoking the current key rotates at once; the revoked key is refused
+    // from there on, whatever time its holder writes into an entry.
+    introduce(&mut entries, &k2, &k3, KeyAction::Revoke, Some(&k2)); // seq 6
+    append(&mut entries, &k3, event(7).encode().unwrap());
+    assert!(verify(&entries).is_ok());
+    let mut leaked = entries.clone();
+    append(&mut leaked, &k2, event(8).encode().unwrap());
+    assert_eq!(fault_of(verify(&leaked)), (8, Fault::RevokedKey));
+    let mut backdated = entries.clone();
+    let last = backdated.last().unwrap().clone();
+    backdated.push(k2.seal(
+        Some((last.seq, last.entry_hash)),
+        0,
+        HERE,
+        event(8).encode().unwrap(),
+    ));
+    assert_eq!(fault_of(verify(&backdated)), (8, Fault::Backdated));
+}
+
+#[test]
+fn a_rotation_signed_by_anyone_but_the_current_key_is_refused() {
+    let (k1, k2, mallory) = (signer(1), signer(2), signer(9));
+    let mut entries = chain(&k1, 2);
+    introduce(&mut entries, &mallory, &k2, KeyAction::Rotate, None);
+    assert_eq!(fault_of(verify(&entries)), (3, Fault::UnintroducedKey));
+}
+
+#[test]
+fn a_reroot_needs_the_new_root_to_be_trusted() {
+    let (k1, k2) = (signer(1), signer(2));
+    let mut entries = chain(&k1, 3);
+    let reroot = KeyEvent::new(
+        KeyAction::Reroot,
+        &k2.public_key(),
+        Some(k1.id()),
+        "restored without the key",
+    );
+    append(&mut entries, &k2, reroot.to_event(0).encode().unwrap());
+    append(&mut entries, &k2, event(5).encode().unwrap());
+    let verdict = verify(&entries).unwrap();
+    assert_eq!(
+        verdict.roots,
+        vec![(1, k1.fingerprint()), (4, k2.fingerprint())]
+    );
+    let old_only = Trust {
+        roots: vec![k1.fingerprint()],
+        checkpoints: vec![],
+    };
+    assert_eq!(
+        fault_of(verify_chain(&entries, old_only)),
+        (4, Fault::UntrustedRoot)
+    );
+    let both = Trust {
+        roots: vec![k1.fingerprint(), k2.fingerprint()],
+        checkpoints: vec![],
+    };
+    assert!(verify_chain(&entries, both).unwrap().root_pinned);
+    // The old key signs nothing after the re-root.
+    append(&mut entries, &k1, event(6).encode().unwrap());
+    assert_eq!(fault_of(verify(&entries)), (6, Fault::ExpiredKey));
+}
+
+#[test]
+fn weak_keys_cannot_be_introduced() {
     let s = signer(1);
-    let entries = chain(&s, 2);
-    // The identity point: a small-order key that verify_strict would never trust.
+    // The identity point: a small-order key that anyone can "sign" for.
     let mut identity = [0u8; 32];
     identity[0] = 1;
-    let weak = TrustedKey {
-        public_key: identity.to_vec(),
-        ..trusted(&s)
-    };
-    let f = verify(&entries, &[weak]).unwrap_err();
-    assert_eq!((f.seq, f.fault), (1, Fault::UnusableKey));
+    let mut entries = chain(&s, 2);
+    let weak = KeyEvent::new(KeyAction::Rotate, &identity, Some(s.id()), "weak");
+    append(&mut entries, &s, weak.to_event(0).encode().unwrap());
+    let f = verify(&entries).unwrap_err();
+    assert_eq!(f.seq, 3);
     assert!(f.detail.contains("weak"), "{}", f.detail);
-    let other = TrustedKey {
-        public_key: signer(9).public_key().to_vec(),
-        ..trusted(&s)
-    };
-    assert!(verify(&entries, &[other])
-        .unwrap_err()
-        .detail
-        .contains("does not match its id"));
-}
-
-#[test]
-fn a_revoked_key_invalidates_signatures_made_after_revocation_only() {
-    let s = signer(1);
-    let entries = chain(&s, 4);
-    let revoked = |at| TrustedKey {
-        revoked_at: Some(at),
-        ..trusted(&s)
-    };
-    assert_eq!(
-        fault_of(verify(&entries, &[revoked(1_002)])),
-        (3, Fault::RevokedKey)
-    );
-    assert!(verify(&entries, &[revoked(5_000)]).is_ok());
-    let expired = TrustedKey {
-        expires_at: Some(1_000),
-        ..trusted(&s)
-    };
-    assert_eq!(
-        fault_of(verify(&entries, &[expired])),
-        (2, Fault::ExpiredKey)
-    );
 }
 
 #[test]
 fn a_checkpoint_reveals_tail_truncation() {
     let s = signer(1);
     let entries = chain(&s, 5);
-    let checkpoint = s.checkpoint(5, entries[4].entry_hash, 9_000);
-    let ring = KeyRing::new([trusted(&s)]);
-    assert!(verify_chain(&entries, &ring, std::slice::from_ref(&checkpoint)).is_ok());
+    let checkpoint = s.checkpoint(5, entries[4].entry_hash, 9_000, HERE, &s.fingerprint());
+    let kept = |c: &Checkpoint| Trust {
+        roots: vec![],
+        checkpoints: vec![c.clone()],
+    };
+    assert_eq!(
+        verify_chain(&entries, kept(&checkpoint))
+            .unwrap()
+            .checkpoints,
+        1
+    );
     // Without the checkpoint, dropping the last two rows is undetectable...
-    assert!(verify_chain(&entries[..3], &ring, &[]).is_ok());
+    assert!(verify(&entries[..3]).is_ok());
     // ...with it, it is named.
-    let f = verify_chain(&entries[..3], &ring, &[checkpoint]).unwrap_err();
-    assert_eq!((f.seq, f.fault), (5, Fault::Truncated));
+    assert_eq!(
+        fault_of(verify_chain(&entries[..3], kept(&checkpoint))),
+        (5, Fault::Truncated)
+    );
 }
 
 #[test]
-fn a_checkpoint_reveals_a_rewritten_history() {
+fn a_checkpoint_reveals_a_rewritten_history_and_tells_forks_apart() {
     let s = signer(1);
     let entries = chain(&s, 3);
-    let checkpoint = s.checkpoint(2, entries[1].entry_hash, 9_000);
+    let checkpoint = s.checkpoint(2, entries[1].entry_hash, 9_000, HERE, &s.fingerprint());
+    let kept = |c: &Checkpoint| Trust {
+        roots: vec![],
+        checkpoints: vec![c.clone()],
+    };
     // The key holder rewrites history from seq 2 on; the old checkpoint disagrees.
     let mut rewritten = entries[..1].to_vec();
-    rewritten.push(s.seal(
-        Some((1, entries[0].entry_hash)),
-        1_001,
-        event(42).encode().unwrap(),
-    ));
-    let ring = KeyRing::new([trusted(&s)]);
+    append(&mut rewritten, &s, event(42).encode().unwrap());
     assert_eq!(
-        verify_chain(&rewritten, &ring, std::slice::from_ref(&checkpoint))
-            .unwrap_err()
-            .fault,
-        Fault::CheckpointMismatch
+        fault_of(verify_chain(&rewritten, kept(&checkpoint))),
+        (2, Fault::CheckpointMismatch)
+    );
+    // Two restores of one backup: each went on with a key of its own on its
+    // own timeline. Each fork's checkpoint says which is which.
+    let (a, b) = (signer(2), signer(3));
+    let fork = |key: &Signer, timeline: u32| {
+        let mut log = entries.clone();
+        introduce(&mut log, &s, key, KeyAction::Rotate, None);
+        let last = log.last().unwrap().clone();
+        let context = Context { timeline, ..HERE };
+        log.push(key.seal(
+            Some((last.seq, last.entry_hash)),
+            last.signed_at + 1,
+            context,
+            event(9).encode().unwrap(),
+        ));
+        let head = log.last().unwrap();
+        let checkpoint =
+            key.checkpoint(head.seq, head.entry_hash, 9_999, context, &s.fingerprint());
+        (log, checkpoint)
+    };
+    let ((log_a, cp_a), (_, cp_b)) = (fork(&a, 2), fork(&b, 3));
+    assert!(verify_chain(&log_a, kept(&cp_a)).is_ok());
+    let f = verify_chain(&log_a, kept(&cp_b)).unwrap_err();
+    assert_eq!((f.seq, f.fault), (5, Fault::Forked));
+    assert!(
+        f.detail.contains("timeline 3") && f.detail.contains("timeline 2"),
+        "{}",
+        f.detail
     );
     let mut bad = checkpoint;
     bad.signature[5] ^= 1;
     assert_eq!(
-        verify_chain(&entries, &ring, &[bad]).unwrap_err().fault,
+        verify_chain(&entries, kept(&bad)).unwrap_err().fault,
         Fault::BadCheckpoint
     );
 }
@@ -307,10 +430,15 @@ fn a_checkpoint_reveals_a_rewritten_history() {
 #[test]
 fn checkpoints_round_trip_through_json() {
     let s = signer(1);
-    let c = s.checkpoint(3, [7; 32], 42);
+    let c = s.checkpoint(3, [7; 32], 42, HERE, &s.fingerprint());
     let text = serde_json::to_string(&c).unwrap();
     assert!(text.contains(&hex(&[7; 32])));
+    assert!(
+        text.contains("\"system_identifier\":\"7000000000000000001\""),
+        "{text}"
+    );
     assert_eq!(serde_json::from_str::<Checkpoint>(&text).unwrap(), c);
+    assert!(c.verify_signature().is_ok());
 }
 
 #[test]
@@ -350,17 +478,4 @@ fn a_stored_copy_is_compared_field_by_field() {
         ..signed.clone()
     };
     assert_eq!(signed.first_difference(&moved), Some("lambda_norm"));
-}
-
-#[test]
-fn a_single_entry_verifies_on_its_own() {
-    let s = signer(1);
-    let mut entries = chain(&s, 3);
-    let ring = KeyRing::new([trusted(&s)]);
-    assert!(verify_entry(&entries[2], &ring).is_ok());
-    entries[2].payload[9] ^= 4;
-    assert_eq!(
-        verify_entry(&entries[2], &ring).unwrap_err().fault,
-        Fault::Modified
-    );
 }

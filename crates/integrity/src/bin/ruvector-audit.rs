@@ -1,98 +1,124 @@
 //! `ruvector-audit`: verifies an exported audit log outside the database.
 //!
 //! ```text
-//! psql -Atc "SELECT ruvector_audit_export()" > audit.json
-//! ruvector-audit verify audit.json [--keys keys.json] [--checkpoint checkpoint.json]...
-//! ruvector-audit show audit.json
+//! psql -XAtc "SELECT ruvector_audit_export()" > audit.jsonl
+//! ruvector-audit verify audit.jsonl [--root FINGERPRINT]... [--checkpoint FILE]...
+//! ruvector-audit show audit.jsonl
 //! ```
 //!
-//! `--keys` takes a JSON array of `{"id", "public_key" (hex), "expires_at",
-//! "revoked_at"}` kept aside (for instance `SELECT jsonb_agg(...) FROM
-//! ruvector.signing_keys` saved when the key was made) and trusts only those;
-//! without it, the export's own key table is trusted. Each `--checkpoint` is a
-//! checkpoint kept aside (from the server log or `ruvector_audit_checkpoint()`).
-//! Exit status: 0 when everything verifies, 1 when it does not, 2 on bad usage.
+//! `--root` is the fingerprint of a root key kept aside (printed when the
+//! chain was created, by the server log, `ruvector_audit_checkpoint()` and
+//! this command); each `--checkpoint` is a checkpoint kept aside (from the
+//! server log or `ruvector_audit_checkpoint()`), whose root is trusted too.
+//! Without either, the log's own root is taken on trust, and the verdict says
+//! so. `-` reads the export from standard input.
+//!
+//! Exit status: 0 when everything verified against a root kept aside; 3 when
+//! it verified against the root the export itself names (pass `--root`); 1
+//! when it does not verify (the first bad seq is named); 2 on bad usage or an
+//! unreadable export.
 
+use std::io::BufRead;
 use std::process::ExitCode;
 
-use ruvector_integrity::audit::export::{Export, ExportedKey};
-use ruvector_integrity::audit::{hex, Checkpoint, TrustedKey};
+use ruvector_integrity::audit::chain::Trust;
+use ruvector_integrity::audit::export::{self, Failure};
+use ruvector_integrity::audit::{from_hex_array, hex, Checkpoint};
 
-fn read(path: &str) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))
+const USAGE: &str =
+    "usage: ruvector-audit verify EXPORT [--root FINGERPRINT]... [--checkpoint FILE]...\n       ruvector-audit show EXPORT";
+
+fn open(path: &str) -> Result<Box<dyn BufRead>, String> {
+    if path == "-" {
+        return Ok(Box::new(std::io::stdin().lock()));
+    }
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    Ok(Box::new(std::io::BufReader::new(file)))
 }
 
-fn run(args: &[String]) -> Result<bool, String> {
-    let (command, path) = match args {
-        [command, path, ..] => (command.as_str(), path.as_str()),
-        _ => {
-            return Err(
-                "usage: ruvector-audit verify|show EXPORT [--keys FILE] [--checkpoint FILE]..."
-                    .into(),
-            )
-        }
-    };
-    let export = Export::parse(&read(path)?).map_err(|e| e.to_string())?;
-    let mut keys: Option<Vec<TrustedKey>> = None;
-    let mut checkpoints: Vec<Checkpoint> = Vec::new();
-    let mut rest = args[2..].iter();
+fn trust(options: &[String]) -> Result<Trust, String> {
+    let mut trust = Trust::default();
+    let mut rest = options.iter();
     while let Some(flag) = rest.next() {
-        let file = rest.next().ok_or_else(|| format!("{flag} needs a file"))?;
-        let text = read(file)?;
+        let value = rest.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
-            "--keys" => {
-                let exported: Vec<ExportedKey> =
-                    serde_json::from_str(&text).map_err(|e| format!("{file}: {e}"))?;
-                keys = Some(exported.iter().map(TrustedKey::from).collect());
-            }
+            "--root" => trust.roots.push(
+                from_hex_array(value.trim())
+                    .ok_or_else(|| format!("--root {value}: not a fingerprint (64 hex digits)"))?,
+            ),
             "--checkpoint" => {
-                checkpoints.push(serde_json::from_str(&text).map_err(|e| format!("{file}: {e}"))?)
+                let text = std::fs::read_to_string(value)
+                    .map_err(|e| format!("cannot read {value}: {e}"))?;
+                let checkpoint: Checkpoint =
+                    serde_json::from_str(&text).map_err(|e| format!("{value}: {e}"))?;
+                if let Some(root) = from_hex_array(&checkpoint.root) {
+                    trust.roots.push(root);
+                }
+                trust.checkpoints.push(checkpoint);
             }
             other => return Err(format!("unknown option {other}")),
         }
     }
-    match command {
-        "verify" => match export.verify(keys.as_deref(), &checkpoints) {
-            Ok(head) => {
+    Ok(trust)
+}
+
+fn verify(path: &str, options: &[String]) -> Result<ExitCode, String> {
+    let trust = trust(options)?;
+    let kept = trust.checkpoints.len();
+    match export::verify(open(path)?, trust) {
+        Ok(verdict) => {
+            println!(
+                "ok: {} entries, head seq {} hash {}, {} checkpoint(s) agree",
+                verdict.entries,
+                verdict.head.seq,
+                hex(&verdict.head.entry_hash),
+                verdict.checkpoints
+            );
+            for (seq, root) in &verdict.roots {
+                let how = if *seq == 1 { "root" } else { "re-rooted" };
+                println!("{how} at seq {seq}: fingerprint {}", hex(root));
+            }
+            if verdict.root_pinned || verdict.roots.is_empty() {
+                Ok(ExitCode::SUCCESS)
+            } else {
                 println!(
-                    "ok: {} entries, head seq {} hash {}, {} checkpoint(s) agree",
-                    export.entries.len(),
-                    head.seq,
-                    hex(&head.entry_hash),
-                    checkpoints.len() + usize::from(export.checkpoint.is_some())
+                    "NOTE: the root was taken from the export itself ({kept} checkpoint(s) kept aside); pass --root with the fingerprint you kept to trust it"
                 );
-                Ok(true)
+                Ok(ExitCode::from(3))
             }
-            Err(fault) => {
-                println!("FAILED at {fault}");
-                Ok(false)
-            }
-        },
-        "show" => {
-            for (seq, e) in export.events().map_err(|e| e.to_string())? {
-                println!(
-                    "{seq}\t{}\t{}\t{} -> {}\t{}",
-                    e.collection,
-                    e.event_type,
-                    e.previous_state.as_deref().unwrap_or("-"),
-                    e.new_state.as_deref().unwrap_or("-"),
-                    e.metadata
-                );
-            }
-            Ok(true)
         }
-        other => Err(format!("unknown command {other}")),
+        Err(Failure::Chain(fault)) => {
+            println!("FAILED at {fault}");
+            Ok(ExitCode::from(1))
+        }
+        Err(Failure::Unreadable(e)) => Err(e.to_string()),
     }
+}
+
+fn show(path: &str) -> Result<ExitCode, String> {
+    for event in export::events(open(path)?) {
+        let (seq, e) = event.map_err(|e| e.to_string())?;
+        println!(
+            "{seq}\t{}\t{}\t{} -> {}\t{}",
+            e.collection,
+            e.event_type,
+            e.previous_state.as_deref().unwrap_or("-"),
+            e.new_state.as_deref().unwrap_or("-"),
+            e.metadata
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
-        Err(message) => {
-            eprintln!("ruvector-audit: {message}");
-            ExitCode::from(2)
-        }
-    }
+    let result = match args.as_slice() {
+        [command, path, options @ ..] if command == "verify" => verify(path, options),
+        [command, path] if command == "show" => show(path),
+        _ => Err(USAGE.to_owned()),
+    };
+    result.unwrap_or_else(|message| {
+        eprintln!("ruvector-audit: {message}");
+        ExitCode::from(2)
+    })
 }

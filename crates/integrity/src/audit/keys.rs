@@ -1,0 +1,163 @@
+//! The keys a chain carries: every key that may sign is introduced by an
+//! entry of the chain itself, a `key_rotation` event whose metadata is a
+//! [`KeyEvent`].
+//!
+//! - `root`: the first entry of a chain introduces the root key, signed by
+//!   itself. Its fingerprint is what a verifier keeps aside.
+//! - `rotate`: a new key, signed by the key it replaces; the old key signs
+//!   nothing after it.
+//! - `revoke`: the same, and the key named in `revoked_key` (the current one,
+//!   or an older one) is revoked from this seq on. Revoking the current key
+//!   rotates at once: the rotation is its last valid signature.
+//! - `reroot`: a new root signed by itself, when no valid key is left (a
+//!   restore from before a rotation, a promoted standby without the key). A
+//!   verifier must be told to trust the new root, as for a new chain.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::{from_hex_array, key_id, usable_key, Event};
+use crate::{Error, Micros};
+
+/// The event type of key events.
+pub const KEY_EVENT: &str = "key_rotation";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyAction {
+    Root,
+    Rotate,
+    Revoke,
+    Reroot,
+}
+
+impl KeyAction {
+    /// Whether the introduced key signs its own introduction.
+    pub fn self_signed(self) -> bool {
+        matches!(self, KeyAction::Root | KeyAction::Reroot)
+    }
+}
+
+/// What a `key_rotation` event says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyEvent {
+    pub action: KeyAction,
+    /// The id of the key introduced.
+    pub key: String,
+    /// Its public key, hex.
+    pub public_key: String,
+    /// The key it replaces (none for a first root).
+    pub previous_key: Option<String>,
+    /// The key revoked from this entry on (`revoke` only).
+    pub revoked_key: Option<String>,
+    /// Why, in words.
+    pub why: String,
+    /// Anything else worth recording (who, which cluster...), not checked.
+    #[serde(flatten)]
+    pub details: Map<String, Value>,
+}
+
+impl KeyEvent {
+    /// Introduces `public_key` by `action`.
+    pub fn new(
+        action: KeyAction,
+        public_key: &[u8; 32],
+        previous_key: Option<&str>,
+        why: &str,
+    ) -> KeyEvent {
+        KeyEvent {
+            action,
+            key: key_id(public_key),
+            public_key: super::hex(public_key),
+            previous_key: previous_key.map(str::to_owned),
+            revoked_key: None,
+            why: why.to_owned(),
+            details: Map::new(),
+        }
+    }
+
+    /// The event that records it.
+    pub fn to_event(&self, created_at: Micros) -> Event {
+        let metadata = serde_json::to_value(self).unwrap_or(Value::Null);
+        Event::new(None, "", KEY_EVENT, None, None, &metadata, created_at)
+    }
+
+    /// The key event an event records, if it is one; an error if it claims
+    /// to be one and does not say what a key event must.
+    pub fn of(event: &Event) -> Result<Option<KeyEvent>, Error> {
+        if event.event_type != KEY_EVENT {
+            return Ok(None);
+        }
+        let parsed: KeyEvent = serde_json::from_str(&event.metadata)
+            .map_err(|e| Error::Audit(format!("a key event that does not parse: {e}")))?;
+        let public_key = parsed.public_key_bytes()?;
+        if key_id(&public_key) != parsed.key {
+            return Err(Error::Audit(format!(
+                "key event: public key is {}, not {}",
+                key_id(&public_key),
+                parsed.key
+            )));
+        }
+        usable_key(&public_key).map_err(|why| Error::Audit(format!("key {} {why}", parsed.key)))?;
+        Ok(Some(parsed))
+    }
+
+    pub fn public_key_bytes(&self) -> Result<[u8; 32], Error> {
+        from_hex_array(&self.public_key).ok_or_else(|| {
+            Error::Audit(format!(
+                "key {}: public key is not 32 bytes of hex",
+                self.key
+            ))
+        })
+    }
+}
+
+/// The key that must sign entry `seq`, given the key events of the chain up
+/// to it (seq, event), in order: the key a root or re-root at `seq`
+/// introduces, else the key current before `seq`. `None` before any root.
+pub fn signer_at(events: &[(u64, KeyEvent)], seq: u64) -> Option<&KeyEvent> {
+    let mut current = None;
+    for (at, k) in events {
+        if *at > seq || (*at == seq && !k.action.self_signed()) {
+            break;
+        }
+        current = Some(k);
+    }
+    current
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::Signer;
+
+    #[test]
+    fn the_signer_of_an_entry_follows_the_key_events_before_it() {
+        let (a, b, c) = (
+            Signer::from_secret(&[1; 32]),
+            Signer::from_secret(&[2; 32]),
+            Signer::from_secret(&[3; 32]),
+        );
+        let events = vec![
+            (1, KeyEvent::new(KeyAction::Root, &a.public_key(), None, "")),
+            (
+                4,
+                KeyEvent::new(KeyAction::Rotate, &b.public_key(), Some(a.id()), ""),
+            ),
+            (
+                7,
+                KeyEvent::new(KeyAction::Reroot, &c.public_key(), Some(b.id()), ""),
+            ),
+        ];
+        let id = |seq| signer_at(&events, seq).map(|k| k.key.clone());
+        assert_eq!(id(1).as_deref(), Some(a.id()));
+        assert_eq!(
+            id(4).as_deref(),
+            Some(a.id()),
+            "a rotation is signed by the key it replaces"
+        );
+        assert_eq!(id(5).as_deref(), Some(b.id()));
+        assert_eq!(id(7).as_deref(), Some(c.id()), "a re-root signs itself");
+        assert_eq!(signer_at(&events[1..], 2), None);
+    }
+}

@@ -1,0 +1,87 @@
+//! `ruvector-audit verify`'s verdicts and exit statuses, as a script sees them.
+
+use std::process::Command;
+
+use ruvector_integrity::audit::export::{ExportedEntry, Header, FORMAT};
+use ruvector_integrity::audit::keys::{KeyAction, KeyEvent};
+use ruvector_integrity::audit::{hex, Context, Event, SignedEntry, Signer};
+
+/// An export of a root entry and three events signed by `signer`.
+fn export(signer: &Signer) -> String {
+    let context = Context {
+        system_identifier: 7,
+        timeline: 1,
+    };
+    let root = KeyEvent::new(KeyAction::Root, &signer.public_key(), None, "first key");
+    let mut entries: Vec<SignedEntry> =
+        vec![signer.seal(None, 10, context, root.to_event(10).encode().unwrap())];
+    for i in 0..3 {
+        let event = Event::new(
+            Some(1),
+            "docs",
+            "audit",
+            None,
+            None,
+            &serde_json::json!({"i": i}),
+            i,
+        );
+        let last = entries.last().unwrap();
+        let entry = signer.seal(
+            Some((last.seq, last.entry_hash)),
+            11 + i,
+            context,
+            event.encode().unwrap(),
+        );
+        entries.push(entry);
+    }
+    let header = Header {
+        format: FORMAT.into(),
+        checkpoint: None,
+    };
+    std::iter::once(serde_json::to_string(&header).unwrap())
+        .chain(
+            entries
+                .iter()
+                .map(|e| serde_json::to_string(&ExportedEntry::of(e)).unwrap()),
+        )
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn verify(file: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_ruvector-audit"))
+        .arg("verify")
+        .arg(file)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap(),
+        String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr),
+    )
+}
+
+#[test]
+fn the_exit_status_says_whether_the_root_was_kept_aside() {
+    let dir = std::env::temp_dir().join(format!("ruvector-audit-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let signer = Signer::from_secret(&[9; 32]);
+    let file = dir.join("audit.jsonl");
+    std::fs::write(&file, export(&signer)).unwrap();
+    let root = hex(&signer.fingerprint());
+
+    let (status, out) = verify(&file, &[]);
+    assert_eq!(status, 3, "{out}");
+    assert!(out.contains("taken from the export itself"), "{out}");
+    assert!(out.contains(&root), "the verdict prints the root: {out}");
+    assert_eq!(verify(&file, &["--root", &root]).0, 0);
+    let wrong = hex(&Signer::from_secret(&[8; 32]).fingerprint());
+    let (status, out) = verify(&file, &["--root", &wrong]);
+    assert_eq!(status, 1, "{out}");
+    assert!(out.contains("untrusted_root"), "{out}");
+    assert_eq!(verify(&file, &["--root", "not-hex"]).0, 2);
+    std::fs::write(&file, "not an export").unwrap();
+    assert_eq!(verify(&file, &[]).0, 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
