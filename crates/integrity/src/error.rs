@@ -16,6 +16,39 @@ pub enum Error {
     #[error("edge endpoint {index} is out of range: the graph has {nodes} nodes")]
     NodeOutOfRange { index: usize, nodes: usize },
 
+    /// An edge given to a solver refers to a node index the graph does not have.
+    #[error("edge {edge}: endpoint {endpoint} is out of range: the graph has {nodes} nodes")]
+    EdgeOutOfRange {
+        edge: usize,
+        endpoint: usize,
+        nodes: usize,
+    },
+
+    /// The capacities add up to more than the solvers can sum safely.
+    #[error(
+        "edge {edge}: capacity {capacity:e} brings the total capacity past {limit:e}, \
+         where sums could overflow; scale the capacities down"
+    )]
+    CapacityOverflow {
+        edge: usize,
+        capacity: f64,
+        limit: f64,
+    },
+
+    /// The input is larger than the solvers are allowed to take.
+    #[error(
+        "the graph has {count} {what}, more than the limit of {limit} (ruvector.solver_max_edges)"
+    )]
+    TooLarge {
+        what: &'static str,
+        count: usize,
+        limit: usize,
+    },
+
+    /// The caller's interrupt hook stopped a solver.
+    #[error("canceled: {0}")]
+    Cancelled(String),
+
     /// A node was added twice under the same kind and name.
     #[error("duplicate node {kind}:{name}")]
     DuplicateNode { kind: &'static str, name: String },
