@@ -5,7 +5,7 @@
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
     /// A number that must be finite and within a range was not.
-    #[error("{what} must be {expected}, got {value}")]
+    #[error("{what} must be {expected}, got {}", readable(*value))]
     InvalidNumber {
         what: String,
         expected: &'static str,
@@ -73,6 +73,16 @@ pub enum Error {
     /// An eigensolver did not converge.
     #[error("λ₂ did not converge: {0}")]
     Spectral(String),
+}
+
+/// A number as a DBA reads it: plain, or in scientific notation when it is very
+/// large or very small (1e308 has 309 digits).
+fn readable(x: f64) -> String {
+    if x.is_finite() && x != 0.0 && !(1e-6..1e16).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
 }
 
 impl Error {
