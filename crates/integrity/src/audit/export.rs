@@ -236,4 +236,114 @@ mod tests {
         bad.entries[1].payload.push('z');
         assert_eq!(bad.verify(None, &[]).unwrap_err().seq, 2);
     }
+
+    mod fuzz {
+        //! The parser and everything after it on arbitrary and mutated text:
+        //! errors, never panics.
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Parses `text`; if it is an export, verifies it and decodes its events.
+        fn examine(text: &str) {
+            if let Ok(export) = Export::parse(text) {
+                let _ = export.verify(None, &[]);
+                let _ = export.events();
+                let _ = export.signed_entries();
+                let keys: Vec<TrustedKey> = export.keys.iter().map(TrustedKey::from).collect();
+                let _ = export.verify(Some(&keys), export.checkpoint.as_slice());
+            }
+        }
+
+        fn hex_or_not() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[0-9a-f]{0,130}",
+                "[0-9a-fA-Fxz]{0,70}",
+                Just(String::new())
+            ]
+        }
+
+        fn entries() -> impl Strategy<Value = ExportedEntry> {
+            (
+                any::<u64>(),
+                hex_or_not(),
+                hex_or_not(),
+                any::<i64>(),
+                hex_or_not(),
+                "[a-z0-9]{0,16}",
+                hex_or_not(),
+            )
+                .prop_map(
+                    |(seq, prev_hash, entry_hash, signed_at, payload, signer_id, signature)| {
+                        ExportedEntry {
+                            seq,
+                            prev_hash,
+                            entry_hash,
+                            signed_at,
+                            payload,
+                            signer_id,
+                            signature,
+                        }
+                    },
+                )
+        }
+
+        fn keys() -> impl Strategy<Value = ExportedKey> {
+            (
+                "[a-z0-9]{0,16}",
+                hex_or_not(),
+                proptest::option::of(any::<i64>()),
+                proptest::option::of(any::<i64>()),
+            )
+                .prop_map(|(id, public_key, expires_at, revoked_at)| ExportedKey {
+                    id,
+                    public_key,
+                    expires_at,
+                    revoked_at,
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(500))]
+
+            #[test]
+            fn arbitrary_text_never_panics(text in ".{0,300}") {
+                examine(&text);
+            }
+
+            /// Well-formed JSON with garbage in every field.
+            #[test]
+            fn arbitrary_fields_never_panic(
+                entries in prop::collection::vec(entries(), 0..5),
+                keys in prop::collection::vec(keys(), 0..3),
+                seq in any::<u64>(),
+            ) {
+                let signer = Signer::from_secret(&[3; 32]);
+                let export = Export {
+                    format: FORMAT.into(),
+                    entries,
+                    keys,
+                    checkpoint: Some(signer.checkpoint(seq, [7; 32], 5)),
+                };
+                examine(&serde_json::to_string(&export).unwrap());
+            }
+
+            /// A valid export with characters flipped, cut or inserted.
+            #[test]
+            fn mutated_exports_never_panic(
+                edits in prop::collection::vec((any::<usize>(), any::<char>(), 0..3u8), 1..6)
+            ) {
+                let signer = Signer::from_secret(&[3; 32]);
+                let mut text: Vec<char> = serde_json::to_string(&export(&signer, 3)).unwrap().chars().collect();
+                for (at, c, kind) in edits {
+                    let at = at % (text.len() + 1);
+                    match kind {
+                        0 if at < text.len() => text[at] = c,
+                        1 if at < text.len() => { text.remove(at); }
+                        _ => text.insert(at, c),
+                    }
+                }
+                examine(&text.into_iter().collect::<String>());
+            }
+        }
+    }
 }
