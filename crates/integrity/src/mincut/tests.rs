@@ -45,7 +45,7 @@ fn graphs() -> impl Strategy<Value = (usize, Vec<(u32, u32, f64)>)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(ProptestConfig::with_cases(1000))]
 
     #[test]
     fn matches_brute_force_on_small_graphs((n, edges) in graphs()) {

@@ -343,3 +343,45 @@ fn the_hook_is_called_throughout_lambda2() {
     assert!(value.unwrap() > 0.0);
     assert!(calls >= 10, "{calls} calls");
 }
+
+/// Two K_k joined by one edge of weight ε. By symmetry the Fiedler vector is
+/// `a` on the bridge's ends, `b` on the rest of each clique (signs opposite),
+/// which gives `λ² − (k + 2ε)λ + 2ε = 0`: λ₂ = 4ε / (k + 2ε + √((k + 2ε)² − 8ε)).
+fn bridged_cliques(k: u32, epsilon: f64) -> (usize, Vec<(u32, u32, f64)>, f64) {
+    let mut edges = Vec::new();
+    for base in [0, k] {
+        for u in 0..k {
+            for v in u + 1..k {
+                edges.push((base + u, base + v, 1.0));
+            }
+        }
+    }
+    edges.push((0, k, epsilon));
+    let s = k as f64 + 2.0 * epsilon;
+    let expected = 4.0 * epsilon / (s + (s * s - 8.0 * epsilon).sqrt());
+    (2 * k as usize, edges, expected)
+}
+
+/// A light bridge: to 1e-8 relative while λ₂ is above about 1e-7·λ_max, on
+/// the dense path and the iterative one. Below that, a Laplacian's diagonal
+/// (k + ε) holds ε only to about 1e-16·k, so λ₂ is known to that absolute
+/// accuracy: tiny, never negative, never above its bound.
+#[test]
+fn a_light_bridge_gives_lambda2_to_its_accuracy() {
+    for (k, epsilon) in [(8u32, 1e-2), (8, 1e-5), (200, 1e-1), (200, 1e-2)] {
+        let (n, edges, expected) = bridged_cliques(k, epsilon);
+        let value = lambda2(n, &edges).unwrap();
+        assert!(
+            relative_error(value, expected) < 1e-8,
+            "K_{k} pair at ε = {epsilon}: {value} vs {expected}"
+        );
+    }
+    for (k, epsilon) in [(8u32, 1e-9), (200, 1e-9), (8, 1e-200)] {
+        let (n, edges, expected) = bridged_cliques(k, epsilon);
+        let value = lambda2(n, &edges).unwrap();
+        assert!(
+            (value - expected).abs() <= 1e-13 * k as f64,
+            "K_{k} pair at ε = {epsilon}: {value} vs {expected}"
+        );
+    }
+}
