@@ -65,8 +65,72 @@ struct Sweep<W> {
     queue: Vec<u32>,
     /// `key[v]`: the residual capacity of the arcs from S into `v`, for v ∉ S.
     key: Vec<W>,
-    /// Vertices by key, with stale entries skipped when popped.
-    heap: BinaryHeap<Keyed<W>>,
+    frontier: Frontier<W>,
+}
+
+/// The vertices outside S by key, with stale entries skipped when taken. A key
+/// at or above λ̂ needs no flow at all, so such keys are all equal here
+/// ("limited priorities", as in VieCut): when λ̂ is a small integer, a bucket
+/// per key makes every step O(1), and taking the vertex raised last first keeps
+/// the sweep in one neighbourhood. Otherwise, a binary heap.
+enum Frontier<W> {
+    Buckets { buckets: Vec<Vec<u32>>, top: usize },
+    Heap(BinaryHeap<Keyed<W>>),
+}
+
+/// Bucket queues are used below this λ̂. Small connectivities (tori, regular
+/// graphs, hypercubes) gain from them; on dense graphs with λ̂ in the
+/// thousands, taking the latest vertex first reroutes flow badly (K₂₀₀₀ took
+/// four times longer), and the heap is better.
+const MAX_BUCKETS: usize = 64;
+
+impl<W: Weight> Frontier<W> {
+    fn new(lambda_hat: W, k: usize) -> Self {
+        let cap = lambda_hat.bucket(MAX_BUCKETS);
+        if cap < MAX_BUCKETS {
+            Frontier::Buckets {
+                buckets: vec![Vec::new(); cap + 1],
+                top: 0,
+            }
+        } else {
+            Frontier::Heap(BinaryHeap::with_capacity(k))
+        }
+    }
+
+    fn push(&mut self, key: W, v: u32) {
+        match self {
+            Frontier::Buckets { buckets, top } => {
+                let b = key.bucket(buckets.len() - 1);
+                buckets[b].push(v);
+                *top = (*top).max(b);
+            }
+            Frontier::Heap(heap) => heap.push(Keyed(key, v)),
+        }
+    }
+
+    /// The vertex with the largest key for which `current(v)` still holds.
+    fn pop(&mut self, current: impl Fn(u32, W) -> bool, keys: &[W]) -> Option<u32> {
+        match self {
+            Frontier::Buckets { buckets, top } => loop {
+                match buckets[*top].pop() {
+                    Some(v) => {
+                        let key = keys[v as usize];
+                        if current(v, key) && key.bucket(buckets.len() - 1) == *top {
+                            return Some(v);
+                        }
+                    }
+                    None if *top == 0 => return None,
+                    None => *top -= 1,
+                }
+            },
+            Frontier::Heap(heap) => loop {
+                let Keyed(key, v) = heap.pop()?;
+                if current(v, key) && key == keys[v as usize] {
+                    return Some(v);
+                }
+            },
+        }
+    }
 }
 
 /// Runs the sweep over `graph` against the bound `lambda_hat`. Returns the
@@ -81,17 +145,22 @@ pub(super) fn solve<W: Weight>(
     let first = (0..k as u32)
         .max_by(|&a, &b| graph.degree(a as usize).order(&graph.degree(b as usize)))
         .expect("the sweep runs on at least two vertices");
-    let (mut sweep, renumbered) = Sweep::new(graph, first, control)?;
+    let (mut sweep, renumbered) = Sweep::new(graph, first, lambda_hat, control)?;
     let mut best: Option<(W, Vec<bool>)> = None;
     sweep.join(0);
     let mut joined = 1;
     while joined < k {
-        let Some(Keyed(key, t)) = sweep.heap.pop() else {
-            unreachable!("a connected graph always has a vertex next to S")
+        let marks = &sweep.marks;
+        let Some(t) = sweep
+            .frontier
+            .pop(|v, _| marks[v as usize].stamp != IN_S, &sweep.key)
+        else {
+            // Nothing outside S is next to it: S is a side of a cut of weight
+            // 0. (The rounds hand over connected graphs, so this is a guard.)
+            let side = sweep.marks.iter().map(|m| m.stamp != IN_S).collect();
+            best = Some((W::ZERO, side));
+            break;
         };
-        if sweep.in_s(t) || key != sweep.key[t as usize] {
-            continue;
-        }
         if let Some(cut) = sweep.flow_to(t, lambda_hat, control)? {
             lambda_hat = cut.0;
             best = Some(cut);
@@ -112,7 +181,12 @@ impl<W: Weight> Sweep<W> {
     /// transposing the symmetric graph), each paired with its twin: for u
     /// ascending, the entries `v → u` with `u < v` come in order in v's row.
     /// Returns the new number of every vertex too.
-    fn new(graph: Csr<W>, first: u32, control: &mut Control) -> Result<(Self, Vec<u32>), Error> {
+    fn new(
+        graph: Csr<W>,
+        first: u32,
+        lambda_hat: W,
+        control: &mut Control,
+    ) -> Result<(Self, Vec<u32>), Error> {
         let k = graph.len();
         let mut renumbered = vec![u32::MAX; k];
         let mut order = Vec::with_capacity(k);
@@ -185,7 +259,7 @@ impl<W: Weight> Sweep<W> {
             phase: UNREACHED,
             queue: Vec::new(),
             key: vec![W::ZERO; k],
-            heap: BinaryHeap::with_capacity(k),
+            frontier: Frontier::new(lambda_hat, k),
         };
         Ok((sweep, renumbered))
     }
@@ -208,7 +282,7 @@ impl<W: Weight> Sweep<W> {
                 // The residual of the arc v → u is what is left into u.
                 let free = self.arcs[arc.twin as usize].into;
                 self.key[u] = self.key[u].plus(free);
-                self.heap.push(Keyed(self.key[u], u as u32));
+                self.frontier.push(self.key[u], u as u32);
             }
         }
     }
@@ -393,7 +467,7 @@ impl<W: Weight> Sweep<W> {
         if let [_, .., from_s] = *path {
             let x = self.arcs[self.arcs[from_s].twin as usize].target as usize;
             self.key[x] = self.key[x].minus(delta);
-            self.heap.push(Keyed(self.key[x], x as u32));
+            self.frontier.push(self.key[x], x as u32);
         }
         delta
     }

@@ -39,6 +39,8 @@ pub(super) trait Weight:
     fn at_least(self, bound: Self, margin: Margin) -> bool;
     /// Whether the true value of `self` is certainly > that of `bound`.
     fn exceeds(self, bound: Self, margin: Margin) -> bool;
+    /// `min(self, cap)` as an index, for bucket queues.
+    fn bucket(self, cap: usize) -> usize;
     fn is_zero(self) -> bool {
         self == Self::ZERO
     }
@@ -92,6 +94,14 @@ macro_rules! exact_weight {
                 self >= bound
             }
             #[inline]
+            fn bucket(self, cap: usize) -> usize {
+                if self >= cap as $t {
+                    cap
+                } else {
+                    self as usize
+                }
+            }
+            #[inline]
             fn exceeds(self, bound: Self, _: Margin) -> bool {
                 self > bound
             }
@@ -128,6 +138,10 @@ impl Weight for f64 {
     #[inline]
     fn at_least(self, bound: Self, margin: Margin) -> bool {
         self >= bound * margin.0
+    }
+    #[inline]
+    fn bucket(self, cap: usize) -> usize {
+        self.min(cap as f64) as usize
     }
     #[inline]
     fn exceeds(self, bound: Self, margin: Margin) -> bool {
