@@ -20,10 +20,11 @@
 //!      (Stoer-Wagner's phase contraction), so every round makes progress.
 //!
 //!    Large sparse rounds run on compressed rows with a binary heap ([`sparse`]);
-//!    once the contracted graph is small or dense they run on an adjacency matrix
-//!    with merges done in place ([`dense`]).
-//! 3. When a round contracts fewer than 1/8 of the vertices (graphs whose edges
-//!    all tie: cycles, tori, hypercubes, regular and complete graphs), the rest
+//!    once the contracted graph is small or dense they run to the end on an
+//!    adjacency matrix with merges done in place ([`dense`]).
+//! 3. When a sparse round on exact capacities contracts fewer than 1/8 of the
+//!    vertices (graphs whose edges all tie: cycles, tori, hypercubes, regular
+//!    graphs), the rest
 //!    is solved by the flow sweep ([`sweep`]): one maximum-adjacency order in
 //!    which every vertex joins only after an augmenting-path flow proves that no
 //!    cut lighter than λ̂ separates it from those before it, the flow carried
@@ -31,16 +32,18 @@
 //!
 //! # Exactness
 //!
-//! Capacities are converted to exact integers whenever the input allows: every
+//! Capacities are converted to exact integers where ties can occur: every
 //! weight is a whole number of one unit (`odd · 2^e`, see [`weight`]), summed in
-//! `u64` or `u128` without overflow. Then every sum, comparison and flow is
+//! `u64` (unit, equal and integral capacities totalling below 2⁶²) or `u128`
+//! (a few distinct decimal values). Then every sum, comparison and flow is
 //! exact, ties included, and λ is the exact minimum rounded once to `f64`.
-//! Integral, equal and decimal capacities spanning up to about fifteen orders of
-//! magnitude take this path. Wider ranges run on `f64` with every contraction
-//! test cleared by a margin proven from the number of terms in its sums, so no
-//! lighter cut is ever contracted away: λ is then within a relative `3·m·2⁻⁵³` of
-//! the minimum, and these inputs skip the flow sweep (which needs exact flows),
-//! so heavily tied ones among them may take quadratic time.
+//! Random capacities (many distinct values: ties are measure-zero) and ranges
+//! too wide for 125 bits run on `f64` with every contraction test cleared by a
+//! margin proven from the number of terms in its sums, so no lighter cut is
+//! ever contracted away; the chosen cut is then within a relative `3·m·2⁻⁵³` of
+//! the minimum, its weight is still summed exactly when the units fit 128
+//! bits, and since these inputs skip the flow sweep (which needs exact flows),
+//! heavily tied ones among them could take quadratic time.
 //!
 //! # Limits
 //!
@@ -227,9 +230,9 @@ fn min_cut_by(
             let value = exact_cut(&edges, &side);
             normalized(side, unit.to_f64(value))
         }
-        Capacities::Float(edges) => {
+        Capacities::Float(edges, unit) => {
             let side = solve_connected(n, &edges, margin, rounds, control)?;
-            let value = cut_weight(&edges, &side);
+            let value = Capacities::float_cut(&edges, unit, &side);
             normalized(side, value)
         }
     };
@@ -306,19 +309,11 @@ fn solve_connected<W: Weight>(
             break;
         }
         if rounds.matrix() && dense::preferred::<W>(k, graph.entries()) {
-            let outcome = dense::Dense::from_csr(&graph).solve(best.value, margin, control)?;
-            if let Some((value, side)) = outcome.lighter {
+            let lighter = dense::Dense::from_csr(&graph).solve(best.value, margin, control)?;
+            if let Some((value, side)) = lighter {
                 best.offer(value, &owner, |o| side[o as usize]);
             }
-            match outcome.stalled {
-                None => break,
-                Some((rest, slot)) => {
-                    graph = rest;
-                    owner.iter_mut().for_each(|o| *o = slot[*o as usize]);
-                    stalled = true;
-                    continue;
-                }
-            }
+            break;
         }
         let outcome = graph.round(best.value, margin, round, control)?;
         if let Some((value, side)) = outcome.lighter_cut {

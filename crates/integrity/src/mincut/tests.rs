@@ -497,6 +497,37 @@ fn tied_shapes_match_stoer_wagner_exactly() {
     }
 }
 
+/// A few distinct decimals (0.1, 0.3, 0.7: coprime 52-bit odd parts) on
+/// thousands of edges overflow u64 units and run on exact u128, ties included.
+#[test]
+fn few_decimal_values_are_exact_on_wide_integers() {
+    let mut seed = 9u64;
+    let values = [0.1, 0.3, 0.7];
+    for n in [150usize, 400] {
+        let mut edges: Vec<(u32, u32, f64)> = Vec::new();
+        for v in 1..n as u32 {
+            edges.push((v - 1, v, values[v as usize % 3]));
+        }
+        edges.push((n as u32 - 1, 0, 0.3));
+        while edges.len() < 3000 {
+            let u = (lcg(&mut seed) * n as f64) as u32;
+            let v = (lcg(&mut seed) * n as f64) as u32;
+            edges.push((u, v, values[(lcg(&mut seed) * 3.0) as usize]));
+        }
+        assert!(matches!(
+            weight::Capacities::of(&edges, &mut Control::default()).unwrap(),
+            weight::Capacities::Wide(..)
+        ));
+        let expected = stoer_wagner(n, &edges);
+        for rounds in [Rounds::Auto, Rounds::Sparse, Rounds::Sweep] {
+            let cut = min_cut_by(n, &edges, rounds, &mut Control::default())
+                .unwrap()
+                .unwrap();
+            assert!(close(cut.value, expected), "{} vs {expected}", cut.value);
+        }
+    }
+}
+
 #[test]
 fn lambda_is_never_negative_zero() {
     for edges in [vec![], vec![(0, 1, -0.0)], vec![(0, 1, 0.0), (2, 3, 1.0)]] {
