@@ -152,10 +152,48 @@ impl<W: Weight> Dense<W> {
             x = next;
             control.work(k)?;
         }
+        if 8 * merges.sets() > 7 * k {
+            self.triangles(lambda_hat, margin, &mut merges, control)?;
+        }
         if merges.sets() == k {
             merges.union(order[k - 2] as u32, order[k - 1] as u32);
         }
         Ok((merges, lightest.1.map(|len| order[..len].to_vec())))
+    }
+
+    /// Padberg-Rinaldi's triangle test on the star of the heaviest slot `h`:
+    /// the edge and the two-edge paths through common neighbours are
+    /// edge-disjoint, so `λ(h,v) ≥ w(h,v) + Σ_x min(w(h,x), w(v,x))`, and at
+    /// λ̂ or more (ties included) no lighter cut separates them. It merges all
+    /// of a complete graph's vertices in one round, where scans merge one pair
+    /// each; it runs only when the scan merged fewer than 1/8 of the slots.
+    fn triangles(
+        &self,
+        lambda_hat: W,
+        margin: Margin,
+        merges: &mut UnionFind,
+        control: &mut Control,
+    ) -> Result<(), Error> {
+        let k = self.k;
+        let h = (0..k)
+            .max_by(|&a, &b| self.degree[a].order(&self.degree[b]))
+            .unwrap_or(0);
+        let hub = self.row(h);
+        for v in 0..k {
+            if hub[v].is_zero() {
+                continue;
+            }
+            // The diagonal is zero, so x = h and x = v add nothing.
+            let bound = hub
+                .iter()
+                .zip(self.row(v))
+                .fold(hub[v], |sum, (&a, &b)| sum.plus(a.min(b)));
+            if bound.at_least(lambda_hat, margin) {
+                merges.union(h as u32, v as u32);
+            }
+            control.work(k)?;
+        }
+        Ok(())
     }
 
     fn cut_weight(&self, slots: &[usize]) -> W {
