@@ -9,10 +9,11 @@
 use crate::Error;
 
 /// The largest input the solvers take by default: 10 million edges. The min cut
-/// keeps about 100 bytes per edge at its peak (exact 128-bit capacities, both
-/// directions, the contracted copy and the flow state), so this is about 1 GB
-/// of memory and a few seconds of work on this class of machine; beyond it a
-/// caller must raise the limit knowingly (`ruvector.solver_max_edges`).
+/// peaks at 70 to 130 bytes per edge (measured by `make bench`: both directions
+/// of every edge, the contracted copy, the flow state), λ₂ at about 40 bytes
+/// per edge plus 300 per node, so this is about 1 GB of memory and from a few
+/// seconds to a minute of work on this class of machine; beyond it a caller
+/// must raise the limit knowingly (`ruvector.solver_max_edges`).
 pub const DEFAULT_MAX_EDGES: usize = 10_000_000;
 
 /// Work units (edge or vertex visits, each a few nanoseconds) between two calls

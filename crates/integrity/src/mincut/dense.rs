@@ -77,7 +77,7 @@ impl<W: Weight> Dense<W> {
         while self.k >= 2 {
             let lightest = (0..self.k)
                 .min_by(|&a, &b| self.degree[a].order(&self.degree[b]))
-                .expect("at least two slots");
+                .unwrap_or(0);
             if self.degree[lightest] < lambda_hat {
                 lambda_hat = self.degree[lightest];
                 lighter = Some(self.input_vertices(&[lightest]));

@@ -171,10 +171,10 @@ impl<W: Weight> Csr<W> {
         if merges.sets() == k {
             // Stoer-Wagner: the last two vertices of a maximum-adjacency scan can
             // always be merged; guarantees progress when nothing else applies.
-            let [.., s, t] = scan.order[..] else {
-                unreachable!("a round runs on at least three vertices")
-            };
-            merges.union(s, t);
+            // (The scan of a connected round reaches all of its k ≥ 3 vertices.)
+            if let [.., s, t] = scan.order[..] {
+                merges.union(s, t);
+            }
         }
         let lighter_cut = match scan.lightest_prefix {
             None => None,

@@ -144,7 +144,7 @@ pub(super) fn solve<W: Weight>(
     let k = graph.len();
     let first = (0..k as u32)
         .max_by(|&a, &b| graph.degree(a as usize).order(&graph.degree(b as usize)))
-        .expect("the sweep runs on at least two vertices");
+        .unwrap_or(0);
     let (mut sweep, renumbered) = Sweep::new(graph, first, lambda_hat, control)?;
     let mut best: Option<(W, Vec<bool>)> = None;
     sweep.join(0);
@@ -389,8 +389,8 @@ impl<W: Weight> Sweep<W> {
         // The path from t: the entries taken, and the vertices they leave from.
         let mut path: Vec<usize> = Vec::with_capacity(depth as usize);
         let mut at: Vec<u32> = vec![t];
-        while pushed < need {
-            let v = *at.last().expect("the path starts at t");
+        // `at` starts with t and never loses it: the walk stops when t is dead.
+        while let (true, Some(&v)) = (pushed < need, at.last()) {
             match self.advance(v, depth, control)? {
                 Some(e) => {
                     let u = self.arcs[e].target;
@@ -411,8 +411,9 @@ impl<W: Weight> Sweep<W> {
                     }
                     at.pop();
                     path.pop();
-                    let parent = *at.last().expect("t is below v");
-                    self.next_arc[parent as usize] += 1;
+                    if let Some(&parent) = at.last() {
+                        self.next_arc[parent as usize] += 1;
+                    }
                 }
             }
         }
