@@ -131,8 +131,14 @@ impl<'a> Reader<'a> {
         String::from_utf8(self.bytes()?.to_vec())
             .map_err(|_| Error::Audit("payload text is not UTF-8".into()))
     }
-    fn float(&mut self) -> Result<f64, Error> {
-        Ok(f64::from_bits(u64::from_be_bytes(self.array()?)))
+    /// A float as `encode` writes it: finite, or the payload is refused.
+    fn float(&mut self, what: &str) -> Result<f64, Error> {
+        let x = f64::from_bits(u64::from_be_bytes(self.array()?));
+        if x.is_finite() {
+            Ok(x)
+        } else {
+            Err(Error::Audit(format!("payload {what} is {x}")))
+        }
     }
     fn option<T>(
         &mut self,
@@ -207,7 +213,9 @@ impl Event {
         Ok(w.0)
     }
 
-    /// The event a payload encodes; refuses unknown versions and trailing bytes.
+    /// The event a payload encodes; refuses unknown versions, non-finite
+    /// numbers and trailing bytes, so that a decoded event encodes back to the
+    /// same bytes.
     pub fn decode(payload: &[u8]) -> Result<Event, Error> {
         let mut r = Reader(payload);
         if r.take(4)? != PAYLOAD_MAGIC {
@@ -225,9 +233,9 @@ impl Event {
             event_type: r.text()?,
             previous_state: r.option(Reader::text)?,
             new_state: r.option(Reader::text)?,
-            lambda_cut: r.option(Reader::float)?,
-            lambda_norm: r.option(Reader::float)?,
-            lambda2: r.option(Reader::float)?,
+            lambda_cut: r.option(|r| r.float("lambda_cut"))?,
+            lambda_norm: r.option(|r| r.float("lambda_norm"))?,
+            lambda2: r.option(|r| r.float("lambda2"))?,
             witness_edges: {
                 let count = u32::from_be_bytes(r.array()?);
                 (0..count)
@@ -236,7 +244,7 @@ impl Event {
                             source: r.text()?,
                             target: r.text()?,
                             kind: r.text()?,
-                            capacity: r.float()?,
+                            capacity: r.float("witness edge capacity")?,
                         })
                     })
                     .collect::<Result<_, Error>>()?

@@ -5,7 +5,7 @@
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
     /// A number that must be finite and within a range was not.
-    #[error("{what} must be {expected}, got {value}")]
+    #[error("{what} must be {expected}, got {}", readable(*value))]
     InvalidNumber {
         what: String,
         expected: &'static str,
@@ -15,6 +15,39 @@ pub enum Error {
     /// An edge refers to a node index the graph does not have.
     #[error("edge endpoint {index} is out of range: the graph has {nodes} nodes")]
     NodeOutOfRange { index: usize, nodes: usize },
+
+    /// An edge given to a solver refers to a node index the graph does not have.
+    #[error("edge {edge}: endpoint {endpoint} is out of range: the graph has {nodes} nodes")]
+    EdgeOutOfRange {
+        edge: usize,
+        endpoint: usize,
+        nodes: usize,
+    },
+
+    /// The capacities add up to more than the solvers can sum safely.
+    #[error(
+        "edge {edge}: capacity {capacity:e} brings the total capacity past {limit:e}, \
+         where sums could overflow; scale the capacities down"
+    )]
+    CapacityOverflow {
+        edge: usize,
+        capacity: f64,
+        limit: f64,
+    },
+
+    /// The input is larger than the solvers are allowed to take.
+    #[error(
+        "the graph has {count} {what}, more than the limit of {limit} (ruvector.solver_max_edges)"
+    )]
+    TooLarge {
+        what: &'static str,
+        count: usize,
+        limit: usize,
+    },
+
+    /// The caller's interrupt hook stopped a solver.
+    #[error("canceled: {0}")]
+    Cancelled(String),
 
     /// A node was added twice under the same kind and name.
     #[error("duplicate node {kind}:{name}")]
@@ -40,6 +73,16 @@ pub enum Error {
     /// An eigensolver did not converge.
     #[error("λ₂ did not converge: {0}")]
     Spectral(String),
+}
+
+/// A number as a DBA reads it: plain, or in scientific notation when it is very
+/// large or very small (1e308 has 309 digits).
+fn readable(x: f64) -> String {
+    if x.is_finite() && x != 0.0 && !(1e-6..1e16).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
 }
 
 impl Error {

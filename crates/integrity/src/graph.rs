@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::control::Control;
 use crate::{mincut, Error};
 
 /// What a node stands for.
@@ -205,14 +206,13 @@ impl ContractedGraph {
             }
         }
         let label = || {
-            format!(
-                "{} edge {}:{} - {}:{}",
-                kind.as_str(),
-                self.nodes[source].kind.as_str(),
-                self.nodes[source].name,
-                self.nodes[target].kind.as_str(),
-                self.nodes[target].name
-            )
+            self.label(&Edge {
+                source,
+                target,
+                kind,
+                capacity,
+                error_rate,
+            })
         };
         if !capacity.is_finite() || capacity < 0.0 {
             return Err(Error::InvalidNumber {
@@ -230,6 +230,37 @@ impl ContractedGraph {
             error_rate,
         });
         Ok(self.edges.len() - 1)
+    }
+
+    /// The edge a solver error refers to by index, named by its kinds and ends.
+    fn named(&self, error: Error) -> Error {
+        match error {
+            Error::CapacityOverflow {
+                edge,
+                capacity,
+                limit,
+            } if edge < self.edges.len() => Error::InvalidNumber {
+                what: format!("the capacity of the {}", self.label(&self.edges[edge])),
+                expected: if limit == mincut::MAX_TOTAL_CAPACITY {
+                    "small enough that all capacities sum to at most 1e300"
+                } else {
+                    "smaller"
+                },
+                value: capacity,
+            },
+            other => other,
+        }
+    }
+
+    fn label(&self, edge: &Edge) -> String {
+        format!(
+            "{} edge {}:{} - {}:{}",
+            edge.kind.as_str(),
+            self.nodes[edge.source].kind.as_str(),
+            self.nodes[edge.source].name,
+            self.nodes[edge.target].kind.as_str(),
+            self.nodes[edge.target].name
+        )
     }
 
     /// `capacity · (1 − error_rate) · min(health of its two ends)`: an edge is only
@@ -258,12 +289,23 @@ impl ContractedGraph {
     }
 
     /// λ_cut, λ_nominal, λ_norm and the witness edges. Needs at least two nodes.
+    /// Runs with the default limits and no interrupt hook; see
+    /// [`ContractedGraph::integrity_with`].
     pub fn integrity(&self) -> Result<Integrity, Error> {
+        self.integrity_with(&mut Control::default())
+    }
+
+    /// [`ContractedGraph::integrity`] under `control` (both minimum cuts run
+    /// under it).
+    pub fn integrity_with(&self, control: &mut Control) -> Result<Integrity, Error> {
         let n = self.nodes.len();
         let effective = self.weighted_edges(false);
-        let cut = mincut::min_cut(n, &effective)?.ok_or(Error::TooFewNodes(n))?;
-        let nominal =
-            mincut::min_cut(n, &self.weighted_edges(true))?.ok_or(Error::TooFewNodes(n))?;
+        let cut = mincut::min_cut_with(n, &effective, control)
+            .map_err(|e| self.named(e))?
+            .ok_or(Error::TooFewNodes(n))?;
+        let nominal = mincut::min_cut_with(n, &self.weighted_edges(true), control)
+            .map_err(|e| self.named(e))?
+            .ok_or(Error::TooFewNodes(n))?;
         let lambda_norm = if nominal.value > 0.0 {
             (cut.value / nominal.value).clamp(0.0, 1.0)
         } else {
@@ -374,6 +416,35 @@ mod tests {
         assert_eq!(g.integrity().unwrap().lambda_norm, 0.0);
         assert!(g.set_health(1, 1.5).is_err());
         assert!(g.set_health(9, 1.0).is_err());
+    }
+
+    #[test]
+    fn capacities_that_could_overflow_are_refused_by_name() {
+        let mut g = single_partition(1.0, 1.0);
+        g.add_edge(1, 3, EdgeKind::Dependency, 1e308, 0.0).unwrap();
+        g.add_edge(1, 2, EdgeKind::Dependency, 1e308, 0.0).unwrap();
+        let err = g.integrity().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the capacity of the dependency edge shard:primary - maintenance_dep:wal_archiving \
+             must be small enough that all capacities sum to at most 1e300, got 1e308"
+        );
+    }
+
+    #[test]
+    fn integrity_runs_under_the_callers_control() {
+        let g = single_partition(1.0, 0.5);
+        let mut hook = || Err(Error::Cancelled("statement timeout".into()));
+        let mut control = Control::default().with_interrupt(&mut hook);
+        assert_eq!(
+            g.integrity_with(&mut control),
+            Err(Error::Cancelled("statement timeout".into()))
+        );
+        let mut control = Control::new(crate::control::Limits { max_edges: 2 });
+        assert!(matches!(
+            g.integrity_with(&mut control),
+            Err(Error::TooLarge { .. })
+        ));
     }
 
     #[test]

@@ -15,6 +15,11 @@
 //!   after it, if its condition still holds.
 //! - Before the first sample the state is `unknown`; the first sample sets the
 //!   state its value calls for, without waiting for counts.
+//! - A sample that is not a number in [0, 1] (NaN, ±∞, out of range) is refused:
+//!   it changes no count, hold or state. NaN compares false with every
+//!   threshold, so taken as-is it would look healthy; refusing it keeps the
+//!   state the last valid sample set, and [`Controller::try_observe`] says why,
+//!   so the caller can record the failed sample.
 //!
 //! Time is injected ([`Micros`]), so every rule is tested exactly. This module
 //! does not know where samples come from or what a state permits.
@@ -22,7 +27,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{Hysteresis, Thresholds};
-use crate::{Micros, SECOND};
+use crate::{Error, Micros, SECOND};
 
 /// The integrity state of a collection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -101,7 +106,41 @@ impl Default for Controller {
 
 impl Controller {
     /// Feeds one sample taken at `now`; returns the transition it causes, if any.
+    /// A sample outside [0, 1] (or not a number) is ignored: nothing changes and
+    /// `None` is returned. [`Controller::try_observe`] reports it instead.
     pub fn observe(
+        &mut self,
+        lambda_norm: f64,
+        now: Micros,
+        thresholds: &Thresholds,
+        hysteresis: &Hysteresis,
+    ) -> Option<Transition> {
+        self.try_observe(lambda_norm, now, thresholds, hysteresis)
+            .ok()
+            .flatten()
+    }
+
+    /// [`Controller::observe`], refusing a sample outside [0, 1] (NaN and ±∞
+    /// included) with an error that names it, and leaving the controller as it
+    /// was.
+    pub fn try_observe(
+        &mut self,
+        lambda_norm: f64,
+        now: Micros,
+        thresholds: &Thresholds,
+        hysteresis: &Hysteresis,
+    ) -> Result<Option<Transition>, Error> {
+        if !(0.0..=1.0).contains(&lambda_norm) {
+            return Err(Error::InvalidNumber {
+                what: "the sampled lambda_norm".into(),
+                expected: "a number in [0, 1]",
+                value: lambda_norm,
+            });
+        }
+        Ok(self.step(lambda_norm, now, thresholds, hysteresis))
+    }
+
+    fn step(
         &mut self,
         lambda_norm: f64,
         now: Micros,
@@ -370,6 +409,33 @@ mod tests {
             .map(|i| (i * 60, if i % 2 == 0 { 0.79 } else { 0.81 }))
             .collect();
         assert!(run(&mut c, &v2(), &samples).iter().all(|&s| s == Normal));
+    }
+
+    #[test]
+    fn samples_that_are_not_numbers_in_range_are_refused_and_change_nothing() {
+        for start in [
+            Controller::default(),
+            at(Stress, -1000),
+            at(Critical, -1000),
+        ] {
+            let mut c = start.clone();
+            c.below_high = 2;
+            let before = c.clone();
+            for value in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.5, 1.5] {
+                let err = c.try_observe(value, 0, &THRESHOLDS, &v2()).unwrap_err();
+                assert!(
+                    err.to_string()
+                        .starts_with("the sampled lambda_norm must be a number in [0, 1]"),
+                    "{err}"
+                );
+                assert_eq!(c.observe(value, SECOND, &THRESHOLDS, &v2()), None);
+                assert_eq!(c, before, "{value}");
+            }
+        }
+        // In particular NaN never reads as healthy: unknown stays unknown.
+        let mut c = Controller::default();
+        c.observe(f64::NAN, 0, &THRESHOLDS, &v2());
+        assert_eq!(c.state, Unknown);
     }
 
     #[test]

@@ -5,12 +5,14 @@
 //! ([`mincut`]) and algebraic connectivity ([`spectral`]), the hysteresis state
 //! machine ([`hysteresis`]), the per-collection policy ([`policy`]) and the gate
 //! decision it drives ([`gate`]), and the signed, hash-chained audit trail
-//! ([`audit`]).
+//! ([`audit`]). The solvers take a [`control::Control`]: size limits checked
+//! before allocation and an interrupt hook called every few thousand steps.
 //!
 //! This crate must not depend on pgrx or touch a database: the extension in
 //! `extension/` moves data between PostgreSQL and these types, nothing more.
 
 pub mod audit;
+pub mod control;
 mod error;
 pub mod gate;
 pub mod graph;

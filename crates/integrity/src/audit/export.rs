@@ -292,4 +292,101 @@ mod tests {
             }
         }
     }
+
+    mod fuzz {
+        //! The parser and everything after it on arbitrary and mutated text:
+        //! errors, never panics.
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Verifies `text` as an export and decodes its events.
+        fn examine(text: &str) {
+            let _ = verify(text.as_bytes(), Trust::default());
+            let signer = Signer::from_secret(&[3; 32]);
+            let pinned = Trust {
+                roots: vec![signer.fingerprint()],
+                checkpoints: vec![],
+            };
+            let _ = verify(text.as_bytes(), pinned);
+            for _ in events(text.as_bytes()) {}
+        }
+
+        fn hex_or_not() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[0-9a-f]{0,130}",
+                "[0-9a-fA-Fxz]{0,70}",
+                Just(String::new())
+            ]
+        }
+
+        fn entries() -> impl Strategy<Value = ExportedEntry> {
+            (
+                (any::<u64>(), hex_or_not(), hex_or_not(), any::<i64>()),
+                (
+                    any::<u64>(),
+                    any::<u32>(),
+                    hex_or_not(),
+                    "[a-z0-9]{0,16}",
+                    hex_or_not(),
+                ),
+            )
+                .prop_map(
+                    |(
+                        (seq, prev_hash, entry_hash, signed_at),
+                        (system_identifier, timeline, payload, signer_id, signature),
+                    )| ExportedEntry {
+                        seq,
+                        prev_hash,
+                        entry_hash,
+                        signed_at,
+                        context: Context {
+                            system_identifier,
+                            timeline,
+                        },
+                        payload,
+                        signer_id,
+                        signature,
+                    },
+                )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(500))]
+
+            #[test]
+            fn arbitrary_text_never_panics(text in ".{0,300}") {
+                examine(&text);
+                examine(&format!("{}\n{text}", lines(&Signer::from_secret(&[3; 32]), 0, false)));
+            }
+
+            /// Well-formed lines with garbage in every field.
+            #[test]
+            fn arbitrary_fields_never_panic(entries in prop::collection::vec(entries(), 0..5)) {
+                let mut text = serde_json::to_string(&Header { format: FORMAT.into(), checkpoint: None }).unwrap();
+                for e in &entries {
+                    text.push('\n');
+                    text.push_str(&serde_json::to_string(e).unwrap());
+                }
+                examine(&text);
+            }
+
+            /// A valid export with characters flipped, cut or inserted.
+            #[test]
+            fn mutated_exports_never_panic(
+                edits in prop::collection::vec((any::<usize>(), any::<char>(), 0..3u8), 1..6)
+            ) {
+                let signer = Signer::from_secret(&[3; 32]);
+                let mut text: Vec<char> = lines(&signer, 3, true).chars().collect();
+                for (at, c, kind) in edits {
+                    let at = at % (text.len() + 1);
+                    match kind {
+                        0 if at < text.len() => text[at] = c,
+                        1 if at < text.len() => { text.remove(at); }
+                        _ => text.insert(at, c),
+                    }
+                }
+                examine(&text.into_iter().collect::<String>());
+            }
+        }
+    }
 }

@@ -479,3 +479,152 @@ fn a_stored_copy_is_compared_field_by_field() {
     };
     assert_eq!(signed.first_difference(&moved), Some("lambda_norm"));
 }
+
+mod fuzz {
+    //! `Event::decode` on arbitrary and mutated bytes: it never panics, and
+    //! whatever it accepts encodes back to the very same bytes.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![Just(String::new()), "[a-z:_.]{1,12}", ".{0,6}"]
+    }
+
+    fn finite() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            Just(0.0),
+            Just(-0.0),
+            Just(1.0),
+            -1e300..1e300,
+            any::<u64>()
+                .prop_map(f64::from_bits)
+                .prop_filter("finite", |x| x.is_finite())
+        ]
+    }
+
+    fn events() -> impl Strategy<Value = Event> {
+        let edge =
+            (text(), text(), text(), finite()).prop_map(|(source, target, kind, capacity)| {
+                WitnessEdge {
+                    source,
+                    target,
+                    kind,
+                    capacity,
+                }
+            });
+        (
+            (
+                proptest::option::of(any::<i32>()),
+                text(),
+                text(),
+                proptest::option::of(text()),
+                proptest::option::of(text()),
+            ),
+            (
+                proptest::option::of(finite()),
+                proptest::option::of(finite()),
+                proptest::option::of(finite()),
+                prop::collection::vec(edge, 0..4),
+                text(),
+                any::<i64>(),
+            ),
+        )
+            .prop_map(
+                |(
+                    (collection_id, collection, event_type, previous_state, new_state),
+                    (lambda_cut, lambda_norm, lambda2, witness_edges, metadata, created_at),
+                )| Event {
+                    collection_id,
+                    collection,
+                    event_type,
+                    previous_state,
+                    new_state,
+                    lambda_cut,
+                    lambda_norm,
+                    lambda2,
+                    witness_edges,
+                    metadata,
+                    created_at,
+                },
+            )
+    }
+
+    /// What a tamperer might do to a payload: flip, drop, insert or cut bytes.
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        Flip(usize, u8),
+        Remove(usize),
+        Insert(usize, u8),
+        Truncate(usize),
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        prop_oneof![
+            (any::<usize>(), 1..=255u8).prop_map(|(at, bits)| Mutation::Flip(at, bits)),
+            any::<usize>().prop_map(Mutation::Remove),
+            (any::<usize>(), any::<u8>()).prop_map(|(at, b)| Mutation::Insert(at, b)),
+            any::<usize>().prop_map(Mutation::Truncate),
+        ]
+    }
+
+    fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
+        let len = bytes.len().max(1);
+        match *m {
+            Mutation::Flip(at, bits) if !bytes.is_empty() => bytes[at % len] ^= bits,
+            Mutation::Remove(at) if !bytes.is_empty() => {
+                bytes.remove(at % len);
+            }
+            Mutation::Insert(at, b) => bytes.insert(at % (bytes.len() + 1), b),
+            Mutation::Truncate(at) => bytes.truncate(at % len),
+            _ => {}
+        }
+    }
+
+    fn decodes_canonically(bytes: &[u8]) -> Result<(), TestCaseError> {
+        if let Ok(event) = Event::decode(bytes) {
+            prop_assert_eq!(event.encode().unwrap(), bytes);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn every_event_round_trips(e in events()) {
+            prop_assert_eq!(Event::decode(&e.encode().unwrap()).unwrap(), e);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            decodes_canonically(&bytes)?;
+            let mut payload = b"RVEV\x01".to_vec();
+            payload.extend(&bytes);
+            decodes_canonically(&payload)?;
+        }
+
+        #[test]
+        fn mutated_payloads_never_panic(e in events(), mutations in prop::collection::vec(mutation(), 1..4)) {
+            let mut bytes = e.encode().unwrap();
+            for m in &mutations {
+                apply(&mut bytes, m);
+            }
+            decodes_canonically(&bytes)?;
+        }
+    }
+
+    #[test]
+    fn a_non_finite_number_in_a_payload_is_refused() {
+        let mut bytes = event(1).encode().unwrap();
+        let lambda_cut = 0.5f64.to_bits().to_be_bytes();
+        let at = bytes
+            .windows(8)
+            .position(|w| w == lambda_cut)
+            .expect("λ_cut is in the payload");
+        bytes[at..at + 8].copy_from_slice(&f64::NAN.to_bits().to_be_bytes());
+        assert_eq!(
+            Event::decode(&bytes),
+            Err(Error::Audit("payload lambda_cut is NaN".into()))
+        );
+    }
+}

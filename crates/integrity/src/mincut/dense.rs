@@ -4,38 +4,41 @@
 //! round's contractions are then merged in place, a row and a column at a time.
 
 use super::sparse::Csr;
-use super::CONTRACTION_MARGIN;
+use super::weight::{Margin, Weight};
+use crate::control::Control;
 use crate::union_find::UnionFind;
+use crate::Error;
 
 /// Below this many vertices the matrix is always used.
 const ALWAYS_DENSE: usize = 64;
 
-/// Above this many vertices the matrix is never used: 3,000² f64 is 72 MB.
-const NEVER_DENSE: usize = 3_000;
+/// The matrix is never larger than this: 3,000² `f64` or `u64`, 2,121² `u128`.
+const MAX_MATRIX_BYTES: usize = 72_000_000;
 
 /// Whether a contracted graph with `k` vertices and `entries` directed entries is
 /// better solved as a matrix. A matrix round reads k² weights; a sparse round
 /// pushes every entry through a heap, several times the cost per entry, so the
 /// matrix wins once at least one pair in six is an edge.
-pub(super) fn preferred(k: usize, entries: usize) -> bool {
-    k <= ALWAYS_DENSE || (k <= NEVER_DENSE && k * k <= 6 * entries)
+pub(super) fn preferred<W>(k: usize, entries: usize) -> bool {
+    k <= ALWAYS_DENSE
+        || (k * k * std::mem::size_of::<W>() <= MAX_MATRIX_BYTES && k * k <= 6 * entries)
 }
 
 /// A symmetric weight matrix over the first `k` of `stride` slots, with the
 /// round-start vertices each slot holds.
-pub(super) struct Dense {
+pub(super) struct Dense<W> {
     k: usize,
     stride: usize,
-    weights: Vec<f64>,
-    degree: Vec<f64>,
+    weights: Vec<W>,
+    degree: Vec<W>,
     /// The input vertices merged into each slot.
     members: Vec<Vec<u32>>,
 }
 
-impl Dense {
-    pub(super) fn from_csr(graph: &Csr) -> Dense {
+impl<W: Weight> Dense<W> {
+    pub(super) fn from_csr(graph: &Csr<W>) -> Dense<W> {
         let k = graph.len();
-        let mut weights = vec![0f64; k * k];
+        let mut weights = vec![W::ZERO; k * k];
         for u in 0..k {
             for (v, w) in graph.neighbors(u as u32) {
                 weights[u * k + v as usize] = w;
@@ -50,21 +53,31 @@ impl Dense {
         }
     }
 
-    fn row(&self, v: usize) -> &[f64] {
+    fn row(&self, v: usize) -> &[W] {
         &self.weights[v * self.stride..v * self.stride + self.k]
     }
 
     /// Runs rounds until two slots are left. Returns a cut lighter than
     /// `lambda_hat`, as a side over the input vertices, if there is one.
-    pub(super) fn solve(mut self, mut lambda_hat: f64) -> Option<(f64, Vec<bool>)> {
+    ///
+    /// Rounds here never hand over to the flow sweep: a matrix round costs k²
+    /// and merges at least one pair, and on the graphs small or dense enough to
+    /// come here that beats the sweep (a random-weight K₁₀₀₀: 160 ms against
+    /// 640 ms; a unit K₁₀₀₀: 210 against 250).
+    pub(super) fn solve(
+        mut self,
+        mut lambda_hat: W,
+        margin: Margin,
+        control: &mut Control,
+    ) -> Result<Option<(W, Vec<bool>)>, Error> {
         let inputs = self.k;
         let mut lighter: Option<Vec<usize>> = None;
         let mut round = 0usize;
         // A round may merge everything; a single slot is not a cut.
         while self.k >= 2 {
             let lightest = (0..self.k)
-                .min_by(|&a, &b| self.degree[a].total_cmp(&self.degree[b]))
-                .expect("at least two slots");
+                .min_by(|&a, &b| self.degree[a].order(&self.degree[b]))
+                .unwrap_or(0);
             if self.degree[lightest] < lambda_hat {
                 lambda_hat = self.degree[lightest];
                 lighter = Some(self.input_vertices(&[lightest]));
@@ -73,7 +86,7 @@ impl Dense {
                 break;
             }
             let start = (round * 7919) % self.k;
-            let (labels, prefix) = self.scan(lambda_hat, start);
+            let (labels, prefix) = self.scan(lambda_hat, margin, start, control)?;
             if let Some(slots) = prefix {
                 let value = self.cut_weight(&slots);
                 if value < lambda_hat {
@@ -81,14 +94,10 @@ impl Dense {
                     lighter = Some(self.input_vertices(&slots));
                 }
             }
-            self.merge(labels);
+            self.merge(labels, control)?;
             round += 1;
         }
-        lighter.map(|vertices| {
-            let mut side = vec![false; inputs];
-            vertices.into_iter().for_each(|v| side[v] = true);
-            (lambda_hat, side)
-        })
+        Ok(lighter.map(|vertices| (lambda_hat, side_of(inputs, vertices))))
     }
 
     fn input_vertices(&self, slots: &[usize]) -> Vec<usize> {
@@ -100,20 +109,26 @@ impl Dense {
 
     /// One CAPFOREST scan. Returns the merge labels and the slots of the lightest
     /// prefix cut if one looked lighter than `lambda_hat` (the caller re-sums it).
-    fn scan(&self, lambda_hat: f64, start: usize) -> (UnionFind, Option<Vec<usize>>) {
+    fn scan(
+        &self,
+        lambda_hat: W,
+        margin: Margin,
+        start: usize,
+        control: &mut Control,
+    ) -> Result<(UnionFind, Option<Vec<usize>>), Error> {
         let k = self.k;
-        let threshold = lambda_hat * CONTRACTION_MARGIN;
         let mut merges = UnionFind::new(k);
-        // keys[v] = r(v) while v is unscanned, -∞ once scanned: then adding a row
-        // never revives it and the arg-max skips it without a branch.
-        let mut keys = vec![0f64; k];
+        // keys[v] = r(v) while v is unscanned, SCANNED once scanned: adding a
+        // row never revives it, and the arg-max skips it without a branch.
+        let mut keys = vec![W::key(W::ZERO); k];
         let mut order = Vec::with_capacity(k);
-        let mut prefix_cut = 0f64;
+        let mut prefix_cut = W::ZERO;
         let mut lightest = (lambda_hat, None);
         let mut x = start;
         for step in 0..k {
-            prefix_cut += self.degree[x] - 2.0 * keys[x];
-            keys[x] = f64::NEG_INFINITY;
+            let r = W::unkey(keys[x]);
+            prefix_cut = prefix_cut.plus(self.degree[x]).minus(r.double());
+            keys[x] = W::SCANNED;
             order.push(x);
             if step + 1 == k {
                 break;
@@ -122,41 +137,82 @@ impl Dense {
                 lightest = (prefix_cut, Some(step + 1));
             }
             let row = self.row(x);
-            let (next, max_key) = add_row_and_find_max(&mut keys, row);
-            if max_key >= threshold {
+            let (next, max_key) = W::add_row_and_find_max(&mut keys, row);
+            if W::unkey(max_key).at_least(lambda_hat, margin) {
+                let unscanned = W::key(W::ZERO);
                 for y in 0..k {
-                    if keys[y] >= threshold && row[y] > 0.0 {
+                    if keys[y] >= unscanned
+                        && W::unkey(keys[y]).at_least(lambda_hat, margin)
+                        && !row[y].is_zero()
+                    {
                         merges.union(x as u32, y as u32);
                     }
                 }
             }
             x = next;
+            control.work(k)?;
+        }
+        if 8 * merges.sets() > 7 * k {
+            self.triangles(lambda_hat, margin, &mut merges, control)?;
         }
         if merges.sets() == k {
             merges.union(order[k - 2] as u32, order[k - 1] as u32);
         }
-        (merges, lightest.1.map(|len| order[..len].to_vec()))
+        Ok((merges, lightest.1.map(|len| order[..len].to_vec())))
     }
 
-    fn cut_weight(&self, slots: &[usize]) -> f64 {
+    /// Padberg-Rinaldi's triangle test on the star of the heaviest slot `h`:
+    /// the edge and the two-edge paths through common neighbours are
+    /// edge-disjoint, so `λ(h,v) ≥ w(h,v) + Σ_x min(w(h,x), w(v,x))`, and at
+    /// λ̂ or more (ties included) no lighter cut separates them. It merges all
+    /// of a complete graph's vertices in one round, where scans merge one pair
+    /// each; it runs only when the scan merged fewer than 1/8 of the slots.
+    fn triangles(
+        &self,
+        lambda_hat: W,
+        margin: Margin,
+        merges: &mut UnionFind,
+        control: &mut Control,
+    ) -> Result<(), Error> {
+        let k = self.k;
+        let h = (0..k)
+            .max_by(|&a, &b| self.degree[a].order(&self.degree[b]))
+            .unwrap_or(0);
+        let hub = self.row(h);
+        for v in 0..k {
+            if hub[v].is_zero() {
+                continue;
+            }
+            // The diagonal is zero, so x = h and x = v add nothing.
+            let bound = hub
+                .iter()
+                .zip(self.row(v))
+                .fold(hub[v], |sum, (&a, &b)| sum.plus(a.min(b)));
+            if bound.at_least(lambda_hat, margin) {
+                merges.union(h as u32, v as u32);
+            }
+            control.work(k)?;
+        }
+        Ok(())
+    }
+
+    fn cut_weight(&self, slots: &[usize]) -> W {
         let mut inside = vec![false; self.k];
         slots.iter().for_each(|&s| inside[s] = true);
-        slots
-            .iter()
-            .map(|&s| {
-                self.row(s)
-                    .iter()
-                    .zip(&inside)
-                    .filter(|(_, &i)| !i)
-                    .map(|(w, _)| w)
-                    .sum::<f64>()
-            })
-            .sum()
+        let mut total = W::ZERO;
+        for &s in slots {
+            for (w, &i) in self.row(s).iter().zip(&inside) {
+                if !i {
+                    total = total.plus(*w);
+                }
+            }
+        }
+        total
     }
 
     /// Applies a round's merges: each vertex joins its set's root slot, and the
     /// last slot moves into the hole it leaves.
-    fn merge(&mut self, mut labels: UnionFind) {
+    fn merge(&mut self, mut labels: UnionFind, control: &mut Control) -> Result<(), Error> {
         let k = self.k;
         // slot_of[v] and vertex_at[s] track round-start vertices as slots move.
         let mut slot_of: Vec<usize> = (0..k).collect();
@@ -175,23 +231,25 @@ impl Dense {
                 vertex_at[t] = vertex_at[last];
             }
             self.k -= 1;
+            control.work(2 * self.k)?;
         }
+        Ok(())
     }
 
     /// Adds slot `t` into slot `s` (rows, columns, members) and re-sums `s`'s degree.
     fn merge_slot_into(&mut self, t: usize, s: usize) {
         let (k, stride) = (self.k, self.stride);
         for i in 0..k {
-            let w = self.weights[s * stride + i] + self.weights[t * stride + i];
+            let w = self.weights[s * stride + i].plus(self.weights[t * stride + i]);
             self.weights[s * stride + i] = w;
             self.weights[i * stride + s] = w;
         }
-        self.weights[s * stride + s] = 0.0;
-        self.weights[s * stride + t] = 0.0;
-        self.weights[t * stride + s] = 0.0;
+        self.weights[s * stride + s] = W::ZERO;
+        self.weights[s * stride + t] = W::ZERO;
+        self.weights[t * stride + s] = W::ZERO;
         let moved = std::mem::take(&mut self.members[t]);
         self.members[s].extend(moved);
-        self.degree[s] = self.row(s).iter().sum();
+        self.degree[s] = self.row(s).iter().fold(W::ZERO, |sum, &w| sum.plus(w));
     }
 
     /// Copies slot `from` (the last one) into slot `to`, whose vertex is gone.
@@ -202,39 +260,14 @@ impl Dense {
             self.weights[to * stride + i] = w;
             self.weights[i * stride + to] = w;
         }
-        self.weights[to * stride + to] = 0.0;
+        self.weights[to * stride + to] = W::ZERO;
         self.degree[to] = self.degree[from];
         self.members[to] = std::mem::take(&mut self.members[from]);
     }
 }
 
-/// `keys += row`, returning the index and value of the largest key. Eight
-/// independent lanes keep the loop free of cross-iteration dependencies so that
-/// it compiles to packed adds and maxes.
-fn add_row_and_find_max(keys: &mut [f64], row: &[f64]) -> (usize, f64) {
-    const LANES: usize = 8;
-    let mut lane_max = [f64::NEG_INFINITY; LANES];
-    let mut key_chunks = keys.chunks_exact_mut(LANES);
-    let mut row_chunks = row.chunks_exact(LANES);
-    for (kc, rc) in (&mut key_chunks).zip(&mut row_chunks) {
-        for i in 0..LANES {
-            kc[i] += rc[i];
-            lane_max[i] = if kc[i] > lane_max[i] {
-                kc[i]
-            } else {
-                lane_max[i]
-            };
-        }
-    }
-    let mut max = lane_max.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    for (key, &w) in key_chunks
-        .into_remainder()
-        .iter_mut()
-        .zip(row_chunks.remainder())
-    {
-        *key += w;
-        max = max.max(*key);
-    }
-    let at = keys.iter().position(|&key| key == max).unwrap_or(0);
-    (at, max)
+fn side_of(inputs: usize, vertices: Vec<usize>) -> Vec<bool> {
+    let mut side = vec![false; inputs];
+    vertices.into_iter().for_each(|v| side[v] = true);
+    side
 }
