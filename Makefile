@@ -52,6 +52,7 @@ bench: setup
 	cargo bench -p ruvector-integrity --bench mincut
 	./scripts/bench-gate
 	./scripts/bench-audit
+	./scripts/bench-worker
 
 lint:
 	cargo fmt --all -- --check

@@ -16,6 +16,13 @@ as_runner() {
   if [ "$(id -u)" = 0 ]; then runuser -u "$RUNNER" -- "$@"; else "$@"; fi
 }
 
+# Installs a release build of the extension (the benchmarks' build).
+install_release() {
+  say "installing a release build"
+  if [ "$(id -u)" = 0 ]; then rm -f "$("$PG_CONFIG" --pkglibdir)/ruvector.so"; else sudo rm -f "$("$PG_CONFIG" --pkglibdir)/ruvector.so"; fi
+  (cd extension && cargo pgrx install --release --pg-config "$PG_CONFIG" $([ "$(id -u)" = 0 ] || echo --sudo) >/dev/null)
+}
+
 as_root_chown() {
   if [ "$(id -u)" = 0 ]; then chown -R "$RUNNER" "$@"; fi
 }

@@ -51,6 +51,8 @@ CREATE TABLE ruvector.integrity_state (
     sample_count    bigint NOT NULL DEFAULT 0,
     -- the hysteresis controller's memory (counts, holds), so restarts resume it
     controller      jsonb NOT NULL DEFAULT '{}',
+    -- fingerprint of the stored graph's nodes and edges (see contracted_edges)
+    graph_topology  text,
     override_state  text CHECK (override_state IN ('normal', 'stress', 'critical')),
     override_until  timestamptz,
     override_reason text,
@@ -95,27 +97,90 @@ CREATE TABLE ruvector.contracted_graph (
     PRIMARY KEY (collection_id, node_type, node_id)
 );
 
+-- Its edges, rewritten only when the topology changes (a partition, a list,
+-- a standby comes or goes): a graph with IVF lists can have tens of thousands
+-- of routing edges. Effective capacities follow from the node healths; see
+-- the view ruvector.contracted_edge_capacities.
 CREATE TABLE ruvector.contracted_edges (
-    id                 bigserial PRIMARY KEY,
-    collection_id      integer NOT NULL REFERENCES ruvector.collections(id) ON DELETE CASCADE,
+    -- No foreign key: checking one per row would double the cost of storing
+    -- a large graph. ruvector.forget_edges() deletes a collection's edges.
+    collection_id      integer NOT NULL,
+    -- position in the graph's edge list
+    edge_id            bigint NOT NULL,
     source_type        text NOT NULL,
     source_id          bigint NOT NULL,
     target_type        text NOT NULL,
     target_id          bigint NOT NULL,
     edge_type          text NOT NULL CHECK (edge_type IN ('partition_link', 'routing_link', 'dependency', 'replication')),
     capacity           double precision NOT NULL CHECK (capacity >= 0),
-    effective_capacity double precision NOT NULL CHECK (effective_capacity >= 0),
     current_flow       double precision NOT NULL DEFAULT 0,
     latency_ms         double precision,
     error_rate         double precision NOT NULL DEFAULT 0 CHECK (error_rate BETWEEN 0 AND 1),
     created_at         timestamptz NOT NULL DEFAULT now(),
-    updated_at         timestamptz NOT NULL DEFAULT now(),
-    FOREIGN KEY (collection_id, source_type, source_id)
-        REFERENCES ruvector.contracted_graph(collection_id, node_type, node_id) ON DELETE CASCADE,
-    FOREIGN KEY (collection_id, target_type, target_id)
-        REFERENCES ruvector.contracted_graph(collection_id, node_type, node_id) ON DELETE CASCADE
+    updated_at         timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX ON ruvector.contracted_edges (collection_id);
+-- Not unique: a unique index makes rewriting a graph's edges (deleted and
+-- inserted again in one transaction) several times slower.
+CREATE INDEX ON ruvector.contracted_edges (collection_id, edge_id);
+CREATE INDEX ON ruvector.contracted_edges (collection_id) WHERE error_rate <> 0;
+
+CREATE FUNCTION ruvector.forget_edges() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        DELETE FROM ruvector.contracted_edges;
+    ELSE
+        DELETE FROM ruvector.contracted_edges e USING gone g WHERE e.collection_id = g.id;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER forget_edges AFTER DELETE ON ruvector.collections
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION ruvector.forget_edges();
+CREATE TRIGGER forget_all_edges AFTER TRUNCATE ON ruvector.collections
+    FOR EACH STATEMENT EXECUTE FUNCTION ruvector.forget_edges();
+
+-- Each stored edge with its ends' labels and its effective capacity:
+-- capacity · (1 - error_rate) · the lesser health of its two ends.
+CREATE VIEW ruvector.contracted_edge_capacities AS
+SELECT e.collection_id, e.edge_id,
+       s.node_type || ':' || s.node_name AS source,
+       t.node_type || ':' || t.node_name AS target,
+       e.edge_type, e.capacity, e.error_rate,
+       e.capacity * (1 - e.error_rate) * least(s.health_score, t.health_score) AS effective_capacity
+FROM ruvector.contracted_edges e
+JOIN ruvector.contracted_graph s
+  ON s.collection_id = e.collection_id AND s.node_type = e.source_type AND s.node_id = e.source_id
+JOIN ruvector.contracted_graph t
+  ON t.collection_id = e.collection_id AND t.node_type = e.target_type AND t.node_id = e.target_id;
+
+-- IVF lists trained by ruvector_ivf_train: one row per list. Each is a
+-- centroid node of the collection's graph.
+CREATE TABLE ruvector.ivf_lists (
+    collection_id    integer NOT NULL REFERENCES ruvector.collections(id) ON DELETE CASCADE,
+    list_id          integer NOT NULL CHECK (list_id >= 1),
+    centroid         real[] NOT NULL,
+    vector_count     bigint NOT NULL CHECK (vector_count >= 0),
+    mean_distance    double precision NOT NULL CHECK (mean_distance >= 0),
+    -- partition OID (as text) -> vectors of this list there
+    partition_counts jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(partition_counts) = 'object'),
+    trained_at       timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (collection_id, list_id)
+);
+
+-- The last training of each collection's IVF lists.
+CREATE TABLE ruvector.ivf_training (
+    collection_id      integer PRIMARY KEY REFERENCES ruvector.collections(id) ON DELETE CASCADE,
+    lists              integer NOT NULL CHECK (lists >= 1),
+    -- vectors assigned to a list when the lists were trained
+    trained_rows       bigint NOT NULL CHECK (trained_rows >= 0),
+    mean_distance      double precision NOT NULL CHECK (mean_distance >= 0),
+    dimensions         integer NOT NULL,
+    distance_metric    text NOT NULL,
+    sample_rows        bigint NOT NULL,
+    skipped_rows       bigint NOT NULL,
+    seconds            double precision NOT NULL,
+    trained_at         timestamptz NOT NULL DEFAULT now()
+);
 
 -- Every sample, unsigned and pruned after ruvector.sample_retention.
 CREATE TABLE ruvector.integrity_samples (
@@ -128,6 +193,8 @@ CREATE TABLE ruvector.integrity_samples (
     state          text NOT NULL,
     node_count     integer NOT NULL,
     edge_count     integer NOT NULL,
+    -- what the sample took: reading the sources, solving, storing the graph
+    duration_ms    double precision,
     PRIMARY KEY (collection_id, sampled_at)
 );
 
@@ -233,5 +300,11 @@ CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON ruvector.signing_keys
 REVOKE ALL ON ALL TABLES IN SCHEMA ruvector FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA ruvector FROM PUBLIC;
 GRANT SELECT ON ALL TABLES IN SCHEMA ruvector TO ruvector_reader;
+-- A centroid is the mean of its list's vectors: with few vectors per list,
+-- nearly the vectors themselves. Only those who may read the table see them.
+REVOKE SELECT ON ruvector.ivf_lists FROM ruvector_reader;
+GRANT SELECT (collection_id, list_id, vector_count, mean_distance, partition_counts, trained_at)
+    ON ruvector.ivf_lists TO ruvector_reader;
 REVOKE ALL ON FUNCTION ruvector.refuse_audit_change() FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector.forget_edges() FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector.guard_signing_key() FROM PUBLIC;

@@ -36,8 +36,9 @@ SELECT pg_catalog.pg_extension_config_dump('ruvector.integrity_policies', '');
 SELECT pg_catalog.pg_extension_config_dump('ruvector.integrity_policies_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('ruvector.contracted_graph', '');
 SELECT pg_catalog.pg_extension_config_dump('ruvector.contracted_edges', '');
-SELECT pg_catalog.pg_extension_config_dump('ruvector.contracted_edges_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('ruvector.integrity_samples', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector.ivf_lists', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector.ivf_training', '');
 SELECT pg_catalog.pg_extension_config_dump('ruvector.integrity_events', '');
 SELECT pg_catalog.pg_extension_config_dump('ruvector.pending_events', '');
 SELECT pg_catalog.pg_extension_config_dump('ruvector.pending_events_id_seq', '');
@@ -70,6 +71,12 @@ AS $$ SELECT ruvector._integrity_sample(collection) $$;
 CREATE FUNCTION ruvector_integrity_simulate(collection text, changes jsonb)
 RETURNS jsonb LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT ruvector._integrity_simulate(collection, changes) $$;
+
+-- Trains the collection's IVF lists (k-means over its vector column); the
+-- caller must own the collection's table.
+CREATE FUNCTION ruvector_ivf_train(collection text, lists integer)
+RETURNS jsonb LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ruvector._ivf_train(collection, lists) $$;
 
 CREATE FUNCTION ruvector_rebuild_contracted_graph(collection text)
 RETURNS jsonb LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -155,12 +162,11 @@ BEGIN
                                                 'health', g.health_score, 'data', g.node_data) ORDER BY g.node_id)
             FROM ruvector.contracted_graph g WHERE g.collection_id = v_id), '[]'::jsonb),
         'edges', coalesce((
-            SELECT jsonb_agg(jsonb_build_object('source', e.source_type || ':' || e.source_id,
-                                                'target', e.target_type || ':' || e.target_id,
+            SELECT jsonb_agg(jsonb_build_object('source', e.source, 'target', e.target,
                                                 'type', e.edge_type, 'capacity', e.capacity,
                                                 'effective_capacity', e.effective_capacity,
-                                                'error_rate', e.error_rate) ORDER BY e.id)
-            FROM ruvector.contracted_edges e WHERE e.collection_id = v_id), '[]'::jsonb),
+                                                'error_rate', e.error_rate) ORDER BY e.edge_id)
+            FROM ruvector.contracted_edge_capacities e WHERE e.collection_id = v_id), '[]'::jsonb),
         'node_count', (SELECT count(*) FROM ruvector.contracted_graph g WHERE g.collection_id = v_id),
         'edge_count', (SELECT count(*) FROM ruvector.contracted_edges e WHERE e.collection_id = v_id),
         'witness_edges', (SELECT s.witness_edges FROM ruvector.integrity_state s WHERE s.collection_id = v_id));
@@ -226,6 +232,7 @@ REVOKE ALL ON FUNCTION ruvector._reroot_audit_chain FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._rotate_signing_key FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._revoke_signing_key FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._contracted_graph_dot FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._ivf_train FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION ruvector_register_collection FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_unregister_collection FROM PUBLIC;
@@ -233,6 +240,7 @@ REVOKE ALL ON FUNCTION ruvector_integrity_status FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_integrity_sample FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_integrity_simulate FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_rebuild_contracted_graph FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_ivf_train FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_integrity_policy_set FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_integrity_override FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_verify_event_signature FROM PUBLIC;
@@ -256,7 +264,8 @@ GRANT EXECUTE ON FUNCTION
     TO ruvector_reader;
 GRANT EXECUTE ON FUNCTION
     ruvector_register_collection, ruvector_unregister_collection, ruvector_integrity_policy_set,
-    ruvector_rebuild_contracted_graph, ruvector_integrity_sample, ruvector_integrity_override
+    ruvector_rebuild_contracted_graph, ruvector_integrity_sample, ruvector_integrity_override,
+    ruvector_ivf_train
     TO ruvector_admin;
 -- ruvector_rotate_signing_key, ruvector_revoke_signing_key and
 -- ruvector_reroot_audit_chain: superusers only.

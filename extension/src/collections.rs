@@ -30,6 +30,9 @@ pub struct CollectionRow {
     pub table: String,
     pub column: String,
     pub dimensions: i32,
+    pub distance_metric: String,
+    /// The table's owner (`None` once the table is gone).
+    pub owner: Option<i64>,
     pub config: Value,
     pub state: String,
     pub lambda_cut: Option<f64>,

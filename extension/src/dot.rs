@@ -1,6 +1,7 @@
 //! `ruvector_contracted_graph_dot(collection)`: the stored contracted graph as
-//! Graphviz text, nodes coloured by health and the witness edges (the edges
-//! across the minimum cut) drawn red.
+//! Graphviz text, nodes grouped by type and coloured by health, the witness
+//! edges (the edges across the minimum cut) drawn red, and edges that carry
+//! nothing any more (a lost standby's stream, a dead server's links) dashed.
 
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -30,8 +31,18 @@ struct StoredEdge {
     source: String,
     target: String,
     kind: String,
+    capacity: f64,
     effective_capacity: f64,
 }
+
+/// The order and titles of the node groups.
+const GROUPS: [(&str, &str); 5] = [
+    ("centroid", "IVF lists"),
+    ("partition", "partitions"),
+    ("shard", "shards"),
+    ("replication_target", "standbys"),
+    ("maintenance_dep", "maintenance"),
+];
 
 /// A double-quoted Graphviz ID.
 fn quoted(text: &str) -> String {
@@ -58,17 +69,15 @@ fn dot(collection: &str) -> SqlResult<String> {
             "SELECT jsonb_build_object(
                  'nodes', coalesce((SELECT jsonb_agg(jsonb_build_object(
                      'label', node_type || ':' || node_name, 'kind', node_type, 'name', node_name,
-                     'health', health_score) ORDER BY node_id)
+                     -- a standby's health is its stream's (on its replication edge)
+                     'health', CASE WHEN node_type = 'replication_target'
+                                    THEN coalesce((node_data->>'health')::float8, health_score)
+                                    ELSE health_score END) ORDER BY node_id)
                      FROM ruvector.contracted_graph WHERE collection_id = $1), '[]'),
                  'edges', coalesce((SELECT jsonb_agg(jsonb_build_object(
-                     'source', s.node_type || ':' || s.node_name, 'target', t.node_type || ':' || t.node_name,
-                     'kind', e.edge_type, 'effective_capacity', e.effective_capacity) ORDER BY e.id)
-                     FROM ruvector.contracted_edges e
-                     JOIN ruvector.contracted_graph s ON s.collection_id = e.collection_id
-                          AND s.node_type = e.source_type AND s.node_id = e.source_id
-                     JOIN ruvector.contracted_graph t ON t.collection_id = e.collection_id
-                          AND t.node_type = e.target_type AND t.node_id = e.target_id
-                     WHERE e.collection_id = $1), '[]'),
+                     'source', e.source, 'target', e.target, 'kind', e.edge_type,
+                     'capacity', e.capacity, 'effective_capacity', e.effective_capacity) ORDER BY e.edge_id)
+                     FROM ruvector.contracted_edge_capacities e WHERE e.collection_id = $1), '[]'),
                  'witness', (SELECT witness_edges FROM ruvector.integrity_state WHERE collection_id = $1))",
             &[row.id.into()],
         )?
@@ -91,20 +100,34 @@ fn dot(collection: &str) -> SqlResult<String> {
             row.lambda_norm.map_or("-".to_owned(), |l| format!("{l:.3}"))
         )),
     );
-    for n in &stored.nodes {
+    for (kind, title) in GROUPS {
+        let members: Vec<&StoredNode> = stored.nodes.iter().filter(|n| n.kind == kind).collect();
+        if members.is_empty() {
+            continue;
+        }
         out.push_str(&format!(
-            "  {} [label={}, fillcolor=\"{}\"];\n",
-            quoted(&n.label),
-            quoted(&format!("{}\n{}\nhealth {:.2}", n.name, n.kind, n.health)),
-            fill(n.health)
+            "  subgraph {} {{\n    label={};\n    style=\"rounded,dashed\";\n    color=\"#9e9e9e\";\n",
+            quoted(&format!("cluster_{kind}")),
+            quoted(&format!("{title} ({})", members.len()))
         ));
+        for n in members {
+            out.push_str(&format!(
+                "    {} [label={}, fillcolor=\"{}\"];\n",
+                quoted(&n.label),
+                quoted(&format!("{}\nhealth {:.2}", n.name, n.health)),
+                fill(n.health)
+            ));
+        }
+        out.push_str("  }\n");
     }
     for e in &stored.edges {
-        let style = if is_witness(e) {
-            ", color=red, fontcolor=red, penwidth=2.5"
-        } else {
-            ""
-        };
+        let mut style = String::new();
+        if is_witness(e) {
+            style.push_str(", color=red, fontcolor=red, penwidth=2.5");
+        }
+        if e.capacity > 0.0 && e.effective_capacity < 1e-9 {
+            style.push_str(", style=dashed");
+        }
         out.push_str(&format!(
             "  {} -- {} [label={}{style}];\n",
             quoted(&e.source),

@@ -76,6 +76,16 @@ impl From<ruvector_integrity::Error> for SqlError {
                 SqlError::invalid(format!("unknown operation \"{name}\""))
                     .hint(format!("Valid operations are: {valid}."))
             }
+            TooLarge { .. } => SqlError::new(
+                PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                e.to_string(),
+            )
+            .hint("Raise ruvector.solver_max_edges if the memory and time are acceptable."),
+            CapacityOverflow { .. } => SqlError::new(
+                PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+                e.to_string(),
+            ),
+            Cancelled(_) => SqlError::new(PgSqlErrorCode::ERRCODE_QUERY_CANCELED, e.to_string()),
             Spectral(_) | Audit(_) => SqlError::internal(e.to_string()),
             _ => SqlError::invalid(e.to_string()),
         }

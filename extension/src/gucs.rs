@@ -15,6 +15,13 @@ pub static MAX_COLLECTIONS: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static SAMPLE_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
 pub static MAX_RELATIONS: GucSetting<i32> = GucSetting::<i32>::new(16_384);
 pub static WORKER_STATEMENT_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(60_000);
+pub static EXPECTED_STANDBYS: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+/// kB.
+pub static REPLICATION_LAG_BUDGET: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024);
+pub static STARTUP_GRACE: GucSetting<i32> = GucSetting::<i32>::new(60);
+pub static SOLVER_MAX_EDGES: GucSetting<i32> =
+    GucSetting::<i32>::new(ruvector_integrity::control::DEFAULT_MAX_EDGES as i32);
 
 pub fn define() {
     GucRegistry::define_bool_guc(
@@ -101,6 +108,44 @@ pub fn define() {
         GucContext::Sighup,
         GucFlags::UNIT_MS,
     );
+    GucRegistry::define_string_guc(
+        c"ruvector.expected_standbys",
+        c"Application names of the standbys every collection's data must reach (comma list).",
+        c"Each is a replication_target node, joined to pg_stat_replication by application_name; the standbys named in synchronous_standby_names are expected too.",
+        &EXPECTED_STANDBYS,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.replication_lag_budget",
+        c"Replay lag an expected standby may have.",
+        c"Up to half of it a standby is healthy; its health then falls linearly to 0.3 at the budget.",
+        &REPLICATION_LAG_BUDGET,
+        1,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_KB,
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.startup_grace",
+        c"Seconds after the server starts during which an expected standby still reconnecting is not counted as lost.",
+        c"0 counts it lost from the first sample.",
+        &STARTUP_GRACE,
+        0,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.solver_max_edges",
+        c"Edges a minimum cut or λ₂ may take, in ruvector_mincut(), ruvector_lambda2() and samples.",
+        c"Larger inputs are refused (SQLSTATE 54000) before any memory is allocated; a min cut takes 70 to 130 bytes per edge.",
+        &SOLVER_MAX_EDGES,
+        1,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"ruvector".as_ptr()) };
 }
 
@@ -110,6 +155,14 @@ pub fn integrity_database() -> String {
         .get()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "postgres".to_owned())
+}
+
+/// `ruvector.expected_standbys` (empty when unset).
+pub fn expected_standbys() -> String {
+    EXPECTED_STANDBYS
+        .get()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// `ruvector.signing_key_path`, with the data-directory default applied.

@@ -103,7 +103,8 @@ pub fn as_caller<R>(body: impl FnOnce() -> R) -> R {
     as_role(unsafe { pg_sys::GetOuterUserId() }, body)
 }
 
-fn as_role<R>(role: pg_sys::Oid, body: impl FnOnce() -> R) -> R {
+/// Runs `body` as `role`, restricted as [`as_owner`] is.
+pub fn as_role<R>(role: pg_sys::Oid, body: impl FnOnce() -> R) -> R {
     let mut saved_user = pg_sys::InvalidOid;
     let mut saved_context = 0;
     let nest_level = unsafe {

@@ -2,45 +2,81 @@
 //! λ_nominal, λ_norm, λ₂ and the witness edges, and store the graph.
 //! Deciding what the measurement means for the state is the worker's job.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use ruvector_integrity::audit::WitnessEdge;
 use ruvector_integrity::graph::{Integrity, Node};
+use ruvector_integrity::sources::{Built, Observed, Overrides};
 use ruvector_integrity::spectral;
 use serde_json::{json, Value};
 
 use crate::collections::CollectionRow;
-use crate::errors::{SqlError, SqlResult};
-use crate::graph_builder::{self, BuiltGraph};
+use crate::errors::{Optional, SqlResult};
+use crate::{graph_builder, solver};
 
 const STORE_GRAPH: &str = include_str!("../sql/queries/store_graph.sql");
 const STORE_EDGES: &str = include_str!("../sql/queries/store_edges.sql");
+const UPDATE_ERROR_RATES: &str = include_str!("../sql/queries/update_error_rates.sql");
 
 pub struct Measurement {
-    pub built: BuiltGraph,
+    pub observed: Observed,
+    pub built: Built,
     pub integrity: Integrity,
     pub lambda2: f64,
 }
 
+thread_local! {
+    /// Integrity and λ₂ of the graphs solved lately, by fingerprint: a
+    /// collection whose graph did not change since its last sample (the
+    /// common case) is not solved again.
+    static SOLVED: RefCell<HashMap<[u8; 32], (Integrity, f64)>> = RefCell::new(HashMap::new());
+}
+
+/// How many solved graphs a process remembers.
+const REMEMBERED: usize = 256;
+
+/// λ, λ_nominal, λ_norm, the witness edges and λ₂ of `built`.
+fn solved(built: &Built) -> SqlResult<(Integrity, f64)> {
+    let graph = &built.graph;
+    let key = graph.fingerprint(true);
+    if let Some(known) = SOLVED.with(|s| s.borrow().get(&key).cloned()) {
+        return Ok(known);
+    }
+    let integrity = solver::controlled(|c| graph.integrity_with(c))?;
+    let lambda2 = solver::controlled(|c| {
+        spectral::lambda2_with(graph.nodes().len(), &graph.weighted_edges(false), c)
+    })?;
+    SOLVED.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() >= REMEMBERED {
+            s.clear();
+        }
+        s.insert(key, (integrity.clone(), lambda2));
+    });
+    Ok((integrity, lambda2))
+}
+
+/// Observes `collection` and measures its graph.
 pub fn measure(collection: &CollectionRow) -> SqlResult<Measurement> {
-    Measurement::of(graph_builder::build(collection)?)
+    Measurement::of(graph_builder::observe(collection)?, &Overrides::new())
 }
 
 /// A node's label: `kind:name`, as witness edges and what-if changes name it.
 pub fn label(node: &Node) -> String {
-    format!("{}:{}", node.kind.as_str(), node.name)
+    ruvector_integrity::sources::label(node.kind, &node.name)
 }
 
 impl Measurement {
-    /// λ, λ_nominal, λ_norm, the witness edges and λ₂ of a built graph.
-    pub fn of(built: BuiltGraph) -> SqlResult<Measurement> {
-        let integrity = built.graph.integrity().map_err(SqlError::from)?;
-        let lambda2 = spectral::lambda2(
-            built.graph.nodes().len(),
-            &built.graph.weighted_edges(false),
-        )
-        .map_err(SqlError::from)?;
+    /// λ, λ_nominal, λ_norm, the witness edges and λ₂ of the graph of what
+    /// was observed, with `overrides` imposed.
+    pub fn of(observed: Observed, overrides: &Overrides) -> SqlResult<Measurement> {
+        let built = graph_builder::build(&observed, overrides)?;
+        let (integrity, lambda2) = solved(&built)?;
         Ok(Measurement {
+            observed,
             built,
             integrity,
             lambda2,
@@ -83,9 +119,23 @@ impl Measurement {
         })
     }
 
-    /// Replaces the stored graph of `collection_id` with this one.
-    pub fn store(&self, collection_id: i32) -> SqlResult<()> {
+    /// Stores this graph as `collection_id`'s: its nodes always, its edges
+    /// when its topology differs from the stored one (or `rewrite` says so),
+    /// else only the error rates that changed. The collection's state row is
+    /// locked first, so that concurrent stores (the worker, a rebuild) follow
+    /// each other.
+    pub fn store(&self, collection_id: i32, rewrite: bool) -> SqlResult<()> {
         let graph = &self.built.graph;
+        let stored = Spi::get_one_with_args::<String>(
+            "SELECT graph_topology FROM ruvector.integrity_state WHERE collection_id = $1 FOR UPDATE",
+            &[collection_id.into()],
+        )
+        .optional()?;
+        let topology: String = graph
+            .topology()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let nodes: Vec<Value> = graph
             .nodes()
             .iter()
@@ -93,18 +143,6 @@ impl Measurement {
             .enumerate()
             .map(|(i, (n, data))| {
                 json!({"node_type": n.kind.as_str(), "node_id": i, "node_name": n.name, "node_data": data, "health_score": n.health})
-            })
-            .collect();
-        let edges: Vec<Value> = graph
-            .edges()
-            .iter()
-            .map(|e| {
-                json!({
-                    "source_type": graph.nodes()[e.source].kind.as_str(), "source_id": e.source,
-                    "target_type": graph.nodes()[e.target].kind.as_str(), "target_id": e.target,
-                    "edge_type": e.kind.as_str(), "capacity": e.capacity,
-                    "effective_capacity": graph.effective_capacity(e), "error_rate": e.error_rate,
-                })
             })
             .collect();
         Spi::run_with_args(
@@ -115,10 +153,68 @@ impl Measurement {
             STORE_GRAPH,
             &[collection_id.into(), JsonB(Value::Array(nodes)).into()],
         )?;
-        Spi::run_with_args(
-            STORE_EDGES,
-            &[collection_id.into(), JsonB(Value::Array(edges)).into()],
-        )?;
+        if rewrite || stored.as_deref() != Some(topology.as_str()) {
+            let edges = graph.edges();
+            let kind = |i: usize| graph.nodes()[i].kind.as_str();
+            Spi::run_with_args(
+                "DELETE FROM ruvector.contracted_edges WHERE collection_id = $1",
+                &[collection_id.into()],
+            )?;
+            Spi::run_with_args(
+                STORE_EDGES,
+                &[
+                    collection_id.into(),
+                    (0..edges.len() as i64).collect::<Vec<_>>().into(),
+                    edges
+                        .iter()
+                        .map(|e| kind(e.source))
+                        .collect::<Vec<_>>()
+                        .into(),
+                    edges
+                        .iter()
+                        .map(|e| e.source as i64)
+                        .collect::<Vec<_>>()
+                        .into(),
+                    edges
+                        .iter()
+                        .map(|e| kind(e.target))
+                        .collect::<Vec<_>>()
+                        .into(),
+                    edges
+                        .iter()
+                        .map(|e| e.target as i64)
+                        .collect::<Vec<_>>()
+                        .into(),
+                    edges
+                        .iter()
+                        .map(|e| e.kind.as_str())
+                        .collect::<Vec<_>>()
+                        .into(),
+                    edges.iter().map(|e| e.capacity).collect::<Vec<_>>().into(),
+                    edges
+                        .iter()
+                        .map(|e| e.error_rate)
+                        .collect::<Vec<_>>()
+                        .into(),
+                ],
+            )?;
+            Spi::run_with_args(
+                "UPDATE ruvector.integrity_state SET graph_topology = $2 WHERE collection_id = $1",
+                &[collection_id.into(), topology.as_str().into()],
+            )?;
+        } else {
+            let (ids, rates): (Vec<i64>, Vec<f64>) = graph
+                .edges()
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.error_rate != 0.0)
+                .map(|(i, e)| (i as i64, e.error_rate))
+                .unzip();
+            Spi::run_with_args(
+                UPDATE_ERROR_RATES,
+                &[collection_id.into(), ids.into(), rates.into()],
+            )?;
+        }
         Ok(())
     }
 }

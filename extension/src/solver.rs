@@ -7,10 +7,27 @@ use std::collections::HashMap;
 
 use pgrx::prelude::*;
 use pgrx::JsonB;
-use ruvector_integrity::{mincut, spectral};
+use ruvector_integrity::control::{Control, Limits};
+use ruvector_integrity::{mincut, spectral, Error};
 use serde_json::{json, Value};
 
 use crate::errors::{OrRaise, SqlError, SqlResult};
+use crate::gucs;
+
+/// Runs `solve` under `ruvector.solver_max_edges`, checking for a cancel or a
+/// `statement_timeout` every few thousand steps (the check raises the ERROR,
+/// which unwinds through the solver).
+pub fn controlled<R>(solve: impl FnOnce(&mut Control) -> Result<R, Error>) -> SqlResult<R> {
+    let mut hook = || -> Result<(), Error> {
+        check_for_interrupts!();
+        Ok(())
+    };
+    let limits = Limits {
+        max_edges: gucs::SOLVER_MAX_EDGES.get() as usize,
+    };
+    let mut control = Control::new(limits).with_interrupt(&mut hook);
+    solve(&mut control).map_err(SqlError::from)
+}
 
 /// A graph given as JSON: node ids in order of first appearance, and edges.
 struct JsonGraph {
@@ -40,6 +57,9 @@ fn parse(edges: &Value) -> SqlResult<JsonGraph> {
         edges: Vec::with_capacity(list.len()),
     };
     for (i, edge) in list.iter().enumerate() {
+        if i % 65_536 == 65_535 {
+            check_for_interrupts!();
+        }
         let object = edge
             .as_object()
             .ok_or_else(|| SqlError::invalid(format!("edge {i} must be an object")))?;
@@ -82,10 +102,10 @@ fn parse(edges: &Value) -> SqlResult<JsonGraph> {
 #[pg_extern(immutable, parallel_safe, strict)]
 fn ruvector_mincut(edges: JsonB) -> JsonB {
     let graph = parse(&edges.0).or_raise();
+    // Freed now, not while a cancel unwinds.
+    drop(edges);
     let n = graph.ids.len();
-    let cut = mincut::min_cut(n, &graph.edges)
-        .map_err(SqlError::from)
-        .or_raise();
+    let cut = controlled(|c| mincut::min_cut_with(n, &graph.edges, c)).or_raise();
     JsonB(match cut {
         None => {
             json!({"lambda": null, "nodes": n, "edges": graph.edges.len(), "side": [], "witness_edges": []})
@@ -108,10 +128,9 @@ fn ruvector_mincut(edges: JsonB) -> JsonB {
 #[pg_extern(immutable, parallel_safe, strict)]
 fn ruvector_lambda2(edges: JsonB) -> JsonB {
     let graph = parse(&edges.0).or_raise();
+    drop(edges);
     let n = graph.ids.len();
-    let value = spectral::lambda2(n, &graph.edges)
-        .map_err(SqlError::from)
-        .or_raise();
+    let value = controlled(|c| spectral::lambda2_with(n, &graph.edges, c)).or_raise();
     JsonB(
         json!({"lambda2": value, "nodes": n, "edges": graph.edges.len(), "connected": value > 0.0}),
     )

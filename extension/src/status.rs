@@ -4,10 +4,11 @@
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use ruvector_integrity::hysteresis::State;
+use ruvector_integrity::sources::Overrides;
 use serde_json::{json, Value};
 
 use crate::errors::{Optional, OrRaise, SqlError, SqlResult};
-use crate::{clock, collections, gate, sampler, shmem};
+use crate::{clock, collections, gate, graph_builder, sampler, shmem};
 
 fn unix_us_text(us: Option<i64>) -> Option<String> {
     us.map(|us| {
@@ -98,6 +99,7 @@ fn status(collection: &str) -> SqlResult<JsonB> {
 /// real sample on its next tick.
 #[pg_extern(schema = "ruvector", name = "_integrity_sample")]
 fn integrity_sample(collection: &str) -> JsonB {
+    graph_builder::forget_probes();
     let row = collections::find(collection).or_raise();
     let measurement = sampler::measure(&row).or_raise();
     if let Ok(shared) = shmem::shared() {
@@ -117,9 +119,10 @@ fn rebuild_contracted_graph(collection: &str) -> JsonB {
 }
 
 fn rebuild(collection: &str) -> SqlResult<JsonB> {
+    graph_builder::forget_probes();
     let row = collections::find(collection)?;
     let measurement = sampler::measure(&row)?;
-    measurement.store(row.id)?;
+    measurement.store(row.id, true)?;
     let graph = &measurement.built.graph;
     if graph.nodes().is_empty() {
         return Err(SqlError::internal("the rebuilt graph is empty"));
@@ -141,6 +144,7 @@ fn integrity_simulate(collection: &str, changes: JsonB) -> JsonB {
 }
 
 fn simulate(collection: &str, changes: &Value) -> SqlResult<JsonB> {
+    graph_builder::forget_probes();
     let row = collections::find(collection)?;
     let thresholds = row.policy()?.thresholds();
     let now = sampler::measure(&row)?;
@@ -148,31 +152,29 @@ fn simulate(collection: &str, changes: &Value) -> SqlResult<JsonB> {
         return Err(SqlError::invalid("changes must be a JSON object of node: health")
             .hint("For example {\"shard:primary\": 0} fails the primary; see ruvector_contracted_graph() for node names."));
     };
-    let mut built = now.built.clone();
+    let mut overrides = Overrides::new();
     for (label, health) in changes {
-        let Some(index) = built
+        if !now
+            .built
             .graph
             .nodes()
             .iter()
-            .position(|n| sampler::label(n) == *label)
-        else {
-            let known: Vec<String> = built.graph.nodes().iter().map(sampler::label).collect();
+            .any(|n| sampler::label(n) == *label)
+        {
+            let known: Vec<String> = now.built.graph.nodes().iter().map(sampler::label).collect();
             return Err(SqlError::invalid(format!(
                 "no node \"{label}\" in the graph of \"{collection}\""
             ))
             .hint(format!("Nodes: {}.", known.join(", "))));
-        };
+        }
         let health = health.as_f64().ok_or_else(|| {
             SqlError::invalid(format!(
                 "the health of \"{label}\" must be a number in [0, 1]"
             ))
         })?;
-        built
-            .graph
-            .set_health(index, health)
-            .map_err(SqlError::from)?;
+        overrides.insert(label.clone(), health);
     }
-    let then = sampler::Measurement::of(built)?;
+    let then = sampler::Measurement::of(now.observed.clone(), &overrides)?;
     let summary = |m: &sampler::Measurement| {
         json!({
             "lambda_cut": m.integrity.lambda_cut,

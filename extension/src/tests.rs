@@ -506,4 +506,66 @@ mod tests {
         .unwrap();
         assert_eq!(reader_can, Some(true));
     }
+
+    #[pg_test]
+    fn ivf_train_stores_lists_and_refuses_bad_input() {
+        Spi::run(
+            "CREATE TABLE ivf_docs (id bigserial PRIMARY KEY, embedding real[]);
+             INSERT INTO ivf_docs (embedding)
+             SELECT ARRAY[(i % 4) * 10 + random(), (i % 4) * 10, 1]::real[] FROM generate_series(1, 200) i;
+             SELECT ruvector_register_collection('ivf_docs', 'ivf_docs', 'embedding', dimensions => 3)",
+        )
+        .unwrap();
+        // A vector with a NaN and one of the wrong length are left out, not fatal.
+        Spi::run("INSERT INTO ivf_docs (embedding) VALUES ('{NaN,1,1}'), ('{1,2}')").unwrap();
+        for (lists, state) in [(0, "22023"), (1001, "22023"), (-3, "22023")] {
+            let (code, message, hint) =
+                error_of(&format!("SELECT ruvector_ivf_train('ivf_docs', {lists})"));
+            assert_eq!(code, state, "{lists}: {message}");
+            assert!(hint.contains("lists"), "{hint}");
+        }
+        assert_eq!(error_of("SELECT ruvector_ivf_train('nope', 4)").0, "42704");
+        let trained = json_of("SELECT ruvector_ivf_train('ivf_docs', 4)");
+        assert_eq!(trained["trained_rows"], 200);
+        assert_eq!(trained["skipped_rows"], 2);
+        let (lists, vectors) = Spi::get_two::<i64, i64>(
+            "SELECT count(*), sum(vector_count)::bigint FROM ruvector.ivf_lists l
+             JOIN ruvector.collections c ON c.id = l.collection_id WHERE c.name = 'ivf_docs'",
+        )
+        .unwrap();
+        assert_eq!((lists, vectors), (Some(4), Some(200)));
+        // Four separated blobs: four lists of 50.
+        let counts = Spi::get_one::<Vec<i64>>(
+            "SELECT array_agg(vector_count ORDER BY vector_count) FROM ruvector.ivf_lists",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(counts, vec![50, 50, 50, 50]);
+        let graph = json_of("SELECT ruvector_integrity_sample('ivf_docs')");
+        assert_eq!(graph["lambda_norm"], 1.0);
+        let centroids = graph["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["node"].as_str().unwrap().starts_with("centroid:"))
+            .count();
+        assert_eq!(centroids, 4);
+
+        // Fewer usable vectors than lists.
+        Spi::run(
+            "CREATE TABLE ivf_empty (id bigserial PRIMARY KEY, embedding real[]);
+             SELECT ruvector_register_collection('ivf_empty', 'ivf_empty', 'embedding', dimensions => 3)",
+        )
+        .unwrap();
+        let (code, message, _) = error_of("SELECT ruvector_ivf_train('ivf_empty', 2)");
+        assert_eq!(code, "55000", "{message}");
+
+        // Only the table's owner trains its lists.
+        Spi::run("CREATE ROLE ivf_stranger; GRANT ruvector_admin TO ivf_stranger; GRANT ALL ON caught TO ivf_stranger")
+            .unwrap();
+        Spi::run("SET ROLE ivf_stranger").unwrap();
+        let (code, message, _) = error_of("SELECT ruvector_ivf_train('ivf_docs', 2)");
+        Spi::run("RESET ROLE").unwrap();
+        assert_eq!(code, "42501", "{message}");
+    }
 }

@@ -32,10 +32,10 @@ use serde_json::{json, Value};
 
 use crate::audit::Head;
 use crate::collections::CollectionRow;
-use crate::errors::{Optional, OrRaise, SqlResult};
+use crate::errors::{Optional, OrRaise, SqlError, SqlResult};
 use crate::keys::KeyHolder;
 use crate::shmem::{self, CollectionView, Shared};
-use crate::{audit, clock, gucs, installation, sampler, sync};
+use crate::{audit, clock, graph_builder, gucs, installation, sampler, sync};
 
 /// The longest the worker sleeps between ticks, in µs.
 const MAX_SLEEP: i64 = 5 * SECOND;
@@ -74,7 +74,10 @@ pub extern "C-unwind" fn ruvector_integrity_worker_main(_arg: pg_sys::Datum) {
             (c"default_transaction_isolation", c"read committed"),
             (c"extra_float_digits", c"1"),
             (c"synchronous_commit", c"local"),
-            (c"lock_timeout", c"10s"),
+            // Short enough that a DROP EXTENSION waiting on the worker's
+            // locks wins before the deadlock detector (deadlock_timeout,
+            // 1 s by default) has to choose.
+            (c"lock_timeout", c"500ms"),
         ] {
             pg_sys::SetConfigOption(
                 name.as_ptr(),
@@ -165,8 +168,10 @@ struct Worker {
     keys: KeyHolder,
     /// Where checkpoints of this installation's chain go (known once loaded).
     checkpoint_path: Option<std::path::PathBuf>,
-    /// Next sample of each collection, PostgreSQL µs.
-    next_due: HashMap<i32, i64>,
+    /// When each collection was last sampled, PostgreSQL µs. It is due again
+    /// one sample interval later, as its policy says now (a policy or a
+    /// reload that shortens the interval takes effect at once).
+    last_sampled: HashMap<i32, i64>,
     last_prune: i64,
     /// The last sampling error of each collection, so that it is logged once.
     last_errors: HashMap<i32, String>,
@@ -180,7 +185,7 @@ impl Worker {
         Worker {
             keys: KeyHolder::new(gucs::signing_key_path()),
             checkpoint_path: None,
-            next_due: HashMap::new(),
+            last_sampled: HashMap::new(),
             last_prune: 0,
             last_errors: HashMap::new(),
             last_step_errors: HashMap::new(),
@@ -200,6 +205,7 @@ impl Worker {
     fn tick(&mut self, shared: Shared) -> Duration {
         let now = clock::now_pg();
         shared.beat(now);
+        graph_builder::forget_probes();
         let idle = Duration::from_secs(gucs::SAMPLE_INTERVAL.get().clamp(1, 5) as u64);
 
         let (rows, overflow) = match transaction("loading collections", || self.load(shared)) {
@@ -224,7 +230,7 @@ impl Worker {
             warning!("ruvector: the relation map is full: some collection relations are not gated; raise ruvector.max_relations");
             self.warned_relations_full = true;
         }
-        self.next_due
+        self.last_sampled
             .retain(|id, _| rows.iter().any(|r| r.id == *id));
 
         self.sign_pending(shared);
@@ -237,11 +243,8 @@ impl Worker {
         if gucs::INTEGRITY_ENABLED.get() {
             let requested = shared.take_sample_requests();
             for row in &rows {
-                let due = self
-                    .next_due
-                    .get(&row.id)
-                    .is_none_or(|&d| d <= clock::now_pg());
-                if due || requested.contains(&row.id) {
+                if self.due(row).is_none_or(|d| d <= clock::now_pg()) || requested.contains(&row.id)
+                {
                     self.sample(shared, row);
                 }
             }
@@ -251,11 +254,11 @@ impl Worker {
         // Sleep until the next sample is due, but never longer than MAX_SLEEP:
         // the heartbeat and override expiries need the worker awake now and then.
         let now = clock::now_pg();
-        let next = self
-            .next_due
-            .values()
+        let next = rows
+            .iter()
+            .filter_map(|row| self.due(row))
             .min()
-            .map_or(i64::MAX, |&due| due - now);
+            .map_or(i64::MAX, |due| due - now);
         Duration::from_micros(next.clamp(10_000, MAX_SLEEP) as u64)
     }
 
@@ -416,14 +419,20 @@ impl Worker {
         })
     }
 
-    fn sample(&mut self, shared: Shared, row: &CollectionRow) {
+    /// When `row` is next due (`None`: never sampled by this worker, so now).
+    fn due(&self, row: &CollectionRow) -> Option<i64> {
         let interval = row
             .policy()
             .ok()
             .and_then(|p| p.sample_interval_secs)
             .unwrap_or(gucs::SAMPLE_INTERVAL.get() as u32) as i64;
-        self.next_due
-            .insert(row.id, clock::now_pg() + interval * SECOND);
+        self.last_sampled
+            .get(&row.id)
+            .map(|&last| last + interval * SECOND)
+    }
+
+    fn sample(&mut self, shared: Shared, row: &CollectionRow) {
+        self.last_sampled.insert(row.id, clock::now_pg());
         match transaction("sampling", || self.take_sample(row)) {
             Ok((sampled, head)) => {
                 self.last_errors.remove(&row.id);
@@ -458,17 +467,20 @@ impl Worker {
     }
 
     fn take_sample(&self, row: &CollectionRow) -> SqlResult<(Sampled, Option<Head>)> {
+        let started = std::time::Instant::now();
         let measurement = sampler::measure(row)?;
         let policy = row.policy()?;
         let mut controller = row.controller();
         let now = clock::now_unix();
         let integrity = &measurement.integrity;
-        let transition = controller.observe(
-            integrity.lambda_norm,
-            now,
-            &policy.thresholds(),
-            &policy.hysteresis,
-        );
+        let transition = controller
+            .try_observe(
+                integrity.lambda_norm,
+                now,
+                &policy.thresholds(),
+                &policy.hysteresis,
+            )
+            .map_err(SqlError::from)?;
         Spi::run_with_args(
             "UPDATE ruvector.integrity_state
              SET state = $2, lambda_cut = $3, lambda_nominal = $4, lambda_norm = $5, lambda2 = $6,
@@ -488,10 +500,12 @@ impl Worker {
                 now.into(),
             ],
         )?;
+        measurement.store(row.id, false)?;
         Spi::run_with_args(
             "INSERT INTO ruvector.integrity_samples
-                 (collection_id, sampled_at, lambda_cut, lambda_nominal, lambda_norm, lambda2, state, node_count, edge_count)
-             VALUES ($1, 'epoch'::timestamptz + $2::bigint * interval '1 microsecond', $3, $4, $5, $6, $7, $8, $9)
+                 (collection_id, sampled_at, lambda_cut, lambda_nominal, lambda_norm, lambda2, state, node_count, edge_count,
+                  duration_ms)
+             VALUES ($1, 'epoch'::timestamptz + $2::bigint * interval '1 microsecond', $3, $4, $5, $6, $7, $8, $9, $10)
              ON CONFLICT DO NOTHING",
             &[
                 row.id.into(),
@@ -503,9 +517,9 @@ impl Worker {
                 controller.state.as_str().into(),
                 (measurement.built.graph.nodes().len() as i32).into(),
                 (measurement.built.graph.edges().len() as i32).into(),
+                (started.elapsed().as_secs_f64() * 1000.0).into(),
             ],
         )?;
-        measurement.store(row.id)?;
         let head = match transition {
             Some(t) => {
                 let mut event = event(

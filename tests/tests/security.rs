@@ -492,11 +492,11 @@ fn catalog_repair_and_database_wide_sweeps_always_run() {
 
 #[test]
 fn the_workers_statement_timeout_ends_a_step_blocked_on_a_lock() {
-    // lock_timeout (10 s) would end it too, later: the statement timeout must
-    // come first.
+    // The worker's lock_timeout (500 ms) would end it too, later: the
+    // statement timeout must come first.
     let (cluster, _db) = cluster_with_docs(
         "worker-timeout",
-        &["ruvector.worker_statement_timeout = 1000"],
+        &["ruvector.worker_statement_timeout = 200"],
     );
     let mut holder = cluster.client();
     holder

@@ -70,6 +70,14 @@ pub enum Error {
     #[error("audit: {0}")]
     Audit(String),
 
+    /// A what-if change names a node the graph does not have.
+    #[error("no node \"{0}\" in the graph")]
+    UnknownNode(String),
+
+    /// What was read about a collection does not fit together.
+    #[error("{0}")]
+    Source(String),
+
     /// An eigensolver did not converge.
     #[error("λ₂ did not converge: {0}")]
     Spectral(String),

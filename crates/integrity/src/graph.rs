@@ -263,6 +263,42 @@ impl ContractedGraph {
         )
     }
 
+    /// SHA-256 of the graph's shape: its nodes' kinds and names and its edges'
+    /// ends, kinds and nominal capacities, in order (not healths or error
+    /// rates). Equal fingerprints mean the same nodes and edges at the same
+    /// positions.
+    pub fn topology(&self) -> [u8; 32] {
+        self.fingerprint(false)
+    }
+
+    /// SHA-256 of the whole graph: its topology, and with `numbers` every
+    /// health and error rate too. Equal fingerprints mean equal integrity.
+    pub fn fingerprint(&self, numbers: bool) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        hash.update([numbers as u8]);
+        hash.update((self.nodes.len() as u64).to_le_bytes());
+        hash.update((self.edges.len() as u64).to_le_bytes());
+        for n in &self.nodes {
+            hash.update([n.kind as u8]);
+            hash.update((n.name.len() as u64).to_le_bytes());
+            hash.update(n.name.as_bytes());
+            if numbers {
+                hash.update(n.health.to_bits().to_le_bytes());
+            }
+        }
+        for e in &self.edges {
+            hash.update((e.source as u64).to_le_bytes());
+            hash.update((e.target as u64).to_le_bytes());
+            hash.update([e.kind as u8]);
+            hash.update(e.capacity.to_bits().to_le_bytes());
+            if numbers {
+                hash.update(e.error_rate.to_bits().to_le_bytes());
+            }
+        }
+        hash.finalize().into()
+    }
+
     /// `capacity · (1 − error_rate) · min(health of its two ends)`: an edge is only
     /// as good as its weaker end.
     pub fn effective_capacity(&self, edge: &Edge) -> f64 {
@@ -303,9 +339,15 @@ impl ContractedGraph {
         let cut = mincut::min_cut_with(n, &effective, control)
             .map_err(|e| self.named(e))?
             .ok_or(Error::TooFewNodes(n))?;
-        let nominal = mincut::min_cut_with(n, &self.weighted_edges(true), control)
-            .map_err(|e| self.named(e))?
-            .ok_or(Error::TooFewNodes(n))?;
+        let nominal_edges = self.weighted_edges(true);
+        // A graph at full health is its own nominal graph.
+        let nominal = if nominal_edges == effective {
+            cut.clone()
+        } else {
+            mincut::min_cut_with(n, &nominal_edges, control)
+                .map_err(|e| self.named(e))?
+                .ok_or(Error::TooFewNodes(n))?
+        };
         let lambda_norm = if nominal.value > 0.0 {
             (cut.value / nominal.value).clamp(0.0, 1.0)
         } else {
@@ -345,6 +387,27 @@ mod tests {
         g.add_edge(s, av, EdgeKind::Dependency, 1.0, 0.0).unwrap();
         g.add_edge(s, ar, EdgeKind::Dependency, 1.0, 0.0).unwrap();
         g
+    }
+
+    #[test]
+    fn the_topology_is_the_shape_not_the_health() {
+        let g = single_partition(1.0, 1.0);
+        let mut sick = single_partition(0.2, 0.5);
+        assert_eq!(g.topology(), sick.topology());
+        sick.add_edge(0, 1, EdgeKind::PartitionLink, 1.0, 0.5)
+            .unwrap();
+        assert_ne!(g.topology(), sick.topology());
+        let mut heavier = ContractedGraph::new();
+        let a = heavier
+            .add_node(NodeKind::Partition, "public.items", 1.0)
+            .unwrap();
+        let b = heavier.add_node(NodeKind::Shard, "primary", 1.0).unwrap();
+        heavier
+            .add_edge(a, b, EdgeKind::PartitionLink, 2.0, 0.0)
+            .unwrap();
+        let mut lighter = heavier.clone();
+        lighter.edges[0].capacity = 1.0;
+        assert_ne!(heavier.topology(), lighter.topology());
     }
 
     #[test]

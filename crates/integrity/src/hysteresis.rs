@@ -13,8 +13,11 @@
 //! - No transition at all within `cooldown_after_transition_seconds` of the last
 //!   one; a transition held back by the cooldown happens on the first sample
 //!   after it, if its condition still holds.
-//! - Before the first sample the state is `unknown`; the first sample sets the
-//!   state its value calls for, without waiting for counts.
+//! - Before the first sample the state is `unknown`. A healthy sample (at or
+//!   above `threshold_high`) makes it normal at once; anything worse obeys the
+//!   same counts as from normal, so that a fresh start or registration never
+//!   jumps to critical (or stress) on one sample: until the counts are met
+//!   the state stays `unknown`, which the gate treats with caution.
 //! - A sample that is not a number in [0, 1] (NaN, ±∞, out of range) is refused:
 //!   it changes no count, hold or state. NaN compares false with every
 //!   threshold, so taken as-is it would look healthy; refusing it keeps the
@@ -164,11 +167,13 @@ impl Controller {
         }
 
         let target = match self.state {
-            State::Unknown => thresholds.level(lambda_norm),
+            State::Unknown if !below_high => State::Normal,
             state if state != State::Critical && self.below_low >= hysteresis.critical_samples => {
                 State::Critical
             }
-            State::Normal if self.below_high >= hysteresis.degrade_samples => State::Stress,
+            State::Normal | State::Unknown if self.below_high >= hysteresis.degrade_samples => {
+                State::Stress
+            }
             state @ (State::Stress | State::Critical)
                 if self.recovering_since.is_some_and(|since| {
                     now - since >= hysteresis.restore_hold_seconds as Micros * SECOND
@@ -236,12 +241,27 @@ mod tests {
     use State::*;
 
     #[test]
-    fn first_sample_sets_the_state_it_calls_for() {
-        for (value, expected) in [(1.0, Normal), (0.5, Stress), (0.1, Critical)] {
-            let mut c = Controller::default();
-            let t = c.observe(value, 0, &THRESHOLDS, &v2()).unwrap();
-            assert_eq!((t.from, t.to), (Unknown, expected));
-        }
+    fn from_unknown_healthy_is_at_once_and_faults_obey_the_counts() {
+        let mut c = Controller::default();
+        let t = c.observe(1.0, 0, &THRESHOLDS, &v2()).unwrap();
+        assert_eq!((t.from, t.to), (Unknown, Normal));
+
+        let mut c = Controller::default();
+        assert_eq!(
+            run(&mut c, &v2(), &[(0, 0.1), (60, 0.1)]),
+            [Unknown, Critical]
+        );
+        let mut c = Controller::default();
+        assert_eq!(
+            run(&mut c, &v2(), &[(0, 0.5), (60, 0.5), (120, 0.5)]),
+            [Unknown, Unknown, Stress]
+        );
+        // One bad sample, then healthy ones: never left normal territory.
+        let mut c = Controller::default();
+        assert_eq!(
+            run(&mut c, &v2(), &[(0, 0.1), (60, 1.0), (120, 1.0)]),
+            [Unknown, Normal, Normal]
+        );
     }
 
     #[test]

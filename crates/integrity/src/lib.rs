@@ -17,8 +17,10 @@ mod error;
 pub mod gate;
 pub mod graph;
 pub mod hysteresis;
+pub mod kmeans;
 pub mod mincut;
 pub mod policy;
+pub mod sources;
 pub mod spectral;
 mod union_find;
 

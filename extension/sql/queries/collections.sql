@@ -8,6 +8,8 @@ SELECT coalesce(jsonb_agg(jsonb_build_object(
         'table', c.table_name,
         'column', c.column_name,
         'dimensions', c.dimensions,
+        'distance_metric', c.distance_metric,
+        'owner', (SELECT k.relowner::bigint FROM pg_class k WHERE k.oid = c.table_oid),
         'config', c.config,
         'state', s.state,
         'lambda_cut', s.lambda_cut,

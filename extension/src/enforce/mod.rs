@@ -85,6 +85,12 @@ pub fn refusal(collection: &str, answer: &Answer) -> SqlError {
     .hint(hint)
 }
 
+/// Puts an operation the extension itself runs (IVF training) through the
+/// gate; an error if it is refused.
+pub fn gate_operation(collection: &str, op: Operation) -> SqlResult<()> {
+    enforce(collection, op, None, false)
+}
+
 /// Puts `op` on `collection` through the gate; an error if it is refused.
 /// `rolled` skips the throttle roll (this statement already passed it).
 fn enforce(collection: &str, op: Operation, rows: Option<u64>, rolled: bool) -> SqlResult<()> {
