@@ -32,6 +32,7 @@ demo: install
 
 stop:
 	./scripts/cluster stop demo
+	./scripts/cluster stop demo-standby
 
 # Every test tier: core library, in-database (pgrx), and cluster integration.
 test: setup test-core test-pg test-integration

@@ -212,6 +212,19 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     ORDER BY h.created_at DESC, h.seq DESC NULLS FIRST
 $$;
 
+-- The gate's decisions since the server started (or the last reset), counted
+-- in shared memory: per collection, operation and decision (allowed,
+-- throttled, deferred, rejected, bypassed).
+CREATE VIEW ruvector.integrity_gate_stats AS
+    SELECT s.collection, s.operation, s.decision, s.count,
+           timestamptz '2000-01-01 00:00:00+00' + s.last_at_pg_us * interval '1 microsecond' AS last_at
+    FROM ruvector._integrity_gate_stats() s;
+
+-- Sets the counters of a collection (NULL: of every collection) back to zero.
+CREATE FUNCTION ruvector_integrity_gate_stats_reset(collection text DEFAULT NULL)
+RETURNS integer LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ruvector._integrity_gate_stats_reset(collection) $$;
+
 -- Privileges. Functions are executable by PUBLIC by default; take that back.
 REVOKE ALL ON FUNCTION ruvector._guard_pending_event() FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._on_sql_drop() FROM PUBLIC;
@@ -233,6 +246,8 @@ REVOKE ALL ON FUNCTION ruvector._rotate_signing_key FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._revoke_signing_key FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._contracted_graph_dot FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._ivf_train FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._integrity_gate_stats FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._integrity_gate_stats_reset FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION ruvector_register_collection FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_unregister_collection FROM PUBLIC;
@@ -255,17 +270,21 @@ REVOKE ALL ON FUNCTION ruvector_contracted_graph_dot FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_integrity_history FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_integrity_gate FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_integrity_allowed FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_integrity_gate_stats_reset FROM PUBLIC;
+REVOKE ALL ON ruvector.integrity_gate_stats FROM PUBLIC;
 
 GRANT EXECUTE ON FUNCTION
     ruvector_integrity_status, ruvector_integrity_gate, ruvector_integrity_allowed, ruvector_integrity_simulate,
     ruvector_integrity_history, ruvector_contracted_graph, ruvector_contracted_graph_dot,
     ruvector_verify_event_signature,
-    ruvector_verify_audit_chain, ruvector_audit_checkpoint, ruvector_audit_export
+    ruvector_verify_audit_chain, ruvector_audit_checkpoint, ruvector_audit_export,
+    ruvector._integrity_gate_stats
     TO ruvector_reader;
+GRANT SELECT ON ruvector.integrity_gate_stats TO ruvector_reader;
 GRANT EXECUTE ON FUNCTION
     ruvector_register_collection, ruvector_unregister_collection, ruvector_integrity_policy_set,
     ruvector_rebuild_contracted_graph, ruvector_integrity_sample, ruvector_integrity_override,
-    ruvector_ivf_train
+    ruvector_ivf_train, ruvector_integrity_gate_stats_reset
     TO ruvector_admin;
 -- ruvector_rotate_signing_key, ruvector_revoke_signing_key and
 -- ruvector_reroot_audit_chain: superusers only.

@@ -258,7 +258,9 @@ fn dimensions_from_data(info: &TableInfo, column: &str) -> SqlResult<Option<i32>
         col = pgrx::spi::quote_identifier(column),
         tbl = pgrx::spi::quote_qualified_identifier(&info.schema, &info.table),
     );
-    let first = installation::as_caller(|| Spi::get_two::<i32, i32>(&query).optional())?;
+    let first = crate::enforce::internal(|| {
+        installation::as_caller(|| Spi::get_two::<i32, i32>(&query).optional())
+    })?;
     match first {
         Some((length, Some(1))) => Ok(length),
         Some((_, ndims)) => Err(SqlError::new(

@@ -95,8 +95,9 @@ fn dot(collection: &str) -> SqlResult<String> {
         "graph {} {{\n  label={};\n  labelloc=t;\n  fontname=\"Helvetica\";\n  node [shape=box, style=\"rounded,filled\", fontname=\"Helvetica\"];\n  edge [fontname=\"Helvetica\", fontsize=10];\n",
         quoted(collection),
         quoted(&format!(
-            "{collection}: {}, lambda_norm {}",
+            "{collection}: {}, λ {}, λ_norm {}",
             row.state,
+            row.lambda_cut.map_or("-".to_owned(), |l| format!("{l:.3}")),
             row.lambda_norm.map_or("-".to_owned(), |l| format!("{l:.3}"))
         )),
     );

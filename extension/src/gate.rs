@@ -6,7 +6,7 @@
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::JsonB;
-use ruvector_integrity::gate::{self, Decision, GateInput, Operation, Verdict};
+use ruvector_integrity::gate::{self, Decision, GateInput, Operation, Outcome, Verdict};
 use ruvector_integrity::hysteresis::State;
 use ruvector_integrity::SECOND;
 use serde_json::json;
@@ -23,9 +23,23 @@ pub struct Answer {
     pub lambda_norm: f64,
     /// Set when the gate is switched off.
     pub disabled: bool,
+    /// Where shared memory holds the collection (none: read from the tables).
+    pub slot: Option<SlotRef>,
 }
 
 impl Answer {
+    /// Counts this decision in the gate's statistics as `outcome`.
+    pub fn count(&self, outcome: Outcome) {
+        if let (Some(slot), Ok(shared)) = (self.slot, shmem::shared()) {
+            shared.tally(slot, self.verdict.operation, outcome, clock::now_pg());
+        }
+    }
+
+    /// What became of the call, bypass aside.
+    pub fn outcome(&self) -> Outcome {
+        Outcome::of(&self.verdict, self.allowed)
+    }
+
     pub fn reason(&self) -> String {
         if self.disabled {
             "ruvector.integrity_enabled is off: every operation is allowed".to_owned()
@@ -75,16 +89,27 @@ pub fn view_of(collection: &str) -> SqlResult<(Option<SlotRef>, CollectionView)>
 }
 
 /// Decides `op` on `collection`; `already_rolled` skips the throttle roll (the
-/// caller already passed it for this statement).
+/// caller already passed it for this statement). An admitted search holds its
+/// place until `executor` ends (0: until the transaction ends). The caller
+/// counts the answer.
 pub fn check(
     collection: &str,
     op: Operation,
     rows: Option<u64>,
     already_rolled: bool,
+    executor: usize,
 ) -> SqlResult<Answer> {
     let shared = shmem::shared()?;
     let (slot, view) = view_of(collection)?;
-    Ok(decide(shared, slot, &view, op, rows, already_rolled))
+    Ok(decide(
+        shared,
+        slot,
+        &view,
+        op,
+        rows,
+        already_rolled,
+        executor,
+    ))
 }
 
 /// The state the gate acts on at `now` (an unexpired override, else the last
@@ -110,6 +135,7 @@ fn decide(
     op: Operation,
     rows: Option<u64>,
     already_rolled: bool,
+    executor: usize,
 ) -> Answer {
     let (state, stale) = current_state(view, clock::now_pg());
     let counter = slot.and_then(|s| shared.live_searches(s));
@@ -145,7 +171,7 @@ fn decide(
                 })
                 .is_ok();
             if admitted {
-                xact::hold_search(slot);
+                xact::hold_search(slot, executor);
             } else {
                 verdict = verdict.over_search_limit(limit);
                 allowed = false;
@@ -157,7 +183,26 @@ fn decide(
         allowed,
         lambda_norm: view.lambda_norm,
         disabled,
+        slot,
     }
+}
+
+/// Counts an allowed `op` on `collection` that was decided before, provisionally.
+pub fn count_allowed(collection: &str, op: Operation) {
+    if let (Ok(shared), Ok((Some(slot), _))) = (shmem::shared(), view_of(collection)) {
+        if gucs::INTEGRITY_ENABLED.get() {
+            shared.tally(slot, op, Outcome::Allowed, clock::now_pg());
+        }
+    }
+}
+
+/// A gate call from SQL: decided, counted, and (for a search) held to the
+/// end of the transaction. Advisory: the bypass does not change its answer.
+fn call(collection: &str, operation: &str) -> SqlResult<Answer> {
+    let op = Operation::parse(operation)?;
+    let answer = check(collection, op, None, false, 0)?;
+    answer.count(answer.outcome());
+    Ok(answer)
 }
 
 /// May `operation` run on `collection` now? The decision as JSON:
@@ -165,17 +210,63 @@ fn decide(
 /// `retry_after_secs`, `state`, `reason`, `risk`, `lambda_norm`, `stale`.
 #[pg_extern(volatile)]
 fn ruvector_integrity_gate(collection: &str, operation: &str) -> JsonB {
-    let op = Operation::parse(operation).or_raise();
-    JsonB(
-        check(collection, op, None, false)
-            .or_raise()
-            .to_json(collection),
-    )
+    JsonB(call(collection, operation).or_raise().to_json(collection))
 }
 
 /// The gate's decision for this call as a boolean, for hot call sites.
 #[pg_extern(volatile)]
 fn ruvector_integrity_allowed(collection: &str, operation: &str) -> bool {
-    let op = Operation::parse(operation).or_raise();
-    check(collection, op, None, false).or_raise().allowed
+    call(collection, operation).or_raise().allowed
+}
+
+/// The gate's statistics: per collection, operation and outcome, how many
+/// decisions and the last one's time (PostgreSQL µs). Behind the view
+/// `ruvector.integrity_gate_stats`.
+#[pg_extern(schema = "ruvector", name = "_integrity_gate_stats")]
+fn integrity_gate_stats() -> TableIterator<
+    'static,
+    (
+        name!(collection, String),
+        name!(operation, String),
+        name!(decision, String),
+        name!(count, i64),
+        name!(last_at_pg_us, i64),
+    ),
+> {
+    let stats = shmem::shared().or_raise().gate_stats(None);
+    TableIterator::new(stats.into_iter().map(|s| {
+        (
+            s.collection,
+            s.operation.name().to_owned(),
+            s.outcome.as_str().to_owned(),
+            s.count as i64,
+            s.last_at,
+        )
+    }))
+}
+
+/// Sets the gate's counters of `collection` (of every collection in this
+/// database if NULL) back to zero; returns how many collections it reset.
+#[pg_extern(schema = "ruvector", name = "_integrity_gate_stats_reset")]
+fn integrity_gate_stats_reset(collection: Option<&str>) -> i32 {
+    let shared = shmem::shared().or_raise();
+    if let Some(name) = collection {
+        view_of(name).or_raise();
+    }
+    shared.reset_gate_stats(collection) as i32
+}
+
+/// The gate's counters of one collection, for its status.
+pub fn stats_json(shared: shmem::Shared, collection: &str) -> serde_json::Value {
+    let mut decisions = serde_json::Map::new();
+    for s in shared.gate_stats(Some(collection)) {
+        let by_outcome = decisions
+            .entry(s.operation.name())
+            .or_insert_with(|| json!({}));
+        by_outcome[s.outcome.as_str()] = json!(s.count);
+    }
+    json!({
+        "live_searches": shared.live_search_count(collection),
+        "decisions": decisions,
+    })
 }

@@ -20,6 +20,8 @@ pub static EXPECTED_STANDBYS: GucSetting<Option<CString>> =
 /// kB.
 pub static REPLICATION_LAG_BUDGET: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024);
 pub static STARTUP_GRACE: GucSetting<i32> = GucSetting::<i32>::new(60);
+pub static GATE_SEARCHES: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static INTEGRITY_BYPASS: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static SOLVER_MAX_EDGES: GucSetting<i32> =
     GucSetting::<i32>::new(ruvector_integrity::control::DEFAULT_MAX_EDGES as i32);
 
@@ -146,7 +148,58 @@ pub fn define() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    GucRegistry::define_bool_guc(
+        c"ruvector.gate_searches",
+        c"Gate every query that reads a collection's table as a search.",
+        c"When off, searches are gated only where the application calls ruvector_integrity_allowed().",
+        &GATE_SEARCHES,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    unsafe {
+        GucRegistry::define_bool_guc_with_hooks(
+            c"ruvector.integrity_bypass",
+            c"Let this session's statements through the integrity gate (ruvector_admin members and superusers).",
+            c"Each statement let through that the gate refused is counted as bypassed and written to the audit trail, one event per transaction.",
+            &INTEGRITY_BYPASS,
+            GucContext::Userset,
+            GucFlags::default(),
+            Some(check_bypass),
+            None,
+            None,
+        );
+    }
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"ruvector".as_ptr()) };
+}
+
+/// Only an operator may turn the bypass on, and only for a session: never for
+/// everyone from the server's configuration. (The gate checks the role again
+/// when it uses the bypass: a `SET ROLE` after the `SET` does not keep it.)
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn check_bypass(
+    value: *mut bool,
+    _extra: *mut *mut std::ffi::c_void,
+    source: pgrx::pg_sys::GucSource::Type,
+) -> bool {
+    use pgrx::pg_sys;
+    unsafe {
+        if !*value || pg_sys::InitializingParallelWorker {
+            return true;
+        }
+        let refusal = if source < pg_sys::GucSource::PGC_S_DATABASE {
+            c"ruvector.integrity_bypass cannot be turned on in the server's configuration"
+        } else if pg_sys::IsTransactionState() && !crate::enforce::may_bypass() {
+            c"permission denied to set ruvector.integrity_bypass"
+        } else {
+            return true;
+        };
+        pg_sys::GUC_check_errcode(pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE as i32);
+        pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(refusal.as_ptr());
+        pg_sys::GUC_check_errhint_string = pg_sys::pstrdup(
+            c"Only members of ruvector_admin and superusers may bypass the integrity gate, per session: SET ruvector.integrity_bypass = on.".as_ptr(),
+        );
+        false
+    }
 }
 
 /// `ruvector.integrity_database`.

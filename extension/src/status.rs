@@ -86,6 +86,7 @@ fn status(collection: &str) -> SqlResult<JsonB> {
             "pause_tier_management": signals & 2 != 0,
             "emergency_compact": signals & 4 != 0,
         },
+        "gate": gate::stats_json(shared, collection),
         "worker": {
             "pid": shared.worker_pid(),
             "heartbeat": unix_us_text((heartbeat != 0).then(|| clock::pg_to_unix(heartbeat))),

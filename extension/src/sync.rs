@@ -93,13 +93,19 @@ fn watched_database() -> bool {
 
 /// Fills shared memory from the tables unless that was done since the server
 /// started; true when it did. Only in the watched database with the extension
-/// installed (and not while it is being created), as the extension's owner.
+/// installed (and not while it is being created, nor on a standby, where
+/// nothing is written and no worker keeps states current), as the extension's
+/// owner.
 /// A failure (a cancel, a timeout) fails the caller's statement: a relation
 /// must not pass for ungated because the map could not be read.
 pub fn ensure(shared: Shared) -> bool {
     if shared.synced()
         || REFRESHING.with(Cell::get)
-        || unsafe { pg_sys::creating_extension || !pg_sys::IsTransactionState() }
+        || unsafe {
+            pg_sys::creating_extension
+                || !pg_sys::IsTransactionState()
+                || pg_sys::RecoveryInProgress()
+        }
         || !watched_database()
     {
         return false;

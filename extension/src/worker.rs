@@ -95,7 +95,8 @@ pub extern "C-unwind" fn ruvector_integrity_worker_main(_arg: pg_sys::Datum) {
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
-        let wait = worker.tick(shared);
+        // The worker's reads of collection data are not searches.
+        let wait = crate::enforce::internal(|| worker.tick(shared));
         if !BackgroundWorker::wait_latch(Some(wait)) {
             break;
         }
@@ -198,6 +199,8 @@ impl Worker {
 struct Sampled {
     view: CollectionView,
     transition: Option<Transition>,
+    /// The witness edges, for the log: "source -- target, ...".
+    witness: String,
 }
 
 impl Worker {
@@ -438,12 +441,14 @@ impl Worker {
                 self.last_errors.remove(&row.id);
                 shared.record_sample(&row.name, &sampled.view);
                 if let Some(t) = sampled.transition {
+                    // One line per state change; quiet samples log nothing.
                     log!(
-                        "ruvector: collection \"{}\" went from {} to {} (lambda_norm {:.4})",
+                        "ruvector: collection \"{}\" went from {} to {} (lambda_norm {:.4}, witness: {})",
                         row.name,
                         t.from.as_str(),
                         t.to.as_str(),
-                        sampled.view.lambda_norm
+                        sampled.view.lambda_norm,
+                        sampled.witness
                     );
                 }
                 self.checkpoint(head);
@@ -550,7 +555,20 @@ impl Worker {
         view.last_sample_at = clock::unix_to_pg(now);
         view.lambda_cut = integrity.lambda_cut;
         view.lambda_norm = integrity.lambda_norm;
-        Ok((Sampled { view, transition }, head))
+        let witness = measurement
+            .witness_edges()
+            .iter()
+            .map(|e| format!("{} -- {}", e.source, e.target))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok((
+            Sampled {
+                view,
+                transition,
+                witness,
+            },
+            head,
+        ))
     }
 
     /// Prunes old samples now and then.

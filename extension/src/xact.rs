@@ -4,8 +4,12 @@
 //!   (a registration, a policy, an override, relations coming and going),
 //!   dropped if it, or the subtransaction that made them, rolls back; until
 //!   then, this backend sees its own registrations and new partitions here;
-//! - searches counted against `max_concurrent_searches`, released when the
-//!   transaction ends however it ends;
+//! - searches counted against `max_concurrent_searches`: a query's released
+//!   when its executor ends, a gate call's when the transaction ends; and in
+//!   any case when the transaction or subtransaction that took them ends, or
+//!   the backend exits;
+//! - the statements `ruvector.integrity_bypass` let through, written to the
+//!   audit trail when the transaction commits (one event per collection);
 //! - whether to wake the worker after commit.
 //!
 //! A transaction with such changes cannot be prepared (two-phase commit):
@@ -16,6 +20,8 @@ use std::sync::atomic::Ordering;
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+
+use ruvector_integrity::gate::Operation;
 
 use crate::errors::SqlError;
 use crate::shmem::{self, CollectionView, GatedRelation, RelationFlags, Shared, SlotRef};
@@ -39,9 +45,20 @@ struct Pending {
     changes: Vec<(pg_sys::SubTransactionId, Change)>,
     /// What this backend sees before commit, and the subtransaction of each.
     local: Vec<(pg_sys::SubTransactionId, Local)>,
-    /// Searches this transaction holds.
-    searches: Vec<SlotRef>,
+    /// Searches this backend holds a place for.
+    searches: Vec<Held>,
+    /// Statements the bypass let through: collection and operation.
+    bypasses: Vec<(pg_sys::SubTransactionId, String, Operation)>,
     wake_worker: bool,
+}
+
+/// A place taken in a collection's live search count.
+struct Held {
+    slot: SlotRef,
+    /// The executor (its `QueryDesc`) that releases it when it ends; 0 for a
+    /// gate call, which holds it to the end of the transaction.
+    executor: usize,
+    subxact: pg_sys::SubTransactionId,
 }
 
 thread_local! {
@@ -195,23 +212,84 @@ pub fn wake_worker_at_commit() {
     PENDING.with(|p| p.borrow_mut().wake_worker = true);
 }
 
-/// Whether this transaction already holds a search on the collection in `slot`.
+/// Whether this backend already holds a search on the collection in `slot`.
 pub fn holds_search(slot: SlotRef) -> bool {
-    PENDING.with(|p| p.borrow().searches.contains(&slot))
+    PENDING.with(|p| p.borrow().searches.iter().any(|h| h.slot == slot))
 }
 
-/// Remembers a search admitted on `slot` (its counter already counts it),
-/// to be released when the transaction ends.
-pub fn hold_search(slot: SlotRef) {
-    PENDING.with(|p| p.borrow_mut().searches.push(slot));
+/// Remembers a search admitted on `slot` (its counter already counts it), to
+/// be released when `executor` ends (0: when the transaction ends).
+pub fn hold_search(slot: SlotRef, executor: usize) {
+    release_at_exit();
+    PENDING.with(|p| {
+        p.borrow_mut().searches.push(Held {
+            slot,
+            executor,
+            subxact: subxact(),
+        })
+    });
 }
 
-fn release_searches(shared: Shared, searches: Vec<SlotRef>) {
-    for slot in searches {
-        if let Some(counter) = shared.live_searches(slot) {
+/// The executor `executor` ends: its searches leave the live counts.
+pub fn release_executor(executor: usize) {
+    let ended = PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.searches.is_empty() {
+            return Vec::new();
+        }
+        let (ended, kept) = std::mem::take(&mut p.searches)
+            .into_iter()
+            .partition(|h| h.executor == executor);
+        p.searches = kept;
+        ended
+    });
+    release(ended);
+}
+
+fn release(searches: Vec<Held>) {
+    if searches.is_empty() {
+        return;
+    }
+    let Ok(shared) = shmem::shared() else { return };
+    for held in searches {
+        if let Some(counter) = shared.live_searches(held.slot) {
             // Never below zero, even if the slot was reset under us.
             let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
         }
+    }
+}
+
+/// However the backend exits, what it holds is given back: a transaction
+/// still open at exit is aborted (which releases), and this catches the rest.
+fn release_at_exit() {
+    thread_local! {
+        static REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if !REGISTERED.replace(true) {
+        unsafe { pg_sys::before_shmem_exit(Some(release_all), pg_sys::Datum::from(0)) };
+    }
+}
+
+unsafe extern "C-unwind" fn release_all(_code: i32, _arg: pg_sys::Datum) {
+    let held = PENDING.with(|p| std::mem::take(&mut p.borrow_mut().searches));
+    release(held);
+}
+
+/// A statement on `collection` that the gate refused and the bypass let through.
+pub fn record_bypass(collection: &str, op: Operation) {
+    PENDING.with(|p| {
+        p.borrow_mut()
+            .bypasses
+            .push((subxact(), collection.to_owned(), op))
+    });
+}
+
+/// Writes what the bypass let through in this transaction to the audit
+/// trail, while the transaction can still fail (and take it back).
+fn audit_bypasses() {
+    let bypasses = PENDING.with(|p| std::mem::take(&mut p.borrow_mut().bypasses));
+    if !bypasses.is_empty() {
+        crate::enforce::audit_bypasses(bypasses.into_iter().map(|(_, c, op)| (c, op)));
     }
 }
 
@@ -220,6 +298,7 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
     use pg_sys::XactEvent::*;
     let committed = match event {
         XACT_EVENT_PRE_PREPARE => {
+            audit_bypasses();
             let changed = PENDING.with(|p| !p.borrow().changes.is_empty());
             if changed {
                 SqlError::new(
@@ -231,14 +310,15 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
             }
             return;
         }
+        XACT_EVENT_PRE_COMMIT => return audit_bypasses(),
         XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => true,
         XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT | XACT_EVENT_PREPARE => false,
         _ => return,
     };
     crate::enforce::forget_in_flight();
     let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    release(pending.searches);
     let Ok(shared) = shmem::shared() else { return };
-    release_searches(shared, pending.searches);
     if committed {
         for (_, change) in pending.changes {
             change(shared);
@@ -257,27 +337,37 @@ unsafe extern "C-unwind" fn on_subxact(
     _arg: *mut std::ffi::c_void,
 ) {
     use pg_sys::SubXactEvent::*;
-    PENDING.with(|p| {
+    let aborted = PENDING.with(|p| {
         let mut p = p.borrow_mut();
+        let p = &mut *p;
         match event {
             SUBXACT_EVENT_ABORT_SUB => {
                 p.changes.retain(|(subxact, _)| *subxact < my_subid);
                 p.local.retain(|(subxact, _)| *subxact < my_subid);
+                p.bypasses.retain(|(subxact, _, _)| *subxact < my_subid);
+                let (aborted, kept) = std::mem::take(&mut p.searches)
+                    .into_iter()
+                    .partition(|h| h.subxact >= my_subid);
+                p.searches = kept;
+                aborted
             }
             SUBXACT_EVENT_COMMIT_SUB => {
-                let p = &mut *p;
                 for subxact in p
                     .changes
                     .iter_mut()
                     .map(|(s, _)| s)
                     .chain(p.local.iter_mut().map(|(s, _)| s))
+                    .chain(p.bypasses.iter_mut().map(|(s, _, _)| s))
+                    .chain(p.searches.iter_mut().map(|h| &mut h.subxact))
                 {
                     if *subxact >= my_subid {
                         *subxact = parent_subid;
                     }
                 }
+                Vec::new()
             }
-            _ => {}
+            _ => Vec::new(),
         }
     });
+    release(aborted);
 }

@@ -191,6 +191,7 @@ impl Cluster {
                 "-D",
                 data.to_str().unwrap(),
                 "-R",
+                "--checkpoint=fast",
                 "-X",
                 "stream",
                 "--no-sync",
@@ -396,6 +397,20 @@ pub fn execute_each(client: &mut Client, script: &str) {
             .batch_execute(sql)
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
+}
+
+/// The first row of `sql`, tried again while the gate throttles it (53000),
+/// as a client of a collection in stress or critical should.
+pub fn query_one_retrying(client: &mut Client, sql: &str) -> postgres::Row {
+    for _ in 0..100 {
+        match client.query_one(sql, &[]) {
+            Err(e) if e.code().is_some_and(|c| c.code() == "53000") => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            result => return result.unwrap_or_else(|e| panic!("{sql}: {e}")),
+        }
+    }
+    panic!("{sql}: throttled 100 times in a row")
 }
 
 /// The SQLSTATE and message of the error `sql` raises.

@@ -3,10 +3,9 @@
 
 use ruvector_tests::*;
 
+/// Rows in docs (a search: in critical, throttled at 20% by default).
 fn count(db: &mut Client) -> i64 {
-    db.query_one("SELECT count(*) FROM docs", &[])
-        .unwrap()
-        .get(0)
+    query_one_retrying(db, "SELECT count(*) FROM docs").get(0)
 }
 
 #[test]

@@ -238,6 +238,51 @@ impl Decision {
     }
 }
 
+/// What became of one gated call, as the gate's statistics count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Outcome {
+    /// Allowed (a throttle whose roll let it through included).
+    Allowed,
+    /// Refused by a throttle or by the concurrent search limit.
+    Throttled,
+    Deferred,
+    Rejected,
+    /// Refused, but let through by an operator's `ruvector.integrity_bypass`.
+    Bypassed,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Allowed,
+        Outcome::Throttled,
+        Outcome::Deferred,
+        Outcome::Rejected,
+        Outcome::Bypassed,
+    ];
+
+    /// The outcome of `verdict` for a call that `allowed` says went through
+    /// (or not), before any bypass.
+    pub fn of(verdict: &Verdict, allowed: bool) -> Outcome {
+        match (allowed, verdict.decision) {
+            (true, _) | (false, Decision::Allow) => Outcome::Allowed,
+            (false, Decision::Throttle) => Outcome::Throttled,
+            (false, Decision::Defer) => Outcome::Deferred,
+            (false, Decision::Reject) => Outcome::Rejected,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Throttled => "throttled",
+            Outcome::Deferred => "deferred",
+            Outcome::Rejected => "rejected",
+            Outcome::Bypassed => "bypassed",
+        }
+    }
+}
+
 /// Why the gate decided as it did. Formatting it is the only allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
@@ -595,6 +640,30 @@ mod tests {
         let v = decide(&policy, busy, Operation::Search);
         assert_eq!(v.decision, Decision::Throttle);
         assert!(!v.allowed(0.99));
+        assert_eq!(Outcome::of(&v, false), Outcome::Throttled);
+    }
+
+    #[test]
+    fn outcomes_count_what_happened_to_the_call() {
+        let policy = Policy::default().compile();
+        let critical = |op| decide(&policy, input(State::Critical), op);
+        let throttled = critical(Operation::Search);
+        assert_eq!(throttled.decision, Decision::Throttle);
+        assert_eq!(Outcome::of(&throttled, true), Outcome::Allowed);
+        assert_eq!(Outcome::of(&throttled, false), Outcome::Throttled);
+        let bulk = critical(Operation::BulkInsert);
+        assert_eq!(Outcome::of(&bulk, bulk.allowed(0.5)), Outcome::Rejected);
+        let stale = GateInput {
+            stale: true,
+            ..input(State::Normal)
+        };
+        let index = decide(&policy, stale, Operation::IndexBuild);
+        assert_eq!(Outcome::of(&index, index.allowed(0.5)), Outcome::Deferred);
+        let names: Vec<_> = Outcome::ALL.iter().map(|o| o.as_str()).collect();
+        assert_eq!(
+            names,
+            ["allowed", "throttled", "deferred", "rejected", "bypassed"]
+        );
     }
 
     #[test]

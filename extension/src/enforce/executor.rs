@@ -1,7 +1,17 @@
-//! The executor hook: INSERT, UPDATE, DELETE and MERGE on a collection's
-//! relations, decided in `ExecutorFinish`, when the statement has run, before
-//! its AFTER triggers fire and before it commits. A refusal rolls the
-//! statement back whole.
+//! The executor hooks.
+//!
+//! Searches, decided in `ExecutorStart`: a query that reads a collection's
+//! relation (one it does not write) is a search on that collection. An
+//! admitted search holds a place in the collection's live search count until
+//! its executor ends (or its transaction or subtransaction does, or the
+//! backend exits). Not searches: reads the extension makes for itself, plans
+//! only explained, parallel workers (their leader is counted), autovacuum,
+//! walsenders, and any read on a hot standby (no worker runs there to keep
+//! states current); `ruvector.gate_searches = off` turns the search gate off.
+//!
+//! INSERT, UPDATE, DELETE and MERGE on a collection's relations, decided in
+//! `ExecutorFinish`, when the statement has run, before its AFTER triggers
+//! fire and before it commits. A refusal rolls the statement back whole.
 //!
 //! Each data-modifying node of the plan (the statement itself, and every
 //! data-modifying WITH) is gated on its own target relations and on the
@@ -15,16 +25,82 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use ruvector_integrity::gate::Operation;
 
-use super::{collection_of, deletion, enforce, insertion};
+use super::{collection_of, decide, deletion, enforce, insertion, is_internal};
 use crate::errors::{OrRaise, SqlResult};
+use crate::{gucs, xact};
 
+static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
 static mut PREV_EXECUTOR_FINISH: pg_sys::ExecutorFinish_hook_type = None;
+static mut PREV_EXECUTOR_END: pg_sys::ExecutorEnd_hook_type = None;
 
 pub fn install_hooks() {
     unsafe {
+        PREV_EXECUTOR_START = pg_sys::ExecutorStart_hook;
+        pg_sys::ExecutorStart_hook = Some(executor_start);
         PREV_EXECUTOR_FINISH = pg_sys::ExecutorFinish_hook;
         pg_sys::ExecutorFinish_hook = Some(executor_finish);
+        PREV_EXECUTOR_END = pg_sys::ExecutorEnd_hook;
+        pg_sys::ExecutorEnd_hook = Some(executor_end);
     }
+}
+
+/// Whether this executor's reads could be searches at all.
+fn searches_gated(eflags: i32) -> bool {
+    unsafe {
+        gucs::GATE_SEARCHES.get()
+            && gucs::INTEGRITY_ENABLED.get()
+            && eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 == 0
+            && pg_sys::ParallelWorkerNumber < 0
+            && !pg_sys::am_walsender
+            && pg_sys::MyBackendType != pg_sys::BackendType::B_AUTOVAC_WORKER
+            && pg_sys::IsUnderPostmaster
+            && !pg_sys::RecoveryInProgress()
+            && !is_internal()
+    }
+}
+
+fn gate_search(query: *mut pg_sys::QueryDesc, eflags: i32) -> SqlResult<()> {
+    if !searches_gated(eflags) {
+        return Ok(());
+    }
+    let mut collections: Vec<String> = Vec::new();
+    unsafe {
+        let plan = (*query).plannedstmt;
+        if plan.is_null() {
+            return Ok(());
+        }
+        for rte in list::<pg_sys::RangeTblEntry>((*plan).rtable) {
+            // Read, not written: a written relation is locked RowExclusive.
+            let read = (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION
+                && (*rte).rellockmode < pg_sys::RowExclusiveLock as i32;
+            if let Some(gated) = read.then(|| collection_of((*rte).relid)).flatten() {
+                if !collections.contains(&gated.collection) {
+                    collections.push(gated.collection);
+                }
+            }
+        }
+    }
+    for collection in &collections {
+        decide(
+            collection,
+            Operation::Search,
+            None,
+            false,
+            query as usize,
+            true,
+        )?;
+    }
+    Ok(())
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_search(query: *mut pg_sys::QueryDesc, eflags: i32) {
+    gate_search(query, eflags).or_raise();
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn release_searches(query: *mut pg_sys::QueryDesc) {
+    xact::release_executor(query as usize);
 }
 
 unsafe fn list<T>(list: *mut pg_sys::List) -> Vec<*mut T> {
@@ -129,8 +205,34 @@ unsafe extern "C-unwind" fn check_modification(query: *mut pg_sys::QueryDesc) {
 
 unsafe extern "C-unwind" {
     /// PostgreSQL's own, unwrapped (see `utility::standard_process_utility`).
+    #[link_name = "standard_ExecutorStart"]
+    fn standard_executor_start(query: *mut pg_sys::QueryDesc, eflags: i32);
     #[link_name = "standard_ExecutorFinish"]
     fn standard_executor_finish(query: *mut pg_sys::QueryDesc);
+    #[link_name = "standard_ExecutorEnd"]
+    fn standard_executor_end(query: *mut pg_sys::QueryDesc);
+}
+
+/// A refused search raises before the executor starts; an admitted one is
+/// released by `executor_end`, or by the abort of what it ran in.
+unsafe extern "C-unwind" fn executor_start(query: *mut pg_sys::QueryDesc, eflags: i32) {
+    unsafe {
+        check_search(query, eflags);
+        match PREV_EXECUTOR_START {
+            Some(prev) => prev(query, eflags),
+            None => standard_executor_start(query, eflags),
+        }
+    }
+}
+
+unsafe extern "C-unwind" fn executor_end(query: *mut pg_sys::QueryDesc) {
+    unsafe {
+        release_searches(query);
+        match PREV_EXECUTOR_END {
+            Some(prev) => prev(query),
+            None => standard_executor_end(query),
+        }
+    }
 }
 
 /// Not guarded, and holding no Rust value while PostgreSQL finishes the

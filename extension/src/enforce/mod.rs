@@ -26,15 +26,18 @@ mod drops;
 mod executor;
 mod utility;
 
+use std::collections::BTreeMap;
+
 use pgrx::pg_sys;
 use pgrx::pg_sys::ffi::pg_guard_ffi_boundary;
 use pgrx::prelude::*;
-use ruvector_integrity::gate::{Decision, Operation};
+use ruvector_integrity::gate::{Decision, Operation, Outcome};
+use serde_json::json;
 
-use crate::errors::{SqlError, SqlResult};
+use crate::errors::{OrRaise, SqlError, SqlResult};
 use crate::gate::{self, Answer};
 use crate::shmem::{GatedRelation, RelationFlags};
-use crate::{gucs, sync, xact};
+use crate::{audit, collections, gucs, installation, sync, xact};
 
 /// Installs the executor and utility hooks; called from `_PG_init`.
 pub use utility::forget_in_flight;
@@ -94,15 +97,117 @@ pub fn gate_operation(collection: &str, op: Operation) -> SqlResult<()> {
 /// Puts `op` on `collection` through the gate; an error if it is refused.
 /// `rolled` skips the throttle roll (this statement already passed it).
 fn enforce(collection: &str, op: Operation, rows: Option<u64>, rolled: bool) -> SqlResult<()> {
+    decide(collection, op, rows, rolled, 0, true)
+}
+
+/// As [`enforce`], for a first look at a statement that a later check will
+/// count: an allowed answer is not counted yet.
+fn enforce_provisionally(collection: &str, op: Operation) -> SqlResult<()> {
+    decide(collection, op, None, false, 0, false)
+}
+
+/// The gate's decision, counted, with the operator's bypass applied. An
+/// admitted search holds its place until `executor` ends (0: the transaction).
+fn decide(
+    collection: &str,
+    op: Operation,
+    rows: Option<u64>,
+    rolled: bool,
+    executor: usize,
+    count_allowed: bool,
+) -> SqlResult<()> {
     if !gucs::INTEGRITY_ENABLED.get() {
         return Ok(());
     }
-    let answer = gate::check(collection, op, rows, rolled)?;
+    let answer = gate::check(collection, op, rows, rolled, executor)?;
     if answer.allowed {
+        if count_allowed {
+            answer.count(Outcome::Allowed);
+        }
+        Ok(())
+    } else if gucs::INTEGRITY_BYPASS.get() && may_bypass() {
+        answer.count(Outcome::Bypassed);
+        xact::record_bypass(collection, op);
         Ok(())
     } else {
+        answer.count(answer.outcome());
         Err(refusal(collection, &answer))
     }
+}
+
+/// Whether the session's role may use `ruvector.integrity_bypass`: a
+/// superuser, or a role with the privileges of ruvector_admin. The session's
+/// role, not a SECURITY DEFINER function's owner.
+pub fn may_bypass() -> bool {
+    unsafe {
+        let role = pg_sys::GetOuterUserId();
+        if pg_sys::superuser_arg(role) {
+            return true;
+        }
+        let admin = pg_sys::get_role_oid(c"ruvector_admin".as_ptr(), true);
+        admin != pg_sys::InvalidOid && pg_sys::has_privs_of_role(role, admin)
+    }
+}
+
+/// Writes the statements the bypass let through in this transaction to the
+/// audit trail: one event per collection, with a count per operation.
+pub fn audit_bypasses(bypasses: impl Iterator<Item = (String, Operation)>) {
+    let mut by_collection: BTreeMap<String, BTreeMap<&'static str, u64>> = BTreeMap::new();
+    for (collection, op) in bypasses {
+        *by_collection
+            .entry(collection)
+            .or_default()
+            .entry(op.name())
+            .or_default() += 1;
+    }
+    let Some(installed) = installation::installed() else {
+        return; // the extension was dropped in this transaction
+    };
+    let written = utility::with_snapshot(|| {
+        installation::as_owner(installed, || {
+            for (collection, operations) in &by_collection {
+                audit::append_pending(
+                    None,
+                    collection,
+                    "gate_bypass",
+                    None,
+                    None,
+                    json!({
+                        "setting": "ruvector.integrity_bypass",
+                        "statements": operations.values().sum::<u64>(),
+                        "operations": operations,
+                        "by": collections::caller(),
+                    }),
+                )?;
+            }
+            Ok(())
+        })
+    });
+    written.or_raise();
+    xact::wake_worker_at_commit();
+}
+
+thread_local! {
+    /// Depth of the extension's own reads of collection data.
+    static INTERNAL: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `body`, in which the extension reads a collection's rows for itself
+/// (IVF training, drift samples, registration checks): not a search.
+pub fn internal<R>(body: impl FnOnce() -> R) -> R {
+    struct Depth;
+    impl Drop for Depth {
+        fn drop(&mut self) {
+            INTERNAL.with(|d| d.set(d.get().saturating_sub(1)));
+        }
+    }
+    INTERNAL.with(|d| d.set(d.get() + 1));
+    let _depth = Depth;
+    body()
+}
+
+fn is_internal() -> bool {
+    INTERNAL.with(|d| d.get() > 0)
 }
 
 /// The operation a statement that adds `rows` rows is (None: no rows, nothing to gate).

@@ -28,11 +28,11 @@ use pgrx::prelude::*;
 use ruvector_integrity::gate::Operation;
 use serde_json::json;
 
-use super::{collection_of, enforce, insertion, tree};
+use super::{collection_of, enforce, enforce_provisionally, insertion, tree};
 use crate::errors::{OrRaise, SqlError, SqlResult};
 use crate::installation;
 use crate::shmem::GatedRelation;
-use crate::{audit, collections, xact};
+use crate::{audit, collections, gate, xact};
 
 static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
 
@@ -548,13 +548,19 @@ fn before(fx: &Effects, tag: &str) -> SqlResult<()> {
             refuse_or_record_bypass(&gated, tag, what, *relid)?;
         }
     }
+    // A COPY's bulk insert is counted once its rows are (see `after`).
+    let copied = fx.copy_into.and_then(mine).map(|g| g.collection);
     let mut decided: Vec<(Operation, String)> = Vec::new();
     let mut gate_one = |op: Operation, gated: GatedRelation| -> SqlResult<()> {
         if !decided
             .iter()
             .any(|(o, c)| *o == op && *c == gated.collection)
         {
-            enforce(&gated.collection, op, None, false)?;
+            if op == Operation::BulkInsert && copied.as_ref() == Some(&gated.collection) {
+                enforce_provisionally(&gated.collection, op)?;
+            } else {
+                enforce(&gated.collection, op, None, false)?;
+            }
             decided.push((op, gated.collection));
         }
         Ok(())
@@ -731,7 +737,7 @@ fn record_bypass(
 
 /// Runs `body` with an active snapshot, pushing one if the utility statement
 /// runs without (VACUUM does): SPI needs one.
-fn with_snapshot<R>(body: impl FnOnce() -> SqlResult<R>) -> SqlResult<R> {
+pub(super) fn with_snapshot<R>(body: impl FnOnce() -> SqlResult<R>) -> SqlResult<R> {
     let needs_snapshot = unsafe { !pg_sys::ActiveSnapshotSet() };
     if needs_snapshot {
         unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
@@ -749,8 +755,9 @@ fn after(flight: &InFlight, rows: u64) -> SqlResult<()> {
     let fx = &flight.fx;
     if let Some(gated) = fx.copy_into.and_then(collection_of) {
         // Passed the gate before it ran; now its size is known.
-        if let Some(op) = insertion(Some(rows)) {
-            enforce(&gated.collection, op, Some(rows), true)?;
+        match insertion(Some(rows)) {
+            Some(op) => enforce(&gated.collection, op, Some(rows), true)?,
+            None => gate::count_allowed(&gated.collection, Operation::BulkInsert),
         }
     }
     // A rewrite, however the statement spelled it (a serial column, a

@@ -220,30 +220,32 @@ fn drift_sample(
     let column = pgrx::spi::quote_identifier(&collection.column);
     let cosine = cosine(collection);
     let role = pg_sys::Oid::from(owner as u32);
-    let (rows, total) = installation::as_role(role, || {
-        Spi::connect(|client| {
-            let (mut rows, mut total) = (0i64, 0f64);
-            for p in &chosen {
-                // About `quota` rows: row sampling where reading every page is
-                // cheap, page sampling beyond.
-                let percent = (100.0 * quota as f64 / p.live as f64).clamp(0.0001, 100.0);
-                let method = if p.live <= ROW_SAMPLING_UP_TO {
-                    "BERNOULLI"
-                } else {
-                    "SYSTEM"
-                };
-                let query = format!(
+    let (rows, total) = enforce::internal(|| {
+        installation::as_role(role, || {
+            Spi::connect(|client| {
+                let (mut rows, mut total) = (0i64, 0f64);
+                for p in &chosen {
+                    // About `quota` rows: row sampling where reading every page is
+                    // cheap, page sampling beyond.
+                    let percent = (100.0 * quota as f64 / p.live as f64).clamp(0.0001, 100.0);
+                    let method = if p.live <= ROW_SAMPLING_UP_TO {
+                        "BERNOULLI"
+                    } else {
+                        "SYSTEM"
+                    };
+                    let query = format!(
                     "SELECT {column} FROM {table} TABLESAMPLE {method} ($1) WHERE {column} IS NOT NULL LIMIT $2",
                     table = p.name
                 );
-                for row in client.select(&query, None, &[percent.into(), (2 * quota).into()])? {
-                    if let Some(x) = vector(row.get::<Array<f32>>(1)?, dim, cosine) {
-                        rows += 1;
-                        total += kmeans::nearest(centroids, dim, &x).1.sqrt() as f64;
+                    for row in client.select(&query, None, &[percent.into(), (2 * quota).into()])? {
+                        if let Some(x) = vector(row.get::<Array<f32>>(1)?, dim, cosine) {
+                            rows += 1;
+                            total += kmeans::nearest(centroids, dim, &x).1.sqrt() as f64;
+                        }
                     }
                 }
-            }
-            Ok::<_, SqlError>((rows, total))
+                Ok::<_, SqlError>((rows, total))
+            })
         })
     })?;
     Ok((rows > 0).then(|| DriftSample {
@@ -280,22 +282,24 @@ pub fn train(name: &str, lists: i32) -> SqlResult<JsonB> {
     let column = pgrx::spi::quote_identifier(&collection.column);
 
     let sample_size = (SAMPLE_PER_LIST * lists as i64).clamp(MIN_SAMPLE, MAX_SAMPLE);
-    let sample = installation::as_caller(|| {
-        Spi::connect(|client| {
-            let rows = client.select(
+    let sample = enforce::internal(|| {
+        installation::as_caller(|| {
+            Spi::connect(|client| {
+                let rows = client.select(
                 &format!(
                     "SELECT {column} FROM {table} WHERE {column} IS NOT NULL ORDER BY pg_catalog.random() LIMIT $1"
                 ),
                 None,
                 &[sample_size.into()],
             )?;
-            let mut sample = Vec::with_capacity(rows.len() * dim);
-            for row in rows {
-                if let Some(x) = vector(row.get::<Array<f32>>(1)?, dim, cosine) {
-                    sample.extend(x);
+                let mut sample = Vec::with_capacity(rows.len() * dim);
+                for row in rows {
+                    if let Some(x) = vector(row.get::<Array<f32>>(1)?, dim, cosine) {
+                        sample.extend(x);
+                    }
                 }
-            }
-            Ok::<_, SqlError>(sample)
+                Ok::<_, SqlError>(sample)
+            })
         })
     })?;
     let sampled = sample.len() / dim.max(1);
@@ -335,40 +339,42 @@ pub fn train(name: &str, lists: i32) -> SqlResult<JsonB> {
     let mut counts: Vec<HashMap<i64, i64>> = vec![HashMap::new(); k];
     let mut distance_sums = vec![0f64; k];
     let (mut assigned, mut skipped) = (0i64, 0i64);
-    installation::as_caller(|| {
-        Spi::connect(|client| {
-            let mut cursor = client.try_open_cursor(
-                &format!("SELECT tableoid::pg_catalog.oid, {column} FROM {table}"),
-                &[],
-            )?;
-            let mut next_notice = 0.1;
-            loop {
-                let batch = cursor.fetch(BATCH)?;
-                if batch.is_empty() {
-                    break;
+    enforce::internal(|| {
+        installation::as_caller(|| {
+            Spi::connect(|client| {
+                let mut cursor = client.try_open_cursor(
+                    &format!("SELECT tableoid::pg_catalog.oid, {column} FROM {table}"),
+                    &[],
+                )?;
+                let mut next_notice = 0.1;
+                loop {
+                    let batch = cursor.fetch(BATCH)?;
+                    if batch.is_empty() {
+                        break;
+                    }
+                    for row in batch {
+                        let relid = row.get::<pg_sys::Oid>(1)?.map_or(0, |o| o.to_u32() as i64);
+                        let Some(x) = vector(row.get::<Array<f32>>(2)?, dim, cosine) else {
+                            skipped += 1;
+                            continue;
+                        };
+                        let (list, d2) = kmeans::nearest(&centroids, dim, &x);
+                        *counts[list].entry(relid).or_default() += 1;
+                        distance_sums[list] += d2.sqrt() as f64;
+                        assigned += 1;
+                    }
+                    check_for_interrupts!();
+                    let done = assigned as f64 / expected_rows as f64;
+                    if done >= next_notice && done < 1.0 {
+                        notice!(
+                            "ruvector: assigned {assigned} vectors to their lists (~{:.0}%)",
+                            done * 100.0
+                        );
+                        next_notice = (done * 10.0).floor() / 10.0 + 0.1;
+                    }
                 }
-                for row in batch {
-                    let relid = row.get::<pg_sys::Oid>(1)?.map_or(0, |o| o.to_u32() as i64);
-                    let Some(x) = vector(row.get::<Array<f32>>(2)?, dim, cosine) else {
-                        skipped += 1;
-                        continue;
-                    };
-                    let (list, d2) = kmeans::nearest(&centroids, dim, &x);
-                    *counts[list].entry(relid).or_default() += 1;
-                    distance_sums[list] += d2.sqrt() as f64;
-                    assigned += 1;
-                }
-                check_for_interrupts!();
-                let done = assigned as f64 / expected_rows as f64;
-                if done >= next_notice && done < 1.0 {
-                    notice!(
-                        "ruvector: assigned {assigned} vectors to their lists (~{:.0}%)",
-                        done * 100.0
-                    );
-                    next_notice = (done * 10.0).floor() / 10.0 + 0.1;
-                }
-            }
-            Ok::<_, SqlError>(())
+                Ok::<_, SqlError>(())
+            })
         })
     })?;
 

@@ -4,9 +4,10 @@
 //! counted for) a new one.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 use pgrx::pg_sys;
+use ruvector_integrity::gate::{Operation, Outcome};
 
 use super::{database, hash, CollectionView, Shared, NAME_MAX};
 
@@ -25,6 +26,25 @@ pub(super) struct Slot {
     live_searches: AtomicU32,
     /// Set by `ruvector_integrity_sample`: the worker samples it on its next tick.
     sample_requested: AtomicBool,
+    /// The gate's decisions, by operation and outcome.
+    tallies: [[Tally; Outcome::ALL.len()]; Operation::ALL.len()],
+}
+
+/// How often one operation had one outcome, and when last (PostgreSQL µs).
+#[repr(C)]
+struct Tally {
+    count: AtomicU64,
+    last_at: AtomicI64,
+}
+
+/// One row of the gate's statistics.
+pub struct GateStat {
+    pub collection: String,
+    pub operation: Operation,
+    pub outcome: Outcome,
+    pub count: u64,
+    /// PostgreSQL µs.
+    pub last_at: i64,
 }
 
 impl Slot {
@@ -38,6 +58,13 @@ impl Slot {
 
     pub(super) fn name_string(&self) -> String {
         String::from_utf8_lossy(self.name()).into_owned()
+    }
+
+    fn reset_tallies(&self) {
+        for tally in self.tallies.iter().flatten() {
+            tally.count.store(0, Ordering::Relaxed);
+            tally.last_at.store(0, Ordering::Relaxed);
+        }
     }
 }
 
@@ -141,6 +168,7 @@ impl Shared {
         slot.version += 1;
         slot.live_searches.store(0, Ordering::Relaxed);
         slot.sample_requested.store(false, Ordering::Relaxed);
+        slot.reset_tallies();
         slot.in_use = true;
         self.reindex_slots();
         Some(self.slot_ref(free))
@@ -287,6 +315,73 @@ impl Shared {
     pub fn live_searches(&self, at: SlotRef) -> Option<&AtomicU32> {
         let slot = self.slot(at.index);
         (slot.in_use && slot.generation == at.generation).then_some(&slot.live_searches)
+    }
+}
+
+impl Shared {
+    /// Counts one gate decision on the collection `at` refers to (nothing if
+    /// the slot holds another collection since). Lock-free.
+    pub fn tally(&self, at: SlotRef, op: Operation, outcome: Outcome, now: i64) {
+        let slot = self.slot(at.index);
+        if slot.in_use && slot.generation == at.generation {
+            let tally = &slot.tallies[op as usize][outcome as usize];
+            tally.count.fetch_add(1, Ordering::Relaxed);
+            tally.last_at.fetch_max(now, Ordering::Relaxed);
+        }
+    }
+
+    /// Every non-zero counter of this database's collections (of `name` only,
+    /// if given).
+    pub fn gate_stats(&self, name: Option<&str>) -> Vec<GateStat> {
+        let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
+        let db = database();
+        let mut stats = Vec::new();
+        for slot in (0..self.slot_capacity()).map(|i| self.slot(i)) {
+            if !slot.in_use || slot.database != db {
+                continue;
+            }
+            let collection = slot.name_string();
+            if name.is_some_and(|n| n != collection) {
+                continue;
+            }
+            for (op, row) in Operation::ALL.iter().zip(&slot.tallies) {
+                for (outcome, tally) in Outcome::ALL.iter().zip(row) {
+                    let count = tally.count.load(Ordering::Relaxed);
+                    if count > 0 {
+                        stats.push(GateStat {
+                            collection: collection.clone(),
+                            operation: *op,
+                            outcome: *outcome,
+                            count,
+                            last_at: tally.last_at.load(Ordering::Relaxed),
+                        });
+                    }
+                }
+            }
+        }
+        stats
+    }
+
+    /// Sets the counters of `name` (every collection of this database if
+    /// `None`) back to zero. Returns how many collections it reset.
+    pub fn reset_gate_stats(&self, name: Option<&str>) -> usize {
+        let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
+        let db = database();
+        let mut reset = 0;
+        for slot in (0..self.slot_capacity()).map(|i| self.slot(i)) {
+            if slot.in_use && slot.database == db && name.is_none_or(|n| n == slot.name_string()) {
+                slot.reset_tallies();
+                reset += 1;
+            }
+        }
+        reset
+    }
+
+    /// The searches running on `name` right now.
+    pub fn live_search_count(&self, name: &str) -> Option<u32> {
+        let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
+        self.find(name)
+            .map(|i| self.slot(i).live_searches.load(Ordering::Acquire))
     }
 }
 

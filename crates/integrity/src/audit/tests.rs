@@ -628,3 +628,29 @@ mod fuzz {
         );
     }
 }
+
+#[test]
+fn witness_capacities_survive_a_round_trip_through_json_text_exactly() {
+    // The database stores witness edges as jsonb and the verifier reads them
+    // back as text: every capacity must parse to the very double it was (an
+    // IVF list's share of a partition, 0.22822299651567945, did not).
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut capacities = vec![0.22822299651567945, 0.259581881533101, 1e-300, 1.0 / 3.0];
+    for _ in 0..10_000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        capacities.push((state >> 11) as f64 / (1u64 << 53) as f64);
+    }
+    for capacity in capacities {
+        let edge = WitnessEdge {
+            source: "centroid:10".into(),
+            target: "partition:public.docs_p0".into(),
+            kind: "routing_link".into(),
+            capacity,
+        };
+        let text = serde_json::to_string(&edge).unwrap();
+        let back: WitnessEdge = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.capacity.to_bits(), capacity.to_bits(), "{text}");
+    }
+}
