@@ -161,15 +161,17 @@ fn decide(
             _ => verdict.allowed(0.0),
         };
     // A search takes its place with one compare-and-swap, so that callers
-    // racing for the last place never exceed the limit together.
-    if allowed && !disabled && !ours && op == Operation::Search {
+    // racing for the last place never exceed the limit together; a backend
+    // that holds the place already adds a hold on it.
+    if allowed && !disabled && op == Operation::Search {
         if let (Some(slot), Some(counter)) = (slot, counter) {
             let limit = view.policy.max_concurrent_searches(state);
-            let admitted = counter
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                    (limit == 0 || n < limit).then_some(n + 1)
-                })
-                .is_ok();
+            let admitted = ours
+                || counter
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        (limit == 0 || n < limit).then_some(n + 1)
+                    })
+                    .is_ok();
             if admitted {
                 xact::hold_search(slot, executor);
             } else {
@@ -196,12 +198,29 @@ pub fn count_allowed(collection: &str, op: Operation) {
     }
 }
 
+/// Adds a hold for `executor` on `collection`'s search place if this backend
+/// holds it already: a query nested in a search of the same collection (a
+/// function it calls) is part of that search. Returns whether it did.
+pub fn join_search(collection: &str, executor: usize) -> bool {
+    let held = shmem::shared()
+        .ok()
+        .and_then(|shared| shared.view(collection))
+        .map(|(slot, _)| slot)
+        .filter(|&slot| xact::holds_search(slot));
+    if let Some(slot) = held {
+        xact::hold_search(slot, executor);
+    }
+    held.is_some()
+}
+
 /// A gate call from SQL: decided, counted, and (for a search) held to the
 /// end of the transaction. Advisory: the bypass does not change its answer.
 fn call(collection: &str, operation: &str) -> SqlResult<Answer> {
     let op = Operation::parse(operation)?;
     let answer = check(collection, op, None, false, 0)?;
-    answer.count(answer.outcome());
+    if !answer.disabled {
+        answer.count(answer.outcome());
+    }
     Ok(answer)
 }
 

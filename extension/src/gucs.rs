@@ -160,7 +160,7 @@ pub fn define() {
         GucRegistry::define_bool_guc_with_hooks(
             c"ruvector.integrity_bypass",
             c"Let this session's statements through the integrity gate (ruvector_admin members and superusers).",
-            c"Each statement let through that the gate refused is counted as bypassed and written to the audit trail, one event per transaction.",
+            c"Each statement let through that the gate refused is counted as bypassed and written to the audit trail when its transaction commits, one event per collection and role.",
             &INTEGRITY_BYPASS,
             GucContext::Userset,
             GucFlags::default(),

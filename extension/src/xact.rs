@@ -47,12 +47,15 @@ struct Pending {
     local: Vec<(pg_sys::SubTransactionId, Local)>,
     /// Searches this backend holds a place for.
     searches: Vec<Held>,
-    /// Statements the bypass let through: collection and operation.
-    bypasses: Vec<(pg_sys::SubTransactionId, String, Operation)>,
+    /// Statements the bypass let through: collection, operation, and the
+    /// role that ran each.
+    bypasses: Vec<(pg_sys::SubTransactionId, Bypass)>,
     wake_worker: bool,
 }
 
-/// A place taken in a collection's live search count.
+/// A hold on a place in a collection's live search count. A backend takes
+/// one place per collection however many of its executors read it at once;
+/// the place is given back when its last hold goes.
 struct Held {
     slot: SlotRef,
     /// The executor (its `QueryDesc`) that releases it when it ends; 0 for a
@@ -217,8 +220,8 @@ pub fn holds_search(slot: SlotRef) -> bool {
     PENDING.with(|p| p.borrow().searches.iter().any(|h| h.slot == slot))
 }
 
-/// Remembers a search admitted on `slot` (its counter already counts it), to
-/// be released when `executor` ends (0: when the transaction ends).
+/// Remembers a search admitted on `slot` (its counter already counts this
+/// backend), to be released when `executor` ends (0: when the transaction ends).
 pub fn hold_search(slot: SlotRef, executor: usize) {
     release_at_exit();
     PENDING.with(|p| {
@@ -230,29 +233,40 @@ pub fn hold_search(slot: SlotRef, executor: usize) {
     });
 }
 
-/// The executor `executor` ends: its searches leave the live counts.
+/// The executor `executor` ends: its holds go.
 pub fn release_executor(executor: usize) {
-    let ended = PENDING.with(|p| {
-        let mut p = p.borrow_mut();
-        if p.searches.is_empty() {
-            return Vec::new();
-        }
-        let (ended, kept) = std::mem::take(&mut p.searches)
-            .into_iter()
-            .partition(|h| h.executor == executor);
-        p.searches = kept;
-        ended
-    });
-    release(ended);
+    let freed =
+        PENDING.with(|p| drop_holds(&mut p.borrow_mut().searches, |h| h.executor == executor));
+    release(freed);
 }
 
-fn release(searches: Vec<Held>) {
+/// Removes the holds `ending` picks from `searches`; returns the slots whose
+/// last hold went (their places are to be given back).
+fn drop_holds(searches: &mut Vec<Held>, ending: impl Fn(&Held) -> bool) -> Vec<SlotRef> {
     if searches.is_empty() {
+        return Vec::new();
+    }
+    let (ended, kept): (Vec<Held>, Vec<Held>) = std::mem::take(searches)
+        .into_iter()
+        .partition(|h| ending(h));
+    *searches = kept;
+    let mut freed: Vec<SlotRef> = Vec::new();
+    for held in ended {
+        if !freed.contains(&held.slot) && !searches.iter().any(|h| h.slot == held.slot) {
+            freed.push(held.slot);
+        }
+    }
+    freed
+}
+
+/// Gives back one place in each of these slots' live counts.
+fn release(slots: Vec<SlotRef>) {
+    if slots.is_empty() {
         return;
     }
     let Ok(shared) = shmem::shared() else { return };
-    for held in searches {
-        if let Some(counter) = shared.live_searches(held.slot) {
+    for slot in slots {
+        if let Some(counter) = shared.live_searches(slot) {
             // Never below zero, even if the slot was reset under us.
             let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
         }
@@ -271,17 +285,20 @@ fn release_at_exit() {
 }
 
 unsafe extern "C-unwind" fn release_all(_code: i32, _arg: pg_sys::Datum) {
-    let held = PENDING.with(|p| std::mem::take(&mut p.borrow_mut().searches));
-    release(held);
+    let freed = PENDING.with(|p| drop_holds(&mut p.borrow_mut().searches, |_| true));
+    release(freed);
 }
 
-/// A statement on `collection` that the gate refused and the bypass let through.
-pub fn record_bypass(collection: &str, op: Operation) {
-    PENDING.with(|p| {
-        p.borrow_mut()
-            .bypasses
-            .push((subxact(), collection.to_owned(), op))
-    });
+/// A statement that the gate refused and the bypass let through.
+pub struct Bypass {
+    pub collection: String,
+    pub operation: Operation,
+    pub role: String,
+}
+
+/// Remembers a bypassed statement, for the audit trail at commit.
+pub fn record_bypass(bypass: Bypass) {
+    PENDING.with(|p| p.borrow_mut().bypasses.push((subxact(), bypass)));
 }
 
 /// Writes what the bypass let through in this transaction to the audit
@@ -289,7 +306,7 @@ pub fn record_bypass(collection: &str, op: Operation) {
 fn audit_bypasses() {
     let bypasses = PENDING.with(|p| std::mem::take(&mut p.borrow_mut().bypasses));
     if !bypasses.is_empty() {
-        crate::enforce::audit_bypasses(bypasses.into_iter().map(|(_, c, op)| (c, op)));
+        crate::enforce::audit_bypasses(bypasses.into_iter().map(|(_, b)| b));
     }
 }
 
@@ -316,8 +333,8 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
         _ => return,
     };
     crate::enforce::forget_in_flight();
-    let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
-    release(pending.searches);
+    let mut pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    release(drop_holds(&mut pending.searches, |_| true));
     let Ok(shared) = shmem::shared() else { return };
     if committed {
         for (_, change) in pending.changes {
@@ -344,12 +361,8 @@ unsafe extern "C-unwind" fn on_subxact(
             SUBXACT_EVENT_ABORT_SUB => {
                 p.changes.retain(|(subxact, _)| *subxact < my_subid);
                 p.local.retain(|(subxact, _)| *subxact < my_subid);
-                p.bypasses.retain(|(subxact, _, _)| *subxact < my_subid);
-                let (aborted, kept) = std::mem::take(&mut p.searches)
-                    .into_iter()
-                    .partition(|h| h.subxact >= my_subid);
-                p.searches = kept;
-                aborted
+                p.bypasses.retain(|(subxact, _)| *subxact < my_subid);
+                drop_holds(&mut p.searches, |h| h.subxact >= my_subid)
             }
             SUBXACT_EVENT_COMMIT_SUB => {
                 for subxact in p
@@ -357,7 +370,7 @@ unsafe extern "C-unwind" fn on_subxact(
                     .iter_mut()
                     .map(|(s, _)| s)
                     .chain(p.local.iter_mut().map(|(s, _)| s))
-                    .chain(p.bypasses.iter_mut().map(|(s, _, _)| s))
+                    .chain(p.bypasses.iter_mut().map(|(s, _)| s))
                     .chain(p.searches.iter_mut().map(|h| &mut h.subxact))
                 {
                     if *subxact >= my_subid {

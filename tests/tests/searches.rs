@@ -18,6 +18,10 @@ fn refusal(db: &mut Client, sql: &str) -> DbError {
         .clone()
 }
 
+fn count(db: &mut Client, sql: &str) -> i64 {
+    db.query_one(sql, &[]).unwrap().get(0)
+}
+
 fn policy(db: &mut Client, collection: &str, policy: &str) {
     db.execute(
         "SELECT ruvector_integrity_policy_set($1, 'default', $2::text::jsonb)",
@@ -78,7 +82,13 @@ fn a_query_reading_a_collection_is_a_search_for_every_role() {
          CREATE TABLE parted_1 PARTITION OF parted FOR VALUES WITH (MODULUS 2, REMAINDER 1);
          INSERT INTO parted SELECT i, ARRAY[i, i, i]::real[] FROM generate_series(1, 100) i;
          SELECT ruvector_register_collection('parted', 'parted', 'embedding');
-         CREATE TABLE plain (id int);",
+         CREATE TABLE plain (id int);
+         CREATE TABLE child (doc_id bigint REFERENCES docs (id));
+         CREATE TABLE loot (id bigint);
+         GRANT INSERT ON child TO app;
+         CREATE ROLE nobody LOGIN;
+         CREATE FUNCTION leak(r docs) RETURNS bool LANGUAGE plpgsql AS
+             'BEGIN INSERT INTO loot VALUES (r.id); RETURN false; END';",
     )
     .unwrap();
     wait_for_state(&mut db, "parted", "normal", 30);
@@ -99,6 +109,8 @@ fn a_query_reading_a_collection_is_a_search_for_every_role() {
         (false, "SELECT count(*) FROM parted"),
         (false, "INSERT INTO plain SELECT id FROM docs"),
         (false, "DECLARE c CURSOR WITH HOLD FOR SELECT * FROM docs"),
+        // A DELETE that deletes nothing still read every row.
+        (false, "DELETE FROM docs WHERE leak(docs)"),
     ] {
         let client = if as_app { &mut app } else { &mut db };
         let e = refusal(client, sql);
@@ -118,9 +130,15 @@ fn a_query_reading_a_collection_is_a_search_for_every_role() {
         assert!(e.hint().unwrap().contains("Retry once"), "{:?}", e.hint());
     }
 
-    // Not searches: plans only explained, ANALYZE, pg_dump (COPY), the
-    // extension's own reads (a sample reads the IVF lists' drift sample), and
-    // reads of anything else.
+    assert_eq!(count(&mut db, "SELECT count(*) FROM loot"), 0);
+    // A role that may not read the table learns nothing from the gate.
+    let (state, message) = error(&mut cluster.client_as("nobody"), "SELECT 1 FROM docs");
+    assert_eq!(state, "42501", "{message}");
+    // Not searches: a foreign key's check, plans only explained, ANALYZE,
+    // pg_dump (COPY), the extension's own reads (a sample reads the IVF
+    // lists' drift sample), and reads of anything else.
+    app.batch_execute("INSERT INTO child SELECT 1 FROM generate_series(1, 50)")
+        .unwrap();
     for sql in [
         "EXPLAIN SELECT count(*) FROM docs",
         "ANALYZE docs",
@@ -194,6 +212,18 @@ fn a_search_gives_its_place_back_however_it_ends() {
     b.batch_execute(search).unwrap();
     a.batch_execute("COMMIT").unwrap();
 
+    // A backend holds one place, however many of its cursors read: the
+    // place stays until the last one closes.
+    a.batch_execute(
+        "BEGIN; DECLARE c1 CURSOR FOR SELECT * FROM docs; DECLARE c2 CURSOR FOR SELECT * FROM docs; CLOSE c1",
+    )
+    .unwrap();
+    assert_eq!(live(&mut db, "docs"), 1);
+    let (state, _) = error(&mut b, search);
+    assert_eq!(state, "53000");
+    a.batch_execute("FETCH 5 FROM c2; CLOSE c2").unwrap();
+    assert_eq!(live(&mut db, "docs"), 0);
+    a.batch_execute("COMMIT").unwrap();
     // A nested read of the same collection is part of its search, not another.
     a.batch_execute("SELECT nearest() FROM docs LIMIT 3")
         .unwrap();
@@ -322,6 +352,25 @@ fn the_bypass_is_an_operators_and_leaves_one_audit_event_per_transaction() {
         json!({"search": 1, "insert": 1, "bulk_insert": 1})
     );
     assert_eq!(written[0]["by"], "op");
+    // Recorded as the role that ran the statement, not the one at commit; a
+    // COPY counted and recorded once.
+    op.batch_execute(
+        "BEGIN; INSERT INTO docs (embedding) VALUES ('{1,2,3}'); SET ROLE app; COMMIT; RESET ROLE;",
+    )
+    .unwrap();
+    let mut copy = op.copy_in("COPY docs (embedding) FROM STDIN").unwrap();
+    std::io::Write::write_all(&mut copy, b"{4,5,6}\n{7,8,9}\n").unwrap();
+    copy.finish().unwrap();
+    let written = events(&mut db);
+    assert_eq!(written.len(), 3, "{written:?}");
+    assert!(written.iter().all(|e| e["by"] == "op"), "{written:?}");
+    assert!(written
+        .iter()
+        .any(|e| e["operations"] == json!({"bulk_insert": 1})));
+    // A read-only transaction cannot write the event: still refused.
+    let (state, message) = error(&mut op, "BEGIN READ ONLY; SELECT count(*) FROM docs");
+    assert_eq!(state, "55000", "{message}");
+    op.batch_execute("ROLLBACK").unwrap();
     // Rolled back: no event. A savepoint rolled back takes its statements along.
     op.batch_execute("BEGIN; INSERT INTO docs (embedding) VALUES ('{1,2,3}'); ROLLBACK;")
         .unwrap();
@@ -331,7 +380,7 @@ fn the_bypass_is_an_operators_and_leaves_one_audit_event_per_transaction() {
     )
     .unwrap();
     let written = events(&mut db);
-    assert_eq!(written.len(), 2, "{written:?}");
+    assert_eq!(written.len(), 4, "{written:?}");
     assert!(written
         .iter()
         .any(|e| e["operations"] == json!({"search": 1})));
@@ -342,7 +391,7 @@ fn the_bypass_is_an_operators_and_leaves_one_audit_event_per_transaction() {
         .filter(|(_, d, _)| d == "bypassed")
         .map(|(_, _, n)| n)
         .sum();
-    assert_eq!(bypassed, 6, "{counted:?}");
+    assert_eq!(bypassed, 8, "{counted:?}");
     wait_signed(&mut db);
     assert_eq!(
         json(&mut db, "SELECT ruvector_verify_audit_chain()")["ok"],

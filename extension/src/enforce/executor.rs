@@ -1,7 +1,8 @@
 //! The executor hooks.
 //!
 //! Searches, decided in `ExecutorStart`: a query that reads a collection's
-//! relation (one it does not write) is a search on that collection. An
+//! relation is a search on that collection (an UPDATE, DELETE or MERGE reads
+//! its targets; an INSERT does not). An
 //! admitted search holds a place in the collection's live search count until
 //! its executor ends (or its transaction or subtransaction does, or the
 //! backend exits). Not searches: reads the extension makes for itself, plans
@@ -27,7 +28,7 @@ use ruvector_integrity::gate::Operation;
 
 use super::{collection_of, decide, deletion, enforce, insertion, is_internal};
 use crate::errors::{OrRaise, SqlResult};
-use crate::{gucs, xact};
+use crate::{gate, gucs, xact};
 
 static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
 static mut PREV_EXECUTOR_FINISH: pg_sys::ExecutorFinish_hook_type = None;
@@ -47,6 +48,10 @@ pub fn install_hooks() {
 /// Whether this executor's reads could be searches at all.
 fn searches_gated(eflags: i32) -> bool {
     unsafe {
+        // A foreign key's check (the only code that runs with
+        // SECURITY_NOFORCE_RLS) reads the referenced table: not a search.
+        let (mut user, mut context) = (pg_sys::InvalidOid, 0);
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
         gucs::GATE_SEARCHES.get()
             && gucs::INTEGRITY_ENABLED.get()
             && eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 == 0
@@ -55,6 +60,7 @@ fn searches_gated(eflags: i32) -> bool {
             && pg_sys::MyBackendType != pg_sys::BackendType::B_AUTOVAC_WORKER
             && pg_sys::IsUnderPostmaster
             && !pg_sys::RecoveryInProgress()
+            && context & pg_sys::SECURITY_NOFORCE_RLS as i32 == 0
             && !is_internal()
     }
 }
@@ -63,32 +69,50 @@ fn gate_search(query: *mut pg_sys::QueryDesc, eflags: i32) -> SqlResult<()> {
     if !searches_gated(eflags) {
         return Ok(());
     }
-    let mut collections: Vec<String> = Vec::new();
+    // Each collection read, and whether any of its reads is a plain one (not
+    // only the target of the statement's own UPDATE, DELETE or MERGE).
+    let mut collections: Vec<(String, bool)> = Vec::new();
     unsafe {
         let plan = (*query).plannedstmt;
         if plan.is_null() {
             return Ok(());
         }
+        // An UPDATE, DELETE or MERGE reads its targets (its WHERE clause sees
+        // every row, whatever it then changes); an INSERT only what it selects
+        // from. A written relation is locked RowExclusive, a read one less.
+        use pg_sys::CmdType::*;
+        let reads_targets = matches!((*plan).commandType, CMD_UPDATE | CMD_DELETE | CMD_MERGE);
         for rte in list::<pg_sys::RangeTblEntry>((*plan).rtable) {
-            // Read, not written: a written relation is locked RowExclusive.
-            let read = (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION
-                && (*rte).rellockmode < pg_sys::RowExclusiveLock as i32;
-            if let Some(gated) = read.then(|| collection_of((*rte).relid)).flatten() {
-                if !collections.contains(&gated.collection) {
-                    collections.push(gated.collection);
+            if (*rte).rtekind != pg_sys::RTEKind::RTE_RELATION {
+                continue;
+            }
+            let plain = (*rte).rellockmode < pg_sys::RowExclusiveLock as i32;
+            if !(plain || reads_targets) {
+                continue;
+            }
+            if let Some(gated) = collection_of((*rte).relid) {
+                match collections.iter_mut().find(|(c, _)| *c == gated.collection) {
+                    Some((_, any_plain)) => *any_plain |= plain,
+                    None => collections.push((gated.collection, plain)),
                 }
             }
         }
     }
-    for collection in &collections {
-        decide(
-            collection,
-            Operation::Search,
-            None,
-            false,
-            query as usize,
-            true,
-        )?;
+    for (collection, plain) in &collections {
+        // Part of a search this backend runs already (a function it calls):
+        // neither decided nor counted again.
+        if !gate::join_search(collection, query as usize) {
+            // A statement that only reads what it changes is not search
+            // traffic: no throttle roll (its own operation is decided after).
+            decide(
+                collection,
+                Operation::Search,
+                None,
+                !plain,
+                query as usize,
+                true,
+            )?;
+        }
     }
     Ok(())
 }
@@ -213,15 +237,17 @@ unsafe extern "C-unwind" {
     fn standard_executor_end(query: *mut pg_sys::QueryDesc);
 }
 
-/// A refused search raises before the executor starts; an admitted one is
-/// released by `executor_end`, or by the abort of what it ran in.
+/// A search is decided once PostgreSQL has started the executor (and checked
+/// the role's privileges: a role that may not read the table learns nothing
+/// from the gate); a refusal raises before a row is read. An admitted search
+/// is released by `executor_end`, or by the abort of what it ran in.
 unsafe extern "C-unwind" fn executor_start(query: *mut pg_sys::QueryDesc, eflags: i32) {
     unsafe {
-        check_search(query, eflags);
         match PREV_EXECUTOR_START {
             Some(prev) => prev(query, eflags),
             None => standard_executor_start(query, eflags),
         }
+        check_search(query, eflags);
     }
 }
 

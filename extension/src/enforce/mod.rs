@@ -125,14 +125,28 @@ fn decide(
             answer.count(Outcome::Allowed);
         }
         Ok(())
-    } else if gucs::INTEGRITY_BYPASS.get() && may_bypass() {
-        answer.count(Outcome::Bypassed);
-        xact::record_bypass(collection, op);
+    } else if bypassing() {
+        // A provisional look is bypassed again, and counted, by the later check.
+        if count_allowed {
+            answer.count(Outcome::Bypassed);
+            xact::record_bypass(xact::Bypass {
+                collection: collection.to_owned(),
+                operation: op,
+                role: collections::caller(),
+            });
+        }
         Ok(())
     } else {
         answer.count(answer.outcome());
         Err(refusal(collection, &answer))
     }
+}
+
+/// Whether `ruvector.integrity_bypass` lets a refused statement through: it is
+/// on, the session's role may use it, and the transaction can write the audit
+/// event (a read-only transaction cannot: its statements stay refused).
+fn bypassing() -> bool {
+    gucs::INTEGRITY_BYPASS.get() && unsafe { !pg_sys::XactReadOnly } && may_bypass()
 }
 
 /// Whether the session's role may use `ruvector.integrity_bypass`: a
@@ -150,14 +164,14 @@ pub fn may_bypass() -> bool {
 }
 
 /// Writes the statements the bypass let through in this transaction to the
-/// audit trail: one event per collection, with a count per operation.
-pub fn audit_bypasses(bypasses: impl Iterator<Item = (String, Operation)>) {
-    let mut by_collection: BTreeMap<String, BTreeMap<&'static str, u64>> = BTreeMap::new();
-    for (collection, op) in bypasses {
-        *by_collection
-            .entry(collection)
+/// audit trail: one event per collection and role, with a count per operation.
+pub fn audit_bypasses(bypasses: impl Iterator<Item = xact::Bypass>) {
+    let mut grouped: BTreeMap<(String, String), BTreeMap<&'static str, u64>> = BTreeMap::new();
+    for b in bypasses {
+        *grouped
+            .entry((b.collection, b.role))
             .or_default()
-            .entry(op.name())
+            .entry(b.operation.name())
             .or_default() += 1;
     }
     let Some(installed) = installation::installed() else {
@@ -165,7 +179,7 @@ pub fn audit_bypasses(bypasses: impl Iterator<Item = (String, Operation)>) {
     };
     let written = utility::with_snapshot(|| {
         installation::as_owner(installed, || {
-            for (collection, operations) in &by_collection {
+            for ((collection, role), operations) in &grouped {
                 audit::append_pending(
                     None,
                     collection,
@@ -176,7 +190,7 @@ pub fn audit_bypasses(bypasses: impl Iterator<Item = (String, Operation)>) {
                         "setting": "ruvector.integrity_bypass",
                         "statements": operations.values().sum::<u64>(),
                         "operations": operations,
-                        "by": collections::caller(),
+                        "by": role,
                     }),
                 )?;
             }
