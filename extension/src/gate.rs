@@ -202,6 +202,10 @@ pub fn count_allowed(collection: &str, op: Operation) {
 /// holds it already: a query nested in a search of the same collection (a
 /// function it calls) is part of that search. Returns whether it did.
 pub fn join_search(collection: &str, executor: usize) -> bool {
+    // The common case, a backend holding nothing, looks nothing up.
+    if !xact::holds_any_search() {
+        return false;
+    }
     let held = shmem::shared()
         .ok()
         .and_then(|shared| shared.view(collection))

@@ -215,6 +215,11 @@ pub fn wake_worker_at_commit() {
     PENDING.with(|p| p.borrow_mut().wake_worker = true);
 }
 
+/// Whether this backend holds any search place at all.
+pub fn holds_any_search() -> bool {
+    PENDING.with(|p| !p.borrow().searches.is_empty())
+}
+
 /// Whether this backend already holds a search on the collection in `slot`.
 pub fn holds_search(slot: SlotRef) -> bool {
     PENDING.with(|p| p.borrow().searches.iter().any(|h| h.slot == slot))

@@ -26,7 +26,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use ruvector_integrity::gate::Operation;
 
-use super::{collection_of, decide, deletion, enforce, insertion, is_internal};
+use super::{collection_of, decide, deletion, enforce, insertion, is_internal, list};
 use crate::errors::{OrRaise, SqlResult};
 use crate::{gate, gucs, xact};
 
@@ -125,17 +125,6 @@ unsafe extern "C-unwind" fn check_search(query: *mut pg_sys::QueryDesc, eflags: 
 #[pg_guard]
 unsafe extern "C-unwind" fn release_searches(query: *mut pg_sys::QueryDesc) {
     xact::release_executor(query as usize);
-}
-
-unsafe fn list<T>(list: *mut pg_sys::List) -> Vec<*mut T> {
-    if list.is_null() {
-        return Vec::new();
-    }
-    unsafe {
-        (0..(*list).length as usize)
-            .map(|i| (*(*list).elements.add(i)).ptr_value.cast::<T>())
-            .collect()
-    }
 }
 
 unsafe fn int_list(list: *mut pg_sys::List) -> Vec<usize> {

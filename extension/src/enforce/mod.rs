@@ -262,6 +262,18 @@ fn collection_of(relid: pg_sys::Oid) -> Option<GatedRelation> {
         .filter(|gated| !xact::unregistered_here(&gated.collection))
 }
 
+/// The pointers a PostgreSQL `List` holds.
+unsafe fn list<T>(list: *mut pg_sys::List) -> Vec<*mut T> {
+    if list.is_null() {
+        return Vec::new();
+    }
+    unsafe {
+        (0..(*list).length as usize)
+            .map(|i| (*(*list).elements.add(i)).ptr_value.cast::<T>())
+            .collect()
+    }
+}
+
 unsafe extern "C-unwind" {
     /// `catalog/pg_inherits.h`: `relid` and every relation under it.
     fn find_all_inheritors(

@@ -28,7 +28,7 @@ use pgrx::prelude::*;
 use ruvector_integrity::gate::Operation;
 use serde_json::json;
 
-use super::{collection_of, enforce, enforce_provisionally, insertion, tree};
+use super::{collection_of, enforce, enforce_provisionally, insertion, list, tree};
 use crate::errors::{OrRaise, SqlError, SqlResult};
 use crate::installation;
 use crate::shmem::GatedRelation;
@@ -86,17 +86,6 @@ struct Effects {
     detached: Vec<pg_sys::Oid>,
     /// `DROP EXTENSION ruvector`.
     drops_extension: bool,
-}
-
-unsafe fn list<T>(list: *mut pg_sys::List) -> Vec<*mut T> {
-    if list.is_null() {
-        return Vec::new();
-    }
-    unsafe {
-        (0..(*list).length as usize)
-            .map(|i| (*(*list).elements.add(i)).ptr_value.cast::<T>())
-            .collect()
-    }
 }
 
 unsafe fn text(s: *const std::ffi::c_char) -> String {
@@ -629,8 +618,11 @@ fn before(fx: &Effects, tag: &str) -> SqlResult<()> {
     Ok(())
 }
 
-/// The composite type a typed table (`CREATE TABLE ... OF type`) is of.
-fn reloftype(relid: pg_sys::Oid) -> pg_sys::Oid {
+/// An OID field of `relid`'s `pg_class` row (InvalidOid when there is none).
+fn pg_class_oid(
+    relid: pg_sys::Oid,
+    field: impl FnOnce(&pg_sys::FormData_pg_class) -> pg_sys::Oid,
+) -> pg_sys::Oid {
     unsafe {
         let tuple = pg_sys::SearchSysCache1(
             pg_sys::SysCacheIdentifier::RELOID as i32,
@@ -639,27 +631,20 @@ fn reloftype(relid: pg_sys::Oid) -> pg_sys::Oid {
         if tuple.is_null() {
             return pg_sys::InvalidOid;
         }
-        let type_id =
-            (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(tuple)).reloftype;
+        let value = field(&*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(tuple));
         pg_sys::ReleaseSysCache(tuple);
-        type_id
+        value
     }
+}
+
+/// The composite type a typed table (`CREATE TABLE ... OF type`) is of.
+fn reloftype(relid: pg_sys::Oid) -> pg_sys::Oid {
+    pg_class_oid(relid, |c| c.reloftype)
 }
 
 /// The file of `relid` (0 for a partitioned table, which has none).
 fn relfilenode(relid: pg_sys::Oid) -> pg_sys::Oid {
-    unsafe {
-        let tuple = pg_sys::SearchSysCache1(
-            pg_sys::SysCacheIdentifier::RELOID as i32,
-            pg_sys::Datum::from(relid),
-        );
-        if tuple.is_null() {
-            return pg_sys::InvalidOid;
-        }
-        let node = (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(tuple)).relfilenode;
-        pg_sys::ReleaseSysCache(tuple);
-        node
-    }
+    pg_class_oid(relid, |c| c.relfilenode)
 }
 
 /// The files of every collection relation of this database, when the

@@ -463,15 +463,7 @@ impl ChainVerifier {
                 old.retired_after = Some(seq);
             }
         }
-        self.keys.insert(
-            k.key.clone(),
-            KnownKey {
-                key,
-                retired_after: None,
-                revoked_after: None,
-            },
-        );
-        self.current = Some(k.key.clone());
+        self.make_current(k, key);
         self.roots.push((seq, print));
         Ok(key)
     }
@@ -494,6 +486,12 @@ impl ChainVerifier {
                 old.retired_after.get_or_insert(seq);
             }
         }
+        self.make_current(k, key);
+        Ok(())
+    }
+
+    /// The key `k` introduces signs from now on.
+    fn make_current(&mut self, k: &KeyEvent, key: VerifyingKey) {
         self.keys.insert(
             k.key.clone(),
             KnownKey {
@@ -503,7 +501,6 @@ impl ChainVerifier {
             },
         );
         self.current = Some(k.key.clone());
-        Ok(())
     }
 
     /// Checks every signature collected so far; the first bad one, if any.
