@@ -9,7 +9,8 @@
 //!   any case when the transaction or subtransaction that took them ends, or
 //!   the backend exits;
 //! - the statements `ruvector.integrity_bypass` let through, written to the
-//!   audit trail when the transaction commits (one event per collection);
+//!   audit trail when the transaction commits (one event per collection and
+//!   role);
 //! - whether to wake the worker after commit.
 //!
 //! A transaction with such changes cannot be prepared (two-phase commit):

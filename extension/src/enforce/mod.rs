@@ -174,31 +174,38 @@ pub fn audit_bypasses(bypasses: impl Iterator<Item = xact::Bypass>) {
             .entry(b.operation.name())
             .or_default() += 1;
     }
-    let Some(installed) = installation::installed() else {
+    if installation::installed().is_none() {
         return; // the extension was dropped in this transaction
-    };
-    let written = utility::with_snapshot(|| {
+    }
+    append_bypass_events(grouped.into_iter().map(|((collection, role), operations)| {
+        let metadata = json!({
+            "setting": "ruvector.integrity_bypass",
+            "statements": operations.values().sum::<u64>(),
+            "operations": operations,
+            "by": role,
+        });
+        (collection, metadata)
+    }))
+    .or_raise();
+}
+
+/// Appends `gate_bypass` events (collection, metadata) to the audit trail as
+/// the extension's owner, for the worker to sign once they commit.
+fn append_bypass_events(
+    events: impl IntoIterator<Item = (String, serde_json::Value)>,
+) -> SqlResult<()> {
+    let installed = installation::installed()
+        .ok_or_else(|| SqlError::internal("ruvector is not installed here"))?;
+    utility::with_snapshot(|| {
         installation::as_owner(installed, || {
-            for ((collection, role), operations) in &grouped {
-                audit::append_pending(
-                    None,
-                    collection,
-                    "gate_bypass",
-                    None,
-                    None,
-                    json!({
-                        "setting": "ruvector.integrity_bypass",
-                        "statements": operations.values().sum::<u64>(),
-                        "operations": operations,
-                        "by": role,
-                    }),
-                )?;
+            for (collection, metadata) in events {
+                audit::append_pending(None, &collection, "gate_bypass", None, None, metadata)?;
             }
             Ok(())
         })
-    });
-    written.or_raise();
+    })?;
     xact::wake_worker_at_commit();
+    Ok(())
 }
 
 thread_local! {

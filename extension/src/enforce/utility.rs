@@ -32,7 +32,7 @@ use super::{collection_of, enforce, enforce_provisionally, insertion, list, tree
 use crate::errors::{OrRaise, SqlError, SqlResult};
 use crate::installation;
 use crate::shmem::GatedRelation;
-use crate::{audit, collections, gate, xact};
+use crate::{collections, gate, xact};
 
 static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
 
@@ -697,27 +697,15 @@ fn record_bypass(
     what: &str,
     relid: pg_sys::Oid,
 ) -> SqlResult<()> {
-    let installed = installation::installed()
-        .ok_or_else(|| SqlError::internal("ruvector is not installed here"))?;
-    with_snapshot(|| {
-        installation::as_owner(installed, || {
-            audit::append_pending(
-                None,
-                &gated.collection,
-                "gate_bypass",
-                None,
-                None,
-                json!({
-                    "statement": tag,
-                    "action": what,
-                    "relation": relation_name(relid),
-                    "by": collections::caller(),
-                }),
-            )
-        })
-    })?;
-    xact::wake_worker_at_commit();
-    Ok(())
+    super::append_bypass_events([(
+        gated.collection.clone(),
+        json!({
+            "statement": tag,
+            "action": what,
+            "relation": relation_name(relid),
+            "by": collections::caller(),
+        }),
+    )])
 }
 
 /// Runs `body` with an active snapshot, pushing one if the utility statement
