@@ -7,7 +7,7 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 DEMO_PORT ?= 28850
 export DEMO_PORT
 
-.PHONY: all setup build install demo stop test test-core test-pg test-integration bench lint clean-clusters
+.PHONY: all setup build install demo stop test test-setup test-core test-pg test-integration bench lint clean-clusters
 
 all: build
 
@@ -34,8 +34,12 @@ stop:
 	./scripts/cluster stop demo
 	./scripts/cluster stop demo-standby
 
-# Every test tier: core library, in-database (pgrx), and cluster integration.
-test: setup test-core test-pg test-integration
+# Every test tier: the set-up's refusals, core library, in-database (pgrx), and
+# cluster integration.
+test: test-setup setup test-core test-pg test-integration
+
+test-setup:
+	./scripts/test-setup
 
 test-core:
 	cargo test -p ruvector-integrity
@@ -47,13 +51,15 @@ test-integration: install
 	./scripts/test-integration
 
 # Min cut and λ₂ against other implementations, the gate against a
-# table-reading gate, and the audit trail's signing and verification (a
-# release build is installed for those).
+# table-reading gate, the audit trail's signing and verification, the worker at
+# scale, and the solvers' cancel latency (a release build is installed for
+# those). Each benchmark cluster takes a free port: a running demo is left alone.
 bench: setup
 	cargo bench -p ruvector-integrity --bench mincut
 	./scripts/bench-gate
 	./scripts/bench-audit
 	./scripts/bench-worker
+	./scripts/bench-latency
 
 lint:
 	cargo fmt --all -- --check

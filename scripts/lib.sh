@@ -40,3 +40,13 @@ else
 fi
 CLUSTERS=$STATE/clusters
 PGRX_TEST_DATA=$STATE/test-pgdata
+
+# A TCP port on 127.0.0.1 that nothing listens on now, from $1 (default 28900)
+# upwards, so that a benchmark never takes the port of a running demo or test.
+free_port() {
+  local port=${1:-28900}
+  while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || [ -e "/tmp/.s.PGSQL.$port" ]; do
+    port=$((port + 1))
+  done
+  echo "$port"
+}

@@ -248,6 +248,7 @@ REVOKE ALL ON FUNCTION ruvector._contracted_graph_dot FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._ivf_train FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._integrity_gate_stats FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._integrity_gate_stats_reset FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._solver_memory_held FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION ruvector_register_collection FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_unregister_collection FROM PUBLIC;
@@ -278,7 +279,7 @@ GRANT EXECUTE ON FUNCTION
     ruvector_integrity_history, ruvector_contracted_graph, ruvector_contracted_graph_dot,
     ruvector_verify_event_signature,
     ruvector_verify_audit_chain, ruvector_audit_checkpoint, ruvector_audit_export,
-    ruvector._integrity_gate_stats
+    ruvector._integrity_gate_stats, ruvector._solver_memory_held
     TO ruvector_reader;
 GRANT SELECT ON ruvector.integrity_gate_stats TO ruvector_reader;
 GRANT EXECUTE ON FUNCTION

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::errors::{Optional, OrRaise, SqlError, SqlResult};
+use crate::jsonb::{JsonbArg, SMALL_DOCUMENT};
 use crate::shmem::{self, CollectionView, RelationFlags, NAME_MAX};
 use crate::{audit, clock, enforce, gucs, installation, xact};
 
@@ -286,8 +287,9 @@ fn register_collection(
     dimensions: Option<i32>,
     distance_metric: &str,
     index_type: &str,
-    config: JsonB,
+    config: JsonbArg,
 ) -> JsonB {
+    let config = config.small("config", SMALL_DOCUMENT).or_raise();
     register(
         name,
         table,
@@ -295,7 +297,7 @@ fn register_collection(
         dimensions,
         distance_metric,
         index_type,
-        config.0,
+        config,
     )
     .or_raise()
 }
@@ -555,8 +557,9 @@ fn forget_dropped(relids: &[pg_sys::Oid]) -> SqlResult<()> {
 }
 
 #[pg_extern(schema = "ruvector", name = "_policy_set")]
-fn policy_set(collection: &str, policy_name: &str, patch: JsonB) -> JsonB {
-    set_policy(collection, policy_name, &patch.0).or_raise()
+fn policy_set(collection: &str, policy_name: &str, patch: JsonbArg) -> JsonB {
+    let patch = patch.small("a policy", SMALL_DOCUMENT).or_raise();
+    set_policy(collection, policy_name, &patch).or_raise()
 }
 
 fn set_policy(collection: &str, policy_name: &str, patch: &Value) -> SqlResult<JsonB> {

@@ -86,6 +86,13 @@ impl From<ruvector_integrity::Error> for SqlError {
                 e.to_string(),
             ),
             Cancelled(_) => SqlError::new(PgSqlErrorCode::ERRCODE_QUERY_CANCELED, e.to_string()),
+            Edge { .. } => SqlError::invalid(e.to_string()).hint(format!(
+                "Each edge has {}.",
+                ruvector_integrity::edge_list::EDGE_KEYS
+            )),
+            OutOfMemory { .. } => {
+                SqlError::new(PgSqlErrorCode::ERRCODE_OUT_OF_MEMORY, e.to_string())
+            }
             Spectral(_) | Audit(_) => SqlError::internal(e.to_string()),
             _ => SqlError::invalid(e.to_string()),
         }

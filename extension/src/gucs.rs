@@ -22,6 +22,8 @@ pub static REPLICATION_LAG_BUDGET: GucSetting<i32> = GucSetting::<i32>::new(64 *
 pub static STARTUP_GRACE: GucSetting<i32> = GucSetting::<i32>::new(60);
 pub static GATE_SEARCHES: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static INTEGRITY_BYPASS: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// kB.
+pub static SOLVER_MEMORY_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(2 * 1024 * 1024);
 pub static SOLVER_MAX_EDGES: GucSetting<i32> =
     GucSetting::<i32>::new(ruvector_integrity::control::DEFAULT_MAX_EDGES as i32);
 
@@ -141,12 +143,22 @@ pub fn define() {
     GucRegistry::define_int_guc(
         c"ruvector.solver_max_edges",
         c"Edges a minimum cut or λ₂ may take, in ruvector_mincut(), ruvector_lambda2() and samples.",
-        c"Larger inputs are refused (SQLSTATE 54000) before any memory is allocated; a min cut takes 70 to 130 bytes per edge.",
+        c"Larger inputs are refused (SQLSTATE 54000) from the input's header, before anything is read or allocated; a min cut takes 70 to 130 bytes per edge.",
         &SOLVER_MAX_EDGES,
         1,
         i32::MAX,
         GucContext::Suset,
         GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.solver_memory_limit",
+        c"Memory all running calls of ruvector_mincut() and ruvector_lambda2() may hold together, cluster-wide.",
+        c"Each call reserves what its input needs (160 bytes per edge plus the input's size) before reading it, and is refused (SQLSTATE 53200) when the calls running now hold too much; the worker's samples do not count.",
+        &SOLVER_MEMORY_LIMIT,
+        1024,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_KB,
     );
     GucRegistry::define_bool_guc(
         c"ruvector.gate_searches",

@@ -20,6 +20,7 @@ mod gate;
 mod graph_builder;
 mod gucs;
 mod installation;
+mod jsonb;
 mod keys;
 mod sampler;
 mod shmem;

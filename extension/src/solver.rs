@@ -2,17 +2,24 @@
 //! tools: `ruvector_mincut(edges)` and `ruvector_lambda2(edges)`, where `edges`
 //! is `[{"source": .., "target": .., "capacity": ..}, ...]`, node ids are text
 //! or numbers, and a missing capacity is 1.
-
-use std::collections::HashMap;
+//!
+//! Any role may call them, so what one call may take is bounded before it takes
+//! it: the element count is read from the document's header and refused beyond
+//! `ruvector.solver_max_edges`; the memory the call will need is reserved from
+//! the cluster-wide `ruvector.solver_memory_limit` (shared memory) and given
+//! back when the call ends, however it ends; the edges are read straight from
+//! the binary jsonb with interrupts checked (see [`crate::jsonb`]).
 
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use ruvector_integrity::control::{Control, Limits};
+use ruvector_integrity::edge_list::{EdgeList, EdgeListReader, NodeId};
 use ruvector_integrity::{mincut, spectral, Error};
 use serde_json::{json, Value};
 
 use crate::errors::{OrRaise, SqlError, SqlResult};
 use crate::gucs;
+use crate::jsonb::{JsonbArg, Root};
 
 /// Runs `solve` under `ruvector.solver_max_edges`, checking for a cancel or a
 /// `statement_timeout` every few thousand steps (the check raises the ERROR,
@@ -29,83 +36,71 @@ pub fn controlled<R>(solve: impl FnOnce(&mut Control) -> Result<R, Error>) -> Sq
     solve(&mut control).map_err(SqlError::from)
 }
 
-/// A graph given as JSON: node ids in order of first appearance, and edges.
-struct JsonGraph {
-    ids: Vec<Value>,
-    edges: Vec<(u32, u32, f64)>,
-}
+/// Bytes a call may need per edge of its input, beyond the input itself: the
+/// min cut's peak (70 to 130 bytes per edge, `make bench`), the edge list (16)
+/// and a node name's index entry (about 40 per node, at most two nodes per
+/// edge, most graphs far fewer). λ₂ needs less per edge.
+pub const BYTES_PER_EDGE: usize = 160;
 
-fn node_key(edge: usize, end: &str, id: Option<&Value>) -> SqlResult<String> {
-    match id {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(Value::Number(n)) => Ok(n.to_string()),
-        _ => Err(SqlError::invalid(format!(
-            "edge {edge}: \"{end}\" must be a string or a number"
-        ))),
-    }
-}
-
-fn parse(edges: &Value) -> SqlResult<JsonGraph> {
-    let list = edges.as_array().ok_or_else(|| {
-        SqlError::invalid(
-            "edges must be a JSON array of {\"source\", \"target\", \"capacity\"} objects",
-        )
-    })?;
-    let mut index: HashMap<String, u32> = HashMap::new();
-    let mut graph = JsonGraph {
-        ids: Vec::new(),
-        edges: Vec::with_capacity(list.len()),
+/// Reads `edges` into an edge list and runs `solve` on it, holding the call's
+/// share of `ruvector.solver_memory_limit` meanwhile.
+fn with_graph<R>(
+    edges: &JsonbArg,
+    solve: impl FnOnce(&EdgeList, &mut Control) -> Result<R, Error>,
+) -> SqlResult<(EdgeList, R)> {
+    let count = match edges.root() {
+        Root::Array(count) => count,
+        _ => {
+            return Err(SqlError::invalid(
+                "edges must be a JSON array of {\"source\", \"target\", \"capacity\"} objects",
+            ))
+        }
     };
-    for (i, edge) in list.iter().enumerate() {
-        if i % 65_536 == 65_535 {
-            check_for_interrupts!();
-        }
-        let object = edge
-            .as_object()
-            .ok_or_else(|| SqlError::invalid(format!("edge {i} must be an object")))?;
-        if let Some(key) = object
-            .keys()
-            .find(|k| !matches!(k.as_str(), "source" | "target" | "capacity"))
-        {
-            return Err(
-                SqlError::invalid(format!("edge {i}: unknown key \"{key}\""))
-                    .hint("Each edge has source, target and optionally capacity (default 1)."),
-            );
-        }
-        let mut endpoint = |end: &str| -> SqlResult<u32> {
-            let id = object.get(end);
-            let key = node_key(i, end, id)?;
-            Ok(*index.entry(key).or_insert_with(|| {
-                graph.ids.push(id.cloned().unwrap_or(Value::Null));
-                (graph.ids.len() - 1) as u32
-            }))
-        };
-        let (source, target) = (endpoint("source")?, endpoint("target")?);
-        let capacity = match object.get("capacity") {
-            None => 1.0,
-            Some(c) => c
-                .as_f64()
-                .ok_or_else(|| SqlError::invalid(format!("edge {i}: capacity must be a number")))?,
-        };
-        if !capacity.is_finite() || capacity < 0.0 {
-            return Err(SqlError::invalid(format!(
-                "edge {i}: capacity must be a finite number ≥ 0, got {capacity}"
-            )));
-        }
-        graph.edges.push((source, target, capacity));
+    // Refused on the header alone, before anything is read or reserved.
+    controlled(|c| c.limits().check(0, count))?;
+    let needed = count
+        .saturating_mul(BYTES_PER_EDGE)
+        .saturating_add(edges.size());
+    let _share = crate::shmem::shared()?.reserve_solver_memory(needed)?;
+    controlled(|control| {
+        let mut reader = EdgeListReader::new(count, control)?;
+        edges.read_edges(count, &mut reader)?;
+        let graph = reader.finish();
+        preflight(&graph)?;
+        let answer = solve(&graph, control)?;
+        Ok((graph, answer))
+    })
+}
+
+/// Asks the allocator for the solver's peak working memory, fallibly, and
+/// gives it back: an allocation failure inside the solver would abort the
+/// backend (Rust's allocation failures are not errors), this one is an ERROR.
+fn preflight(graph: &EdgeList) -> Result<(), Error> {
+    let peak = graph.edges.len() * 130 + graph.ids.len() * 300;
+    let mut probe: Vec<u8> = Vec::new();
+    probe
+        .try_reserve_exact(peak)
+        .map_err(|_| Error::OutOfMemory {
+            what: "the solver's working memory",
+        })
+}
+
+fn id(node: &NodeId) -> Value {
+    match node {
+        NodeId::Text(s) => Value::String(s.clone()),
+        NodeId::Number(s) => serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.clone())),
     }
-    Ok(graph)
 }
 
 /// The exact global minimum cut: `lambda`, one side of the cut, and the edges
 /// that cross it. `lambda` is null for graphs with fewer than two nodes.
 #[pg_extern(immutable, parallel_safe, strict)]
-fn ruvector_mincut(edges: JsonB) -> JsonB {
-    let graph = parse(&edges.0).or_raise();
-    // Freed now, not while a cancel unwinds.
-    drop(edges);
+fn ruvector_mincut(edges: JsonbArg) -> JsonB {
+    let (graph, cut) = with_graph(&edges, |g, c| {
+        mincut::min_cut_with(g.ids.len(), &g.edges, c)
+    })
+    .or_raise();
     let n = graph.ids.len();
-    let cut = controlled(|c| mincut::min_cut_with(n, &graph.edges, c)).or_raise();
     JsonB(match cut {
         None => {
             json!({"lambda": null, "nodes": n, "edges": graph.edges.len(), "side": [], "witness_edges": []})
@@ -114,10 +109,10 @@ fn ruvector_mincut(edges: JsonB) -> JsonB {
             "lambda": cut.value,
             "nodes": n,
             "edges": graph.edges.len(),
-            "side": cut.side_vertices().iter().map(|&v| graph.ids[v].clone()).collect::<Vec<_>>(),
+            "side": cut.side_vertices().iter().map(|&v| id(&graph.ids[v])).collect::<Vec<_>>(),
             "witness_edges": graph.edges.iter()
                 .filter(|&&(u, v, _)| cut.side[u as usize] != cut.side[v as usize])
-                .map(|&(u, v, w)| json!({"source": graph.ids[u as usize], "target": graph.ids[v as usize], "capacity": w}))
+                .map(|&(u, v, w)| json!({"source": id(&graph.ids[u as usize]), "target": id(&graph.ids[v as usize]), "capacity": w}))
                 .collect::<Vec<_>>(),
         }),
     })
@@ -126,12 +121,18 @@ fn ruvector_mincut(edges: JsonB) -> JsonB {
 /// λ₂, the algebraic connectivity of the weighted Laplacian (0 when the graph
 /// is disconnected).
 #[pg_extern(immutable, parallel_safe, strict)]
-fn ruvector_lambda2(edges: JsonB) -> JsonB {
-    let graph = parse(&edges.0).or_raise();
-    drop(edges);
-    let n = graph.ids.len();
-    let value = controlled(|c| spectral::lambda2_with(n, &graph.edges, c)).or_raise();
+fn ruvector_lambda2(edges: JsonbArg) -> JsonB {
+    let (graph, value) = with_graph(&edges, |g, c| {
+        spectral::lambda2_with(g.ids.len(), &g.edges, c)
+    })
+    .or_raise();
     JsonB(
-        json!({"lambda2": value, "nodes": n, "edges": graph.edges.len(), "connected": value > 0.0}),
+        json!({"lambda2": value, "nodes": graph.ids.len(), "edges": graph.edges.len(), "connected": value > 0.0}),
     )
+}
+
+/// Bytes the solver calls running now hold of `ruvector.solver_memory_limit`.
+#[pg_extern(schema = "ruvector", name = "_solver_memory_held")]
+fn solver_memory_held() -> i64 {
+    crate::shmem::shared().or_raise().solver_memory_held() as i64
 }

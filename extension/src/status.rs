@@ -8,6 +8,7 @@ use ruvector_integrity::sources::Overrides;
 use serde_json::{json, Value};
 
 use crate::errors::{Optional, OrRaise, SqlError, SqlResult};
+use crate::jsonb::{JsonbArg, SMALL_DOCUMENT};
 use crate::{clock, collections, gate, graph_builder, sampler, shmem};
 
 fn unix_us_text(us: Option<i64>) -> Option<String> {
@@ -140,8 +141,9 @@ fn rebuild(collection: &str) -> SqlResult<JsonB> {
 /// What-if: λ and the state the sample would call for if the named nodes had
 /// these healths (0 is failed), without touching the live state.
 #[pg_extern(schema = "ruvector", name = "_integrity_simulate")]
-fn integrity_simulate(collection: &str, changes: JsonB) -> JsonB {
-    simulate(collection, &changes.0).or_raise()
+fn integrity_simulate(collection: &str, changes: JsonbArg) -> JsonB {
+    let changes = changes.small("changes", SMALL_DOCUMENT).or_raise();
+    simulate(collection, &changes).or_raise()
 }
 
 fn simulate(collection: &str, changes: &Value) -> SqlResult<JsonB> {

@@ -482,3 +482,52 @@ pub fn wait_signed(db: &mut Client) {
         (pending == 0).then_some(())
     });
 }
+
+/// The worker's last heartbeat, as `collection`'s status reports it.
+pub fn heartbeat(db: &mut Client, collection: &str) -> Value {
+    json(
+        db,
+        &format!("SELECT ruvector_integrity_status('{collection}') -> 'worker' -> 'heartbeat'"),
+    )
+}
+
+/// Waits until the worker has run one whole tick that began after this call:
+/// whatever was committed before the call, the worker has seen (signed what
+/// was pending, synced shared memory, sampled what was due) by the time this
+/// returns. Ticks are sequential, and each beats when it begins: the second
+/// beat after the call ends the first tick that began after it.
+pub fn wait_worker_tick(db: &mut Client, collection: &str) {
+    let mut beat = heartbeat(db, collection);
+    for step in ["a worker tick to begin", "that tick to end"] {
+        let seen = beat.clone();
+        beat = wait_for(30, step, || {
+            Some(heartbeat(db, collection)).filter(|b| *b != seen)
+        });
+    }
+}
+
+/// Waits until the backend `pid` waits for a lock.
+pub fn wait_blocked_on_lock(db: &mut Client, pid: i32) {
+    wait_for(30, "the backend to wait for a lock", || {
+        db.query_opt(
+            "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'",
+            &[&pid],
+        )
+        .unwrap()
+    });
+}
+
+/// Makes table `g` holding, in column `edges`, an unweighted cycle of
+/// 1,000,000 nodes plus a random perfect matching: a cubic graph (1.5 million
+/// edges) whose exact min cut (3) and λ₂ take seconds. The seed makes it the
+/// same graph every run (a matching that paired neighbours of the cycle would
+/// make a cut of 2 that is found at once).
+pub const CUBIC_GRAPH: &str = "
+    SELECT setseed(0.3);
+    CREATE TABLE g AS SELECT jsonb_agg(e) AS edges FROM (
+        SELECT jsonb_build_object('source', i, 'target', (i + 1) % 1000000) e FROM generate_series(0, 999999) i
+        UNION ALL
+        SELECT jsonb_build_object('source', a, 'target', b) FROM (
+            SELECT row_number() OVER () r, i a, lead(i) OVER () b
+            FROM (SELECT i FROM generate_series(0, 999999) i ORDER BY random()) x) y
+        WHERE r % 2 = 1) z";

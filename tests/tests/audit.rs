@@ -4,7 +4,6 @@
 //! file.
 
 use std::os::unix::fs::PermissionsExt;
-use std::time::Duration;
 
 use ruvector_integrity::audit::chain::{Trust, Verdict};
 use ruvector_integrity::audit::export::{self, Failure};
@@ -323,10 +322,11 @@ fn a_revocation_held_open_never_invalidates_what_is_signed_meanwhile() {
             &[&current.id()],
         )
         .unwrap();
-    // States change and samples go on while the revocation is in flight.
+    // States change, and the worker ticks through each, while the
+    // revocation is in flight.
     for state in ["stress", "critical", "normal"] {
         pin(&mut db, state);
-        std::thread::sleep(Duration::from_millis(700));
+        wait_worker_tick(&mut db, "docs");
     }
     revoker.batch_execute("COMMIT").unwrap();
     wait_signed(&mut db);

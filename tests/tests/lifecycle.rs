@@ -63,7 +63,15 @@ fn dead_tuples_move_the_state_with_exactly_the_policy_sample_counts_and_back_aft
     )
     .unwrap();
     wait_for_state(&mut db, "docs", "normal", 30);
-    std::thread::sleep(Duration::from_secs(3)); // past the cooldown of the first transition
+    // Past the cooldown (2 s) of the first transition, by the database's clock.
+    wait_for(30, "the first transition's cooldown to pass", || {
+        db.query_opt(
+            "SELECT 1 FROM ruvector.integrity_state
+             WHERE (extract(epoch FROM clock_timestamp()) * 1e6)::bigint - (controller->>'last_transition')::bigint > 2000000",
+            &[],
+        )
+        .unwrap()
+    });
 
     // Two full-table updates leave two dead tuples per live one: bloat.
     db.batch_execute(

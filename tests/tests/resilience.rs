@@ -1,7 +1,5 @@
 //! Crashes, restarts, failing collections, failing archivers, and reloads.
 
-use std::time::Duration;
-
 use ruvector_tests::*;
 
 fn sample_count(db: &mut Client, name: &str) -> i64 {
@@ -32,7 +30,6 @@ fn a_crash_loses_nothing_committed_and_shared_memory_is_refilled() {
         .unwrap();
     drop(victim);
     let mut db = wait_for(30, "the server to accept connections again", || {
-        std::thread::sleep(Duration::from_millis(300));
         let mut c = cluster.client();
         c.query_one("SELECT 1", &[]).ok().map(|_| c)
     });
@@ -112,7 +109,8 @@ fn a_failing_wal_archiver_is_stress_and_its_repair_is_recovery() {
     db.batch_execute("ALTER SYSTEM SET archive_command = 'true'")
         .unwrap();
     db.batch_execute("SELECT pg_reload_conf()").unwrap();
-    std::thread::sleep(Duration::from_secs(1));
+    // (The archiver retries the failed segment with the new command when the
+    // reload wakes it; a new segment is archived after it.)
     db.batch_execute("INSERT INTO churn SELECT generate_series(1, 1000)")
         .unwrap();
     db.batch_execute("SELECT pg_switch_wal()").unwrap();
@@ -121,13 +119,24 @@ fn a_failing_wal_archiver_is_stress_and_its_repair_is_recovery() {
 
 #[test]
 fn a_reload_changes_the_sample_interval_and_a_killed_worker_comes_back() {
-    let (_cluster, mut db) = cluster_with_docs("reload", &[]);
+    let (cluster, mut db) = cluster_with_docs("reload", &[]);
     db.batch_execute("ALTER SYSTEM SET ruvector.integrity_sample_interval = 3600")
         .unwrap();
     db.batch_execute("SELECT pg_reload_conf()").unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    // Once a new session sees it, the postmaster has reloaded and signalled
+    // the worker, which reloads before its next tick: a tick that began after
+    // that runs with the new interval, and the one after it samples nothing.
+    wait_for(30, "the reload", || {
+        let mut fresh = cluster.client();
+        (json(
+            &mut fresh,
+            "SELECT to_jsonb(current_setting('ruvector.integrity_sample_interval'))",
+        ) == "1h")
+            .then_some(())
+    });
+    wait_worker_tick(&mut db, "docs");
     let settled = sample_count(&mut db, "docs");
-    std::thread::sleep(Duration::from_secs(3));
+    wait_worker_tick(&mut db, "docs");
     assert_eq!(
         sample_count(&mut db, "docs"),
         settled,

@@ -1,8 +1,6 @@
 //! Dump and restore: a database's collections, policies, states and audit
 //! trail go with it, and the cluster it lands in carries on.
 
-use std::time::Duration;
-
 use ruvector_integrity::audit::chain::Trust;
 use ruvector_integrity::audit::export::{self, Failure};
 use ruvector_integrity::audit::{from_hex_array, Checkpoint, Fault};
@@ -196,7 +194,7 @@ fn a_standby_promoted_after_the_primary_rotated_does_not_sign_with_its_stale_key
         "{note}"
     );
     pin(&mut db, "stress");
-    std::thread::sleep(Duration::from_secs(2));
+    wait_worker_tick(&mut db, "docs");
     let signed_after: i64 = db
         .query_one(
             "SELECT count(*) FROM ruvector.integrity_events WHERE seq > $1",

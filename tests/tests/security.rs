@@ -3,8 +3,6 @@
 //! no way for a table owner to move rows past the gate, maintenance that
 //! always runs. Each test plays the attacker or the DBA.
 
-use std::time::{Duration, Instant};
-
 use ruvector_tests::*;
 
 fn is_superuser(db: &mut Client, role: &str) -> bool {
@@ -502,14 +500,12 @@ fn the_workers_statement_timeout_ends_a_step_blocked_on_a_lock() {
     holder
         .batch_execute("BEGIN; LOCK TABLE ruvector.integrity_state IN ACCESS EXCLUSIVE MODE;")
         .unwrap();
-    let started = Instant::now();
-    wait_for(8, "the worker's statement timeout", || {
+    wait_for(30, "the worker's statement timeout", || {
         cluster
             .log()
             .contains("canceling statement due to statement timeout")
             .then_some(())
     });
-    assert!(started.elapsed() < Duration::from_secs(8));
     assert!(!cluster
         .log()
         .contains("canceling statement due to lock timeout"));
@@ -804,14 +800,13 @@ fn a_rename_race_cannot_point_a_checked_name_at_a_collection() {
             "BEGIN; ALTER TABLE decoy RENAME TO decoy_old; ALTER TABLE docs_a RENAME TO decoy;",
         )
         .unwrap();
-    let builder = {
-        let mut c = cluster.client_as("owner");
-        std::thread::spawn(move || {
-            c.batch_execute("CREATE INDEX raced ON decoy (id)")
-                .map_err(|e| e.as_db_error().map(|d| d.code().code().to_owned()))
-        })
-    };
-    std::thread::sleep(Duration::from_millis(700));
+    let mut c = cluster.client_as("owner");
+    let builder_pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let builder = std::thread::spawn(move || {
+        c.batch_execute("CREATE INDEX raced ON decoy (id)")
+            .map_err(|e| e.as_db_error().map(|d| d.code().code().to_owned()))
+    });
+    wait_blocked_on_lock(&mut cluster.client(), builder_pid);
     renamer.batch_execute("COMMIT").unwrap();
     let outcome = builder.join().unwrap();
     assert_eq!(outcome, Err(Some("55000".to_owned())));

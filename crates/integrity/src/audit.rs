@@ -421,7 +421,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Bytes from hex; `None` if the text is not hex of even length.
 pub fn from_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())

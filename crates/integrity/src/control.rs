@@ -20,7 +20,7 @@ pub const DEFAULT_MAX_EDGES: usize = 10_000_000;
 /// of the interrupt hook: 16,384 units are at most a few tenths of a
 /// millisecond, far below the 100 ms in which a cancel must take effect, and
 /// make the hook's own cost negligible.
-const CHECK_INTERVAL: u64 = 1 << 14;
+pub(crate) const CHECK_INTERVAL: u64 = 1 << 14;
 
 /// What a solver may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

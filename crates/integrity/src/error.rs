@@ -45,6 +45,14 @@ pub enum Error {
         limit: usize,
     },
 
+    /// An element of an edge list (see [`crate::edge_list`]) is not an edge.
+    #[error("edge {edge}: {problem}")]
+    Edge { edge: usize, problem: String },
+
+    /// Memory for something sized by the input could not be had.
+    #[error("out of memory for the {what}")]
+    OutOfMemory { what: &'static str },
+
     /// The caller's interrupt hook stopped a solver.
     #[error("canceled: {0}")]
     Cancelled(String),

@@ -88,7 +88,7 @@ pub fn train(
     seed: u64,
     step: &mut dyn FnMut(Step) -> Result<(), Error>,
 ) -> Result<Vec<f32>, Error> {
-    if dim == 0 || rows.len() % dim != 0 {
+    if dim == 0 || !rows.len().is_multiple_of(dim) {
         return Err(Error::Source(format!(
             "{} values are not rows of {dim}",
             rows.len()

@@ -13,6 +13,7 @@
 
 pub mod audit;
 pub mod control;
+pub mod edge_list;
 mod error;
 pub mod gate;
 pub mod graph;

@@ -724,7 +724,7 @@ impl Lanczos {
             // The Krylov space is exhausted (or the residual vanished): exact.
             let exhausted = beta <= f64::EPSILON * alpha.abs().max(f64::MIN_POSITIVE)
                 || (self.size == n - 1 && full);
-            if full || exhausted || self.done % 4 == 0 {
+            if full || exhausted || self.done.is_multiple_of(4) {
                 let (theta, vectors) = self.ritz()?;
                 let wanted = self.wanted(&theta);
                 let last = vectors[(self.done - 1) * self.done + wanted];

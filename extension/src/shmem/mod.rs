@@ -24,7 +24,7 @@
 mod relations;
 mod slots;
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicPtr, AtomicU64, Ordering};
 
 use pgrx::pg_sys;
 use pgrx::pg_sys::ffi::pg_guard_ffi_boundary;
@@ -89,6 +89,8 @@ struct Header {
     /// Set once the relation map was filled from the tables since the server
     /// started (by the worker, or by a backend that could not wait for it).
     synced: AtomicBool,
+    /// Bytes the solver functions' calls hold of `ruvector.solver_memory_limit`.
+    solver_memory: AtomicU64,
     /// The worker's signing state, as JSON text (under the lock).
     signing_note_len: u32,
     signing_note: [u8; SIGNING_NOTE_MAX],
@@ -312,5 +314,94 @@ impl Shared {
 pub unsafe extern "C-unwind" fn forget_worker(_code: i32, _arg: pg_sys::Datum) {
     if let Ok(shared) = shared() {
         shared.set_worker(0, std::ptr::null_mut());
+    }
+}
+
+thread_local! {
+    /// Bytes this backend holds of the solvers' budget, given back at exit
+    /// should a FATAL end it in the middle of a call (no destructor runs then).
+    static SOLVER_HELD: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    static SOLVER_EXIT_REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A solver call's share of `ruvector.solver_memory_limit`, given back when dropped.
+pub struct SolverShare {
+    shared: Shared,
+    bytes: u64,
+}
+
+impl Drop for SolverShare {
+    fn drop(&mut self) {
+        self.shared.release_solver_memory(self.bytes);
+    }
+}
+
+/// Gives back what an exiting backend still holds.
+unsafe extern "C-unwind" fn release_solver_memory_at_exit(_code: i32, _arg: pg_sys::Datum) {
+    let held = SOLVER_HELD.with(|h| h.replace(0));
+    if let (Ok(shared), true) = (shared(), held > 0) {
+        shared
+            .header()
+            .solver_memory
+            .fetch_sub(held, Ordering::AcqRel);
+    }
+}
+
+impl Shared {
+    /// Takes `bytes` of the cluster-wide budget of the solver functions, or
+    /// refuses (`53200`) when the calls running now hold too much of it.
+    pub fn reserve_solver_memory(&self, bytes: usize) -> Result<SolverShare, SqlError> {
+        let limit = gucs::SOLVER_MEMORY_LIMIT.get() as u64 * 1024;
+        let bytes = bytes as u64;
+        let counter = &self.header().solver_memory;
+        let taken = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+            held.checked_add(bytes).filter(|&total| total <= limit)
+        });
+        if let Err(held) = taken {
+            let mb = |b: u64| b.div_ceil(1 << 20);
+            let error = SqlError::new(
+                PgSqlErrorCode::ERRCODE_OUT_OF_MEMORY,
+                format!(
+                    "this graph needs about {} MB, and the solver calls running now hold {} MB of the {} MB of ruvector.solver_memory_limit",
+                    mb(bytes),
+                    mb(held),
+                    mb(limit)
+                ),
+            );
+            return Err(if bytes > limit {
+                error.hint("Raise ruvector.solver_memory_limit (postgresql.conf, then reload) if the server has the memory, or solve a smaller graph.")
+            } else {
+                error.hint(
+                    "Retry once other calls of ruvector_mincut() or ruvector_lambda2() have ended.",
+                )
+            });
+        }
+        if !SOLVER_EXIT_REGISTERED.with(|r| r.replace(true)) {
+            // SAFETY: registered once per backend; the callback touches only
+            // this module's atomics and thread-local.
+            unsafe {
+                pg_sys::before_shmem_exit(
+                    Some(release_solver_memory_at_exit),
+                    pg_sys::Datum::from(0),
+                )
+            };
+        }
+        SOLVER_HELD.with(|h| h.set(h.get() + bytes));
+        Ok(SolverShare {
+            shared: *self,
+            bytes,
+        })
+    }
+
+    fn release_solver_memory(&self, bytes: u64) {
+        SOLVER_HELD.with(|h| h.set(h.get().saturating_sub(bytes)));
+        self.header()
+            .solver_memory
+            .fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Bytes the solver calls running now hold.
+    pub fn solver_memory_held(&self) -> u64 {
+        self.header().solver_memory.load(Ordering::Acquire)
     }
 }

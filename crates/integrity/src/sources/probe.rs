@@ -255,7 +255,9 @@ mod tests {
         }]
     }
 
-    /// A listener that answers `answer` to the first request, or never answers.
+    /// A listener that answers `answer` to the first request, or never answers
+    /// (it holds the connection open for a minute: only a probe's own timeout
+    /// ends its wait before that).
     fn server(answer: Option<u8>) -> u16 {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -267,7 +269,7 @@ mod tests {
                 assert_eq!(request, GSSENC_REQUEST);
                 match answer {
                     Some(a) => stream.write_all(&[a]).unwrap(),
-                    None => std::thread::sleep(Duration::from_secs(10)),
+                    None => std::thread::sleep(Duration::from_secs(60)),
                 }
             }
         });
@@ -283,8 +285,7 @@ mod tests {
     fn a_postmaster_answer_is_reachable() {
         for answer in [b'N', b'G'] {
             let p = probe(&local(server(Some(answer))), Duration::from_secs(2));
-            assert!(p.reachable, "{p:?}");
-            assert!(p.latency_ms < 1000.0);
+            assert!(p.reachable && p.latency_ms >= 0.0, "{p:?}");
         }
     }
 
@@ -292,13 +293,17 @@ mod tests {
     fn refused_silent_and_foreign_servers_are_not() {
         let refused = probe(&local(closed_port()), Duration::from_secs(2));
         assert!(
-            !refused.reachable && refused.latency_ms < 1000.0,
+            !refused.reachable && refused.error.as_deref().unwrap().contains("refused"),
             "{refused:?}"
         );
-        let start = Instant::now();
+        // The silent server would hold it a minute: its own timeout ends it.
         let silent = probe(&local(server(None)), Duration::from_millis(300));
         assert!(!silent.reachable, "{silent:?}");
-        assert!(start.elapsed() < Duration::from_millis(800));
+        assert!(
+            silent.error.as_deref().unwrap().contains("no answer"),
+            "{silent:?}"
+        );
+        assert!(silent.latency_ms >= 300.0, "{silent:?}");
         let other = probe(&local(server(Some(b'H'))), Duration::from_secs(2));
         assert!(other.error.unwrap().contains("not a PostgreSQL server"));
     }
@@ -309,7 +314,8 @@ mod tests {
         both.extend(local(server(Some(b'N'))));
         assert!(probe(&both, Duration::from_secs(2)).reachable);
 
-        let start = Instant::now();
+        // Two silent servers would hold a probe a minute each: one deadline
+        // for all ends both, and the answering one is found meanwhile.
         let found = probe_all(
             vec![
                 local(server(None)),
@@ -318,15 +324,17 @@ mod tests {
             ],
             Duration::from_millis(400),
         );
-        assert!(
-            start.elapsed() < Duration::from_millis(900),
-            "{:?}",
-            start.elapsed()
-        );
         assert_eq!(
             found.iter().map(|p| p.reachable).collect::<Vec<_>>(),
             [false, false, true]
         );
+        for silent in &found[..2] {
+            let error = silent.error.as_deref().unwrap();
+            assert!(
+                error.contains("no answer") || error == "timed out",
+                "{silent:?}"
+            );
+        }
     }
 
     #[test]
