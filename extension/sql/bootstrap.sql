@@ -297,6 +297,14 @@ CREATE TRIGGER guard BEFORE UPDATE OR DELETE ON ruvector.signing_keys
 CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON ruvector.signing_keys
     FOR EACH STATEMENT EXECUTE FUNCTION ruvector.refuse_audit_change();
 
+-- ALWAYS: they fire under session_replication_role = replica too, which would
+-- otherwise switch them off for whoever may set it.
+ALTER TABLE ruvector.integrity_events ENABLE ALWAYS TRIGGER append_only;
+ALTER TABLE ruvector.integrity_events ENABLE ALWAYS TRIGGER append_only_truncate;
+ALTER TABLE ruvector.pending_events ENABLE ALWAYS TRIGGER append_only_truncate;
+ALTER TABLE ruvector.signing_keys ENABLE ALWAYS TRIGGER guard;
+ALTER TABLE ruvector.signing_keys ENABLE ALWAYS TRIGGER append_only_truncate;
+
 REVOKE ALL ON ALL TABLES IN SCHEMA ruvector FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA ruvector FROM PUBLIC;
 GRANT SELECT ON ALL TABLES IN SCHEMA ruvector TO ruvector_reader;

@@ -25,6 +25,7 @@ CREATE EVENT TRIGGER ruvector_sql_drop ON sql_drop EXECUTE FUNCTION ruvector._on
 -- once it has signed it into the chain.
 CREATE TRIGGER append_only BEFORE UPDATE OR DELETE ON ruvector.pending_events
     FOR EACH ROW EXECUTE FUNCTION ruvector._guard_pending_event();
+ALTER TABLE ruvector.pending_events ENABLE ALWAYS TRIGGER append_only;
 
 -- Everything that holds state goes with the database into pg_dump (the
 -- private signing key does not: it is a file in the data directory).
@@ -248,7 +249,7 @@ REVOKE ALL ON FUNCTION ruvector._contracted_graph_dot FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._ivf_train FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._integrity_gate_stats FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._integrity_gate_stats_reset FROM PUBLIC;
-REVOKE ALL ON FUNCTION ruvector._solver_memory_held FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._shared_memory FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION ruvector_register_collection FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_unregister_collection FROM PUBLIC;
@@ -279,7 +280,7 @@ GRANT EXECUTE ON FUNCTION
     ruvector_integrity_history, ruvector_contracted_graph, ruvector_contracted_graph_dot,
     ruvector_verify_event_signature,
     ruvector_verify_audit_chain, ruvector_audit_checkpoint, ruvector_audit_export,
-    ruvector._integrity_gate_stats, ruvector._solver_memory_held
+    ruvector._integrity_gate_stats, ruvector._shared_memory
     TO ruvector_reader;
 GRANT SELECT ON ruvector.integrity_gate_stats TO ruvector_reader;
 GRANT EXECUTE ON FUNCTION

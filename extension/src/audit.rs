@@ -27,8 +27,8 @@ use ruvector_integrity::audit::{
 use ruvector_integrity::{Micros, SECOND};
 use serde_json::{json, Value};
 
-use crate::clock;
 use crate::errors::{OrRaise, SqlError, SqlResult};
+use crate::{clock, xact};
 
 const AUDIT_ROWS: &str = include_str!("../sql/queries/audit_rows.sql");
 const INSERT_EVENT: &str = include_str!("../sql/queries/insert_event.sql");
@@ -92,10 +92,10 @@ pub fn append_pending(
     new_state: Option<&str>,
     metadata: Value,
 ) -> SqlResult<()> {
-    Spi::run_with_args(
+    let id = Spi::get_one_with_args::<i64>(
         "INSERT INTO ruvector.pending_events
              (collection_id, collection_name, event_type, previous_state, new_state, metadata)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         &[
             collection_id.into(),
             collection.into(),
@@ -105,6 +105,9 @@ pub fn append_pending(
             JsonB(metadata).into(),
         ],
     )?;
+    if let Some(id) = id {
+        xact::appended_pending(id);
+    }
     Ok(())
 }
 
@@ -197,6 +200,8 @@ pub struct Pending {
 /// A pending event after the worker signed it.
 pub struct Signed {
     pub seq: u64,
+    /// Its id in `ruvector.pending_events`, where it no longer is.
+    pub pending_id: i64,
     pub event: Event,
 }
 
@@ -244,10 +249,23 @@ pub fn sign(signer: &Signer, pending: Vec<Pending>) -> SqlResult<Vec<Signed>> {
         )?;
         signed.push(Signed {
             seq,
+            pending_id: p.id,
             event: p.event,
         });
     }
     Ok(signed)
+}
+
+/// Which of the pending events `ids` are still in `ruvector.pending_events`.
+pub fn still_pending(ids: &[i64]) -> SqlResult<Vec<i64>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let present = Spi::get_one_with_args::<Vec<i64>>(
+        "SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM ruvector.pending_events WHERE id = ANY ($1)",
+        &[ids.to_vec().into()],
+    )?;
+    Ok(present.unwrap_or_default())
 }
 
 /// The key events of the chain, in seq order (up to `seq` when given).
@@ -286,10 +304,22 @@ pub fn extension_oid() -> SqlResult<pg_sys::Oid> {
 /// per installation of the extension: a dropped and re-created extension starts
 /// a new chain, and the old file stays as evidence of the old one.
 pub fn checkpoint_path() -> SqlResult<PathBuf> {
+    installation_file("ruvector_audit_checkpoint")
+}
+
+/// Where the worker notes, every few seconds, that it is alive: at its next
+/// start it records in the chain when it last was (see [`installation_file`]).
+pub fn alive_path() -> SqlResult<PathBuf> {
+    installation_file("ruvector_worker_alive")
+}
+
+/// `<prefix>_<database oid>_<extension oid>.json` in the data directory: a
+/// file of this installation of the extension.
+fn installation_file(prefix: &str) -> SqlResult<PathBuf> {
     let extension = extension_oid()?;
     let data_dir = unsafe { std::ffi::CStr::from_ptr(pg_sys::DataDir) };
     Ok(PathBuf::from(&*data_dir.to_string_lossy()).join(format!(
-        "ruvector_audit_checkpoint_{}_{}.json",
+        "{prefix}_{}_{}.json",
         u32::from(unsafe { pg_sys::MyDatabaseId }),
         u32::from(extension)
     )))

@@ -321,6 +321,16 @@ fn register(
     if !config.is_object() {
         return Err(SqlError::invalid("config must be a JSON object"));
     }
+    // A registration and the DDL that would put the table under a parent or
+    // change its partitions (ATTACH, DETACH, CREATE TABLE ... PARTITION OF)
+    // take conflicting locks: whichever comes second waits for the first to
+    // end, and a registration then sees the table as that DDL left it. Only
+    // the caller's own table is locked (ownership is checked first), so nobody
+    // queues a lock on someone else's table through here.
+    let owned = unsafe { pg_sys::pg_class_ownercheck(table, pg_sys::GetOuterUserId()) };
+    if owned {
+        unsafe { pg_sys::LockRelationOid(table, REGISTRATION_LOCK) };
+    }
     let info: TableInfo =
         Spi::get_one_with_args::<JsonB>(TABLE_INFO, &[table.into(), column.into()])
             .optional()?
@@ -342,6 +352,18 @@ fn register(
     }
     info.check_kind()?;
     check_owner(table, &info)?;
+    // Seen through the catalog caches, which the lock brought up to date
+    // whatever the caller's isolation level: a table that became a partition
+    // while this registration waited is refused.
+    if unsafe { pg_sys::get_rel_relispartition(table) } {
+        return Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            format!(
+                "\"{}\" is a partition: register the partitioned table at the top of its tree",
+                info.qualified()
+            ),
+        ));
+    }
     let column_type = info.column_type.clone().ok_or_else(|| {
         SqlError::new(
             PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
@@ -403,8 +425,8 @@ fn register(
         };
         return Err(SqlError::new(PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT, message).hint(hint));
     }
-    let relations = relations_of(table);
-    check_room(true, relations.len())?;
+    let relations = relations_of(table, REGISTRATION_LOCK);
+    xact::reserve(1, relations.len())?;
 
     let id = Spi::get_one_with_args::<i32>(
         "INSERT INTO ruvector.collections
@@ -503,31 +525,19 @@ fn forget(row: &CollectionRow, why: Option<&str>) -> SqlResult<()> {
     Ok(())
 }
 
-/// Refuses a registration or new partitions that shared memory has no room
-/// for: a collection or relation it cannot hold would go ungated.
-pub fn check_room(new_collection: bool, relations: usize) -> SqlResult<()> {
-    let shared = shmem::shared()?;
-    let full = |setting: &str| {
-        SqlError::new(
-            PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
-            format!("ruvector's shared memory is full: {setting} is reached"),
-        )
-        .hint(format!(
-            "Raise {setting} and restart the server, or unregister collections you no longer need."
-        ))
-    };
-    if new_collection && !shared.slot_free() {
-        return Err(full("ruvector.max_collections"));
-    }
-    if !shared.relations_fit(relations) {
-        return Err(full("ruvector.max_relations"));
-    }
-    Ok(())
-}
+/// The lock a registration takes on the table and each partition:
+/// SHARE UPDATE EXCLUSIVE conflicts with ATTACH and DETACH PARTITION and
+/// CREATE TABLE ... PARTITION OF (on the parent and the partition), not with
+/// reads and writes.
+const REGISTRATION_LOCK: pg_sys::LOCKMODE = pg_sys::ShareUpdateExclusiveLock as pg_sys::LOCKMODE;
 
-/// The relations of the registered table `table`: itself and every partition.
-pub fn relations_of(table: pg_sys::Oid) -> Vec<(pg_sys::Oid, RelationFlags)> {
-    let mut relations = enforce::tree(table);
+/// The relations of the registered table `table`: itself and every
+/// partition, each locked with `lock`.
+pub fn relations_of(
+    table: pg_sys::Oid,
+    lock: pg_sys::LOCKMODE,
+) -> Vec<(pg_sys::Oid, RelationFlags)> {
+    let mut relations = enforce::tree(table, lock);
     for (relid, flags) in &mut relations {
         flags.root = *relid == table;
     }
@@ -543,6 +553,17 @@ fn forget_dropped_relations(relids: Vec<pg_sys::Oid>) {
 }
 
 fn forget_dropped(relids: &[pg_sys::Oid]) -> SqlResult<()> {
+    // Every DROP of any table in the database comes here: one that is none of
+    // a collection's relations costs a shared look-up each, and nothing more.
+    let shared = shmem::shared()?;
+    let mapped: Vec<pg_sys::Oid> = relids
+        .iter()
+        .copied()
+        .filter(|&relid| shared.relation(relid).is_some())
+        .collect();
+    if mapped.is_empty() && shared.synced() {
+        return Ok(());
+    }
     let dropped = Spi::get_one_with_args::<Vec<String>>(
         "SELECT coalesce(array_agg(name), '{}') FROM ruvector.collections WHERE table_oid::pg_catalog.oid = ANY ($1)",
         &[relids.to_vec().into()],
@@ -551,8 +572,9 @@ fn forget_dropped(relids: &[pg_sys::Oid]) -> SqlResult<()> {
     for name in dropped {
         forget(&find(&name)?, Some("its table was dropped"))?;
     }
-    let relids = relids.to_vec();
-    xact::at_commit(move |shared| shared.remove_relations(&relids));
+    if !mapped.is_empty() {
+        xact::at_commit(move |shared| shared.remove_relations(&mapped));
+    }
     Ok(())
 }
 

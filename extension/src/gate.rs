@@ -6,7 +6,9 @@
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::JsonB;
-use ruvector_integrity::gate::{self, Decision, GateInput, Operation, Outcome, Verdict};
+use ruvector_integrity::gate::{
+    self, Decision, GateInput, Needs, Operation, Outcome, Rows, Verdict,
+};
 use ruvector_integrity::hysteresis::State;
 use ruvector_integrity::SECOND;
 use serde_json::json;
@@ -95,7 +97,7 @@ pub fn view_of(collection: &str) -> SqlResult<(Option<SlotRef>, CollectionView)>
 pub fn check(
     collection: &str,
     op: Operation,
-    rows: Option<u64>,
+    rows: Rows,
     already_rolled: bool,
     executor: usize,
 ) -> SqlResult<Answer> {
@@ -133,7 +135,7 @@ fn decide(
     slot: Option<SlotRef>,
     view: &CollectionView,
     op: Operation,
-    rows: Option<u64>,
+    rows: Rows,
     already_rolled: bool,
     executor: usize,
 ) -> Answer {
@@ -221,11 +223,67 @@ pub fn join_search(collection: &str, executor: usize) -> bool {
 /// end of the transaction. Advisory: the bypass does not change its answer.
 fn call(collection: &str, operation: &str) -> SqlResult<Answer> {
     let op = Operation::parse(operation)?;
-    let answer = check(collection, op, None, false, 0)?;
+    let (_, view) = view_of(collection)?;
+    check_may_ask(collection, view.relid, op)?;
+    let answer = check(collection, op, Rows::Later, false, 0)?;
     if !answer.disabled {
         answer.count(answer.outcome());
     }
     Ok(answer)
+}
+
+/// Refuses (`42501`) a role that could not run the statement `op` stands for
+/// on the collection's table: the answer (and a search's place in the
+/// concurrent count, held to the end of the transaction) is for those who could.
+fn check_may_ask(collection: &str, relid: pg_sys::Oid, op: Operation) -> SqlResult<()> {
+    let needs = op.needs();
+    // SAFETY: catalog lookups by OID in the caller's transaction; a table that
+    // is gone is nobody's to ask about.
+    let permitted = unsafe {
+        let user = pg_sys::GetUserId();
+        let exists = pg_sys::SearchSysCacheExists(
+            pg_sys::SysCacheIdentifier::RELOID as i32,
+            pg_sys::Datum::from(relid),
+            pg_sys::Datum::from(0),
+            pg_sys::Datum::from(0),
+            pg_sys::Datum::from(0),
+        );
+        let mode = match needs {
+            Needs::Select => pg_sys::ACL_SELECT,
+            Needs::Insert => pg_sys::ACL_INSERT,
+            Needs::Delete => pg_sys::ACL_DELETE,
+            Needs::Update => pg_sys::ACL_UPDATE,
+            Needs::Ownership => 0,
+        } as pg_sys::AclMode;
+        exists
+            && if needs == Needs::Ownership {
+                pg_sys::pg_class_ownercheck(relid, user)
+            } else {
+                pg_sys::pg_class_aclcheck(relid, user, mode) == pg_sys::AclResult::ACLCHECK_OK
+                    || pg_sys::pg_attribute_aclcheck_all(
+                        relid,
+                        user,
+                        mode,
+                        pg_sys::AclMaskHow::ACLMASK_ANY,
+                    ) == pg_sys::AclResult::ACLCHECK_OK
+            }
+    };
+    if permitted {
+        return Ok(());
+    }
+    Err(SqlError::new(
+        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        format!(
+            "permission denied to ask the gate about {} on collection \"{collection}\"",
+            op.name()
+        ),
+    )
+    .detail(format!(
+        "{} needs {} on the collection's table, as the statement it stands for would.",
+        op.name(),
+        needs.as_str()
+    ))
+    .hint("Ask the table's owner for the privilege."))
 }
 
 /// May `operation` run on `collection` now? The decision as JSON:
@@ -273,10 +331,25 @@ fn integrity_gate_stats() -> TableIterator<
 #[pg_extern(schema = "ruvector", name = "_integrity_gate_stats_reset")]
 fn integrity_gate_stats_reset(collection: Option<&str>) -> i32 {
     let shared = shmem::shared().or_raise();
-    if let Some(name) = collection {
-        view_of(name).or_raise();
-    }
-    shared.reset_gate_stats(collection) as i32
+    // A collection's counters are its table owner's to reset (all of them:
+    // only those of the collections the caller may change).
+    let names: Vec<String> = match collection {
+        Some(name) => {
+            let row = collections::find(name).or_raise();
+            collections::check_may_change(&row, "reset the gate statistics of").or_raise();
+            vec![name.to_owned()]
+        }
+        None => collections::load(None)
+            .or_raise()
+            .into_iter()
+            .filter(|row| collections::check_may_change(row, "").is_ok())
+            .map(|row| row.name)
+            .collect(),
+    };
+    names
+        .iter()
+        .map(|name| shared.reset_gate_stats(Some(name)))
+        .sum::<usize>() as i32
 }
 
 /// The gate's counters of one collection, for its status.

@@ -130,9 +130,3 @@ fn ruvector_lambda2(edges: JsonbArg) -> JsonB {
         json!({"lambda2": value, "nodes": graph.ids.len(), "edges": graph.edges.len(), "connected": value > 0.0}),
     )
 }
-
-/// Bytes the solver calls running now hold of `ruvector.solver_memory_limit`.
-#[pg_extern(schema = "ruvector", name = "_solver_memory_held")]
-fn solver_memory_held() -> i64 {
-    crate::shmem::shared().or_raise().solver_memory_held() as i64
-}

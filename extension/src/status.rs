@@ -96,6 +96,23 @@ fn status(collection: &str) -> SqlResult<JsonB> {
     })))
 }
 
+/// How full ruvector's shared memory is (all databases): collection slots and
+/// relation entries used and reserved by transactions in progress, the
+/// relation map's version, the solvers' memory held, and the pending audit
+/// events the worker follows.
+#[pg_extern(schema = "ruvector", name = "_shared_memory")]
+fn shared_memory() -> JsonB {
+    let usage = shmem::shared().or_raise().usage();
+    JsonB(json!({
+        "collections": {"capacity": usage.slot_capacity, "used": usage.slots_used, "reserved": usage.slots_reserved},
+        "relations": {"capacity": usage.relation_capacity, "used": usage.relations_used,
+                      "reserved": usage.relations_reserved, "map_version": usage.relations_version},
+        "solver_memory": {"limit_bytes": crate::gucs::SOLVER_MEMORY_LIMIT.get() as u64 * 1024,
+                          "held_bytes": usage.solver_memory_held},
+        "pending_events": {"tracked": usage.pending_tracked, "untracked": usage.pending_untracked},
+    }))
+}
+
 /// Measures the collection now, without changing its state (state changes are
 /// the worker's, which holds the signing key), and asks the worker to take a
 /// real sample on its next tick.
@@ -103,6 +120,7 @@ fn status(collection: &str) -> SqlResult<JsonB> {
 fn integrity_sample(collection: &str) -> JsonB {
     graph_builder::forget_probes();
     let row = collections::find(collection).or_raise();
+    collections::check_may_change(&row, "sample").or_raise();
     let measurement = sampler::measure(&row).or_raise();
     if let Ok(shared) = shmem::shared() {
         shared.request_sample(collection);
@@ -123,6 +141,9 @@ fn rebuild_contracted_graph(collection: &str) -> JsonB {
 fn rebuild(collection: &str) -> SqlResult<JsonB> {
     graph_builder::forget_probes();
     let row = collections::find(collection)?;
+    // Storing the graph locks the collection's state row until the caller's
+    // transaction ends: the table's owner's call, as changing its policy is.
+    collections::check_may_change(&row, "rebuild the graph of")?;
     let measurement = sampler::measure(&row)?;
     measurement.store(row.id, true)?;
     let graph = &measurement.built.graph;

@@ -14,7 +14,7 @@
 //! It then sleeps on its latch until the next collection is due, a backend
 //! wakes it, or SIGHUP (which reloads the settings) or SIGTERM arrives.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
@@ -40,6 +40,22 @@ use crate::{audit, clock, graph_builder, gucs, installation, sampler, sync};
 /// The longest the worker sleeps between ticks, in µs.
 const MAX_SLEEP: i64 = 5 * SECOND;
 
+/// How often the worker notes that it is alive (a small file write): the
+/// precision with which its next start can tell when it stopped.
+const ALIVE_NOTE_EVERY: i64 = 10 * SECOND;
+
+/// The settings the gate runs under, as this process sees them: every
+/// `ruvector.*` setting but the per-session bypass, and the preload list.
+fn gate_settings() -> SqlResult<BTreeMap<String, String>> {
+    let settings = Spi::get_one::<JsonB>(
+        "SELECT jsonb_object_agg(name, setting) FROM pg_catalog.pg_settings
+         WHERE (name LIKE 'ruvector.%' AND name <> 'ruvector.integrity_bypass')
+            OR name = 'shared_preload_libraries'",
+    )?
+    .map_or(Value::Null, |j| j.0);
+    Ok(serde_json::from_value(settings)?)
+}
+
 /// Registers the worker; called from `_PG_init` while preloading.
 pub fn register() {
     BackgroundWorkerBuilder::new("ruvector integrity worker")
@@ -59,33 +75,8 @@ pub extern "C-unwind" fn ruvector_integrity_worker_main(_arg: pg_sys::Datum) {
     let database = gucs::integrity_database();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
     let shared = shmem::shared().or_raise();
-    // The database's settings are not ours to trust: `ALTER DATABASE ... SET
-    // search_path` reaches background workers, and every query here runs as
-    // the bootstrap superuser. Only pg_catalog (then pg_temp) is searched.
-    installation::pin_search_path(pg_sys::GucAction::GUC_ACTION_SET);
+    pin_settings();
     unsafe {
-        // Nor the rest of what a database's settings could turn against it
-        // (a read-only default would stop every tick). A table locked by
-        // someone else must not stop the worker for long: it gives up on that
-        // step, logs it, and tries again next tick. Its commits are flushed
-        // before a checkpoint says they happened.
-        for (name, value) in [
-            (c"default_transaction_read_only", c"off"),
-            (c"default_transaction_isolation", c"read committed"),
-            (c"extra_float_digits", c"1"),
-            (c"synchronous_commit", c"local"),
-            // Short enough that a DROP EXTENSION waiting on the worker's
-            // locks wins before the deadlock detector (deadlock_timeout,
-            // 1 s by default) has to choose.
-            (c"lock_timeout", c"500ms"),
-        ] {
-            pg_sys::SetConfigOption(
-                name.as_ptr(),
-                value.as_ptr(),
-                pg_sys::GucContext::PGC_SUSET,
-                pg_sys::GucSource::PGC_S_OVERRIDE,
-            );
-        }
         shared.set_worker(pg_sys::MyProcPid, pg_sys::MyLatch);
         pg_sys::before_shmem_exit(Some(shmem::forget_worker), pg_sys::Datum::from(0));
     }
@@ -108,6 +99,56 @@ pub extern "C-unwind" fn ruvector_integrity_worker_main(_arg: pg_sys::Datum) {
     unsafe { pg_sys::proc_exit(1) };
 }
 
+/// The database's settings are not ours to trust: `ALTER DATABASE ... SET`
+/// reaches background workers at their start, and its owner may set any
+/// setting a user may. The worker pins those that would change who it is
+/// (`session_authorization`, `role`: it runs as the bootstrap superuser),
+/// whether an error ends it (`exit_on_error`), what it reads
+/// (`search_path = pg_catalog, pg_temp`), whether it can write (a read-only
+/// default would stop every tick), and how its waits and commits behave: a
+/// table locked by someone else must not stop the worker for long (it gives
+/// up on that step, logs it, and tries again next tick), and its commits are
+/// flushed before a checkpoint says they happened.
+fn pin_settings() {
+    installation::pin_search_path(pg_sys::GucAction::GUC_ACTION_SET);
+    // SAFETY: in the worker's own transaction (the identity settings look up
+    // roles); an override source outranks every database and role setting.
+    unsafe {
+        pg_sys::StartTransactionCommand();
+        let superuser =
+            pg_sys::GetUserNameFromId(pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID), false);
+        pg_sys::SetConfigOption(
+            c"session_authorization".as_ptr(),
+            superuser,
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_OVERRIDE,
+        );
+        for (name, value) in [
+            (c"role", c"none"),
+            (c"exit_on_error", c"off"),
+            (c"session_replication_role", c"origin"),
+            (c"default_transaction_read_only", c"off"),
+            (c"default_transaction_isolation", c"read committed"),
+            (c"extra_float_digits", c"1"),
+            (c"synchronous_commit", c"local"),
+            (c"statement_timeout", c"0"),
+            (c"idle_in_transaction_session_timeout", c"0"),
+            // Short enough that a DROP EXTENSION waiting on the worker's
+            // locks wins before the deadlock detector (deadlock_timeout,
+            // 1 s by default) has to choose.
+            (c"lock_timeout", c"500ms"),
+        ] {
+            pg_sys::SetConfigOption(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_SUSET,
+                pg_sys::GucSource::PGC_S_OVERRIDE,
+            );
+        }
+        pg_sys::CommitTransactionCommand();
+    }
+}
+
 unsafe extern "C-unwind" {
     // `utils/timeout.h`, which pgrx does not bind.
     fn enable_timeout_after(id: std::ffi::c_int, delay_ms: std::ffi::c_int);
@@ -117,8 +158,9 @@ unsafe extern "C-unwind" {
 /// `TimeoutId::STATEMENT_TIMEOUT` in `utils/timeout.h`.
 const STATEMENT_TIMEOUT: std::ffi::c_int = 3;
 
-/// Runs `body` in a transaction of its own. An ERROR inside rolls it back and
-/// comes back as `Err`, so the worker carries on. The step is bounded by
+/// Runs `body` in a transaction of its own. An ERROR inside, or in its commit
+/// (a full NOTIFY queue fails a commit), rolls it back and comes back as
+/// `Err`, so the worker carries on. The step is bounded by
 /// `ruvector.worker_statement_timeout`: setting `statement_timeout` does not
 /// arm it in a background worker (only a client's top-level statement does),
 /// so the timer is armed here.
@@ -133,10 +175,16 @@ fn transaction<R>(what: &str, body: impl FnOnce() -> SqlResult<R>) -> Result<R, 
         }
     }
     let outcome = PgTryBuilder::new(AssertUnwindSafe(|| {
-        body().map_err(|e| match e.detail {
+        let done = body().map_err(|e| match e.detail {
             Some(detail) => format!("{} ({detail})", e.message),
             None => e.message,
-        })
+        })?;
+        // SAFETY: the transaction begun above, its snapshot pushed above.
+        unsafe {
+            pg_sys::PopActiveSnapshot();
+            pg_sys::CommitTransactionCommand();
+        }
+        Ok(done)
     }))
     .catch_others(|caught| {
         Err(match caught {
@@ -145,19 +193,18 @@ fn transaction<R>(what: &str, body: impl FnOnce() -> SqlResult<R>) -> Result<R, 
         })
     })
     .execute();
+    // SAFETY: an error left the transaction begun above open (or its commit
+    // half done): abort it, as PostgreSQL does after any error.
     unsafe {
         disable_timeout(STATEMENT_TIMEOUT, false);
-        if outcome.is_ok() {
-            pg_sys::PopActiveSnapshot();
-            pg_sys::CommitTransactionCommand();
-        } else {
+        if outcome.is_err() {
             pg_sys::AbortCurrentTransaction();
         }
     }
     outcome.map_err(|e| format!("{what}: {e}"))
 }
 
-fn notify(payload: Value) -> SqlResult<()> {
+fn notify(payload: &Value) -> SqlResult<()> {
     Spi::run_with_args(
         "SELECT pg_notify('ruvector_integrity', $1)",
         &[payload.to_string().as_str().into()],
@@ -169,6 +216,12 @@ struct Worker {
     keys: KeyHolder,
     /// Where checkpoints of this installation's chain go (known once loaded).
     checkpoint_path: Option<std::path::PathBuf>,
+    /// Where the worker notes that it is alive, and when it last did (PostgreSQL µs).
+    alive_path: Option<std::path::PathBuf>,
+    last_alive_note: i64,
+    /// The settings the gate runs under, as last recorded in the chain
+    /// (`None` until this worker's first record).
+    recorded_settings: Option<BTreeMap<String, String>>,
     /// When each collection was last sampled, PostgreSQL µs. It is due again
     /// one sample interval later, as its policy says now (a policy or a
     /// reload that shortens the interval takes effect at once).
@@ -178,6 +231,8 @@ struct Worker {
     last_errors: HashMap<i32, String>,
     /// The last error of each of the worker's own steps, logged once too.
     last_step_errors: HashMap<&'static str, String>,
+    /// Notifications the step under way will send once it has committed.
+    outbox: std::cell::RefCell<Vec<Value>>,
     warned_relations_full: bool,
 }
 
@@ -186,10 +241,14 @@ impl Worker {
         Worker {
             keys: KeyHolder::new(gucs::signing_key_path()),
             checkpoint_path: None,
+            alive_path: None,
+            last_alive_note: 0,
+            recorded_settings: None,
             last_sampled: HashMap::new(),
             last_prune: 0,
             last_errors: HashMap::new(),
             last_step_errors: HashMap::new(),
+            outbox: std::cell::RefCell::new(Vec::new()),
             warned_relations_full: false,
         }
     }
@@ -237,6 +296,7 @@ impl Worker {
             .retain(|id, _| rows.iter().any(|r| r.id == *id));
 
         self.sign_pending(shared);
+        self.record_settings();
         for row in rows
             .iter()
             .filter(|r| r.override_until.is_some_and(|u| u <= clock::now_unix()))
@@ -265,6 +325,30 @@ impl Worker {
         Duration::from_micros(next.clamp(10_000, MAX_SLEEP) as u64)
     }
 
+    /// Queues a notification for listeners, sent when the step commits.
+    fn announce(&self, payload: Value) {
+        self.outbox.borrow_mut().push(payload);
+    }
+
+    /// Sends what the step that just ended announced, if it committed, in a
+    /// transaction of its own: any role can fill the NOTIFY queue (a LISTEN
+    /// held in an idle transaction), and a full queue must cost the
+    /// notifications, never the sample or the signatures that made them.
+    fn send_announced(&mut self, committed: bool) {
+        let payloads = std::mem::take(&mut *self.outbox.borrow_mut());
+        if !committed || payloads.is_empty() {
+            return;
+        }
+        match transaction("notifying listeners", || {
+            payloads.iter().try_for_each(notify)
+        }) {
+            Ok(()) => {
+                self.last_step_errors.remove("notifying");
+            }
+            Err(e) => self.warn_once("notifying", e),
+        }
+    }
+
     /// Logs `error` of `step` unless it is the one logged last time.
     fn warn_once(&mut self, step: &'static str, error: String) {
         if self.last_step_errors.get(step) != Some(&error) {
@@ -284,6 +368,7 @@ impl Worker {
             return Ok(None);
         }
         self.checkpoint_path = Some(audit::checkpoint_path()?);
+        self.alive_path = Some(audit::alive_path()?);
         sync::refresh(shared).map(Some)
     }
 
@@ -293,15 +378,31 @@ impl Worker {
     fn sign_pending(&mut self, shared: Shared) {
         loop {
             let keys = &mut self.keys;
+            let outbox = &self.outbox;
             let result = transaction("signing pending events", || {
                 let mut changed = keys.prepare()?;
                 keys.lock_current()?;
                 let pending = audit::pending()?;
                 changed |= keys.before_batch(&pending)?;
                 let Some(signer) = keys.signer() else {
-                    return Ok((false, None));
+                    return Ok((false, None, Vec::new(), 0));
                 };
+                // A pending event committed and gone without a signature was
+                // taken out of the table behind the worker's back (a superuser
+                // under session_replication_role, a trigger switched off): the
+                // chain records that it vanished.
+                let (tracked, untracked) = shared.tracked_pending();
+                let present = audit::still_pending(&tracked)?;
+                let mut settled: Vec<i64> = tracked
+                    .into_iter()
+                    .filter(|id| present.binary_search(id).is_err())
+                    .collect();
+                if !settled.is_empty() || untracked > 0 {
+                    audit::append_signed(signer, &vanished(&settled, untracked))?;
+                    changed = true;
+                }
                 let signed = audit::sign(signer, pending)?;
+                settled.extend(signed.iter().map(|s| s.pending_id));
                 for s in signed
                     .iter()
                     .filter(|s| s.event.event_type == "manual_override")
@@ -310,11 +411,11 @@ impl Worker {
                         .view(&s.event.collection)
                         .map(|(_, v)| v.lambda_norm)
                         .filter(|x| x.is_finite());
-                    notify(json!({
+                    outbox.borrow_mut().push(json!({
                         "collection": s.event.collection, "event_type": "manual_override",
                         "previous_state": s.event.previous_state, "new_state": s.event.new_state,
                         "lambda_norm": lambda_norm, "event_seq": s.seq,
-                    }))?;
+                    }));
                 }
                 let full = signed.len() as i64 >= audit::SIGNING_BATCH;
                 let head = if changed || !signed.is_empty() {
@@ -322,11 +423,13 @@ impl Worker {
                 } else {
                     None
                 };
-                Ok((full, head))
+                Ok((full, head, settled, untracked))
             });
+            self.send_announced(result.is_ok());
             match result {
-                Ok((full, head)) => {
+                Ok((full, head, settled, untracked)) => {
                     self.keys.committed();
+                    shared.untrack_pending(&settled, untracked);
                     self.checkpoint(head);
                     if !full {
                         break;
@@ -340,6 +443,67 @@ impl Worker {
             }
         }
         shared.set_signing_note(&self.keys.note().to_string());
+    }
+
+    /// Records in the chain the settings the gate runs under: at this
+    /// worker's start (with when the server started and when a worker of this
+    /// installation was last alive, so that a time without the gate, or with
+    /// the worker elsewhere, shows as a gap), and whenever they change (the
+    /// gate switched off by `ruvector.integrity_enabled`, say). Then notes
+    /// that the worker is alive.
+    fn record_settings(&mut self) {
+        let Some(alive_path) = self.alive_path.clone() else {
+            return;
+        };
+        let settings = match transaction("reading settings", gate_settings) {
+            Ok(settings) => settings,
+            Err(e) => return self.warn_once("settings", e),
+        };
+        let metadata = match &self.recorded_settings {
+            None => {
+                let last_alive = std::fs::read_to_string(&alive_path)
+                    .ok()
+                    .and_then(|text| text.trim().parse::<i64>().ok());
+                Some(json!({
+                    "action": "worker_started",
+                    "settings": settings,
+                    "server_started_unix_us": clock::pg_to_unix(unsafe { pg_sys::PgStartTime }),
+                    "last_alive_unix_us": last_alive,
+                }))
+            }
+            Some(before) if *before != settings => {
+                let changed: BTreeMap<&String, (Option<&String>, Option<&String>)> = before
+                    .keys()
+                    .chain(settings.keys())
+                    .filter(|k| before.get(*k) != settings.get(*k))
+                    .map(|k| (k, (before.get(k), settings.get(k))))
+                    .collect();
+                Some(json!({"action": "settings", "settings": settings, "changed": changed}))
+            }
+            Some(_) => None,
+        };
+        if let Some(metadata) = metadata {
+            let event = Event::new(None, "", "audit", None, None, &metadata, clock::now_unix());
+            let recorded = transaction("recording settings", || self.record(&event, None));
+            self.send_announced(recorded.is_ok());
+            match recorded {
+                Ok(head) => {
+                    self.recorded_settings = Some(settings);
+                    self.checkpoint(head);
+                }
+                Err(e) => return self.warn_once("settings", e),
+            }
+        }
+        let now = clock::now_pg();
+        if now - self.last_alive_note >= ALIVE_NOTE_EVERY {
+            self.last_alive_note = now;
+            if let Err(e) = std::fs::write(&alive_path, clock::pg_to_unix(now).to_string()) {
+                self.warn_once(
+                    "alive",
+                    format!("cannot write {}: {e}", alive_path.display()),
+                );
+            }
+        }
     }
 
     /// Writes a checkpoint of `head` (committed and flushed).
@@ -383,6 +547,7 @@ impl Worker {
             );
             self.record(&event, None).map(Some)
         });
+        self.send_announced(result.is_ok());
         match result {
             Ok(Some(head)) => {
                 shared.update(&row.name, |v| v.override_state = None);
@@ -411,11 +576,11 @@ impl Worker {
                 None
             }
         };
-        notify(json!({
+        self.announce(json!({
             "collection": event.collection, "event_type": event.event_type,
             "previous_state": event.previous_state, "new_state": event.new_state,
             "lambda_norm": lambda_norm, "event_seq": seq,
-        }))?;
+        }));
         Ok(match seq {
             Some(_) => audit::head()?,
             None => None,
@@ -436,7 +601,9 @@ impl Worker {
 
     fn sample(&mut self, shared: Shared, row: &CollectionRow) {
         self.last_sampled.insert(row.id, clock::now_pg());
-        match transaction("sampling", || self.take_sample(row)) {
+        let sampled = transaction("sampling", || self.take_sample(row));
+        self.send_announced(sampled.is_ok());
+        match sampled {
             Ok((sampled, head)) => {
                 self.last_errors.remove(&row.id);
                 shared.record_sample(&row.name, &sampled.view);
@@ -588,6 +755,26 @@ impl Worker {
             }
         }
     }
+}
+
+/// The alert for pending events that left the table unsigned: their ids (the
+/// first hundred), and how many more went untracked.
+fn vanished(ids: &[i64], untracked: u64) -> Event {
+    Event::new(
+        None,
+        "",
+        "alert",
+        None,
+        None,
+        &json!({
+            "action": "pending_events_vanished",
+            "count": ids.len(),
+            "ids": &ids[..ids.len().min(100)],
+            "untracked": untracked,
+            "detail": "pending events committed in this server run left ruvector.pending_events without being signed; untracked ones were committed while the worker was too far behind to follow them",
+        }),
+        clock::now_unix(),
+    )
 }
 
 /// An event about `row`, stamped now.

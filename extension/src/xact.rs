@@ -4,6 +4,8 @@
 //!   (a registration, a policy, an override, relations coming and going),
 //!   dropped if it, or the subtransaction that made them, rolls back; until
 //!   then, this backend sees its own registrations and new partitions here;
+//! - the room in shared memory those changes were promised when their
+//!   statement ran, given back once they are made, or at rollback;
 //! - searches counted against `max_concurrent_searches`: a query's released
 //!   when its executor ends, a gate call's when the transaction ends; and in
 //!   any case when the transaction or subtransaction that took them ends, or
@@ -24,7 +26,7 @@ use pgrx::prelude::*;
 
 use ruvector_integrity::gate::Operation;
 
-use crate::errors::SqlError;
+use crate::errors::{SqlError, SqlResult};
 use crate::shmem::{self, CollectionView, GatedRelation, RelationFlags, Shared, SlotRef};
 
 type Change = Box<dyn FnOnce(Shared)>;
@@ -51,6 +53,11 @@ struct Pending {
     /// Statements the bypass let through: collection, operation, and the
     /// role that ran each.
     bypasses: Vec<(pg_sys::SubTransactionId, Bypass)>,
+    /// Room reserved in shared memory: (subtransaction, slots, relations).
+    reserved: Vec<(pg_sys::SubTransactionId, usize, usize)>,
+    /// Pending audit events appended, by id: tracked in shared memory from
+    /// commit until the worker signs them.
+    appended: Vec<(pg_sys::SubTransactionId, i64)>,
     wake_worker: bool,
 }
 
@@ -160,6 +167,42 @@ pub fn remove_relations_at_commit(relations: Vec<pg_sys::Oid>) {
     at_commit(move |shared| shared.remove_relations(&relations));
 }
 
+/// Reserves room in shared memory for `slots` new collections and
+/// `relations` new relations of this transaction, or refuses (`53400`): a
+/// collection or relation that shared memory could not hold at commit would
+/// go ungated. The room is the transaction's until it ends.
+pub fn reserve(slots: usize, relations: usize) -> Result<(), SqlError> {
+    let full = |setting: &str| {
+        SqlError::new(
+            PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+            format!("ruvector's shared memory is full: {setting} is reached"),
+        )
+        .hint(format!(
+            "Raise {setting} and restart the server, or unregister collections you no longer need."
+        ))
+    };
+    shmem::shared()?
+        .reserve(slots, relations)
+        .map_err(|what| match what {
+            shmem::Full::Collections => full("ruvector.max_collections"),
+            shmem::Full::Relations => full("ruvector.max_relations"),
+        })?;
+    PENDING.with(|p| p.borrow_mut().reserved.push((subxact(), slots, relations)));
+    Ok(())
+}
+
+/// Gives back reserved room.
+fn unreserve(reserved: &[(pg_sys::SubTransactionId, usize, usize)]) {
+    let (slots, relations) = reserved
+        .iter()
+        .fold((0, 0), |(s, r), &(_, ds, dr)| (s + ds, r + dr));
+    if slots + relations > 0 {
+        if let Ok(shared) = shmem::shared() {
+            shared.unreserve(slots, relations);
+        }
+    }
+}
+
 fn remember(local: Local) {
     PENDING.with(|p| p.borrow_mut().local.push((subxact(), local)));
 }
@@ -209,6 +252,42 @@ pub fn pending_relation(relid: pg_sys::Oid) -> Option<GatedRelation> {
             collection: local.collection.clone(),
         })
     })
+}
+
+/// Runs `body` in a subtransaction that is rolled back when it returns, so
+/// that the locks it took are released at once rather than held to the end
+/// of the caller's transaction. `body` reads; whatever it writes is undone.
+/// An error inside rolls the subtransaction back and is raised again.
+pub fn released<R>(body: impl FnOnce() -> SqlResult<R>) -> SqlResult<R> {
+    // SAFETY: the PL/pgSQL exception-block pattern: the subtransaction is
+    // begun and ended here, in the caller's memory context and resource owner,
+    // which are restored after; an error (a longjmp turned into a panic by
+    // pgrx) is caught, the subtransaction rolled back, and the error re-raised.
+    unsafe {
+        let context = pg_sys::CurrentMemoryContext;
+        let owner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(context);
+        let end = || {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+            pg_sys::MemoryContextSwitchTo(context);
+            pg_sys::CurrentResourceOwner = owner;
+        };
+        let outcome = PgTryBuilder::new(std::panic::AssertUnwindSafe(body))
+            .catch_others(|caught| {
+                end();
+                caught.rethrow()
+            })
+            .execute();
+        end();
+        outcome
+    }
+}
+
+/// A pending audit event this transaction appended: once it commits, the
+/// worker makes sure it gets signed, or records that it vanished.
+pub fn appended_pending(id: i64) {
+    PENDING.with(|p| p.borrow_mut().appended.push((subxact(), id)));
 }
 
 /// Wakes the worker when the current transaction commits.
@@ -346,10 +425,15 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
         for (_, change) in pending.changes {
             change(shared);
         }
+        if !pending.appended.is_empty() {
+            let ids: Vec<i64> = pending.appended.iter().map(|&(_, id)| id).collect();
+            shared.track_pending(&ids);
+        }
         if pending.wake_worker {
             shared.wake_worker();
         }
     }
+    unreserve(&pending.reserved);
 }
 
 #[pg_guard]
@@ -368,6 +452,12 @@ unsafe extern "C-unwind" fn on_subxact(
                 p.changes.retain(|(subxact, _)| *subxact < my_subid);
                 p.local.retain(|(subxact, _)| *subxact < my_subid);
                 p.bypasses.retain(|(subxact, _)| *subxact < my_subid);
+                p.appended.retain(|(subxact, _)| *subxact < my_subid);
+                let (gone, kept) = std::mem::take(&mut p.reserved)
+                    .into_iter()
+                    .partition::<Vec<_>, _>(|(subxact, _, _)| *subxact >= my_subid);
+                p.reserved = kept;
+                unreserve(&gone);
                 drop_holds(&mut p.searches, |h| h.subxact >= my_subid)
             }
             SUBXACT_EVENT_COMMIT_SUB => {
@@ -377,6 +467,8 @@ unsafe extern "C-unwind" fn on_subxact(
                     .map(|(s, _)| s)
                     .chain(p.local.iter_mut().map(|(s, _)| s))
                     .chain(p.bypasses.iter_mut().map(|(s, _)| s))
+                    .chain(p.reserved.iter_mut().map(|(s, _, _)| s))
+                    .chain(p.appended.iter_mut().map(|(s, _)| s))
                     .chain(p.searches.iter_mut().map(|h| &mut h.subxact))
                 {
                     if *subxact >= my_subid {

@@ -381,11 +381,20 @@ pub fn wait_for<T>(seconds: u64, what: &str, mut probe: impl FnMut() -> Option<T
     }
 }
 
+/// An error as a person reads it: its SQLSTATE and message when the server
+/// sent one (`postgres::Error`'s own text is only "db error").
+pub fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
+
 /// The first column of the first row of `sql`, as JSON.
 pub fn json(client: &mut Client, sql: &str) -> Value {
     client
         .query_one(sql, &[])
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)))
         .get(0)
 }
 
@@ -395,7 +404,7 @@ pub fn execute_each(client: &mut Client, script: &str) {
     for sql in script.split(";\n").map(str::trim).filter(|s| !s.is_empty()) {
         client
             .batch_execute(sql)
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)));
     }
 }
 
@@ -407,7 +416,7 @@ pub fn query_one_retrying(client: &mut Client, sql: &str) -> postgres::Row {
             Err(e) if e.code().is_some_and(|c| c.code() == "53000") => {
                 std::thread::sleep(Duration::from_millis(20))
             }
-            result => return result.unwrap_or_else(|e| panic!("{sql}: {e}")),
+            result => return result.unwrap_or_else(|e| panic!("{sql}: {}", describe(&e))),
         }
     }
     panic!("{sql}: throttled 100 times in a row")

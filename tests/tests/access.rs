@@ -9,6 +9,7 @@ fn a_reader_reads_and_gates_but_is_refused_admin_functions() {
     collection(&mut db, "docs", 10);
     db.batch_execute(
         "CREATE ROLE app LOGIN IN ROLE ruvector_reader;
+         GRANT SELECT ON docs TO app;
          CREATE ROLE ops LOGIN IN ROLE ruvector_admin;
          CREATE ROLE nobody LOGIN;",
     )

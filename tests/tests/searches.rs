@@ -408,7 +408,7 @@ fn the_bypass_is_an_operators_and_leaves_one_audit_event_per_transaction() {
 }
 
 #[test]
-fn the_gate_statistics_add_up_and_only_admins_reset_them() {
+fn the_gate_statistics_add_up_and_only_the_tables_owner_resets_them() {
     let (cluster, mut db) = cluster_with_docs("gate-stats", &[]);
     db.batch_execute(
         "CREATE ROLE watcher LOGIN IN ROLE ruvector_reader;
@@ -491,6 +491,13 @@ fn the_gate_statistics_add_up_and_only_admins_reset_them() {
         "SELECT ruvector_integrity_gate_stats_reset('nope')",
     );
     assert_eq!(state, "42704", "{message}");
+    // An admin who does not own the table may not; its owner may.
+    let (state, message) = error(
+        &mut op,
+        "SELECT ruvector_integrity_gate_stats_reset('docs')",
+    );
+    assert_eq!(state, "42501", "{message}");
+    db.batch_execute("ALTER TABLE docs OWNER TO op").unwrap();
     let reset: i32 = op
         .query_one("SELECT ruvector_integrity_gate_stats_reset('docs')", &[])
         .unwrap()

@@ -451,7 +451,7 @@ fn a_foreign_partition_on_another_cluster_is_registered_and_gated() {
     assert_eq!(
         bypasses,
         [
-            "ALTER FOREIGN TABLE ... OPTIONS",
+            "ALTER ... OPTIONS (of a foreign partition)",
             "ALTER ... RENAME (of a foreign partition)"
         ]
     );

@@ -69,7 +69,10 @@ fn a_timeout_or_a_cancel_ends_the_solvers_in_any_phase() {
     }
     // Nothing is held once the calls ended, however they ended.
     let held: i64 = other
-        .query_one("SELECT ruvector._solver_memory_held()", &[])
+        .query_one(
+            "SELECT (ruvector._shared_memory() -> 'solver_memory' ->> 'held_bytes')::bigint",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert_eq!(held, 0);
@@ -261,7 +264,10 @@ fn the_solvers_memory_limit_bounds_what_calls_hold_together() {
     assert_eq!(cut["lambda"], 1.0);
     // A call that ended gave its share back.
     let held: i64 = db
-        .query_one("SELECT ruvector._solver_memory_held()", &[])
+        .query_one(
+            "SELECT (ruvector._shared_memory() -> 'solver_memory' ->> 'held_bytes')::bigint",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert_eq!(held, 0);

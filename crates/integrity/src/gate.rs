@@ -130,6 +130,44 @@ impl Operation {
     fn is_insert(self) -> bool {
         matches!(self, Operation::Insert | Operation::BulkInsert)
     }
+
+    /// What a role needs on a collection's table to ask the gate about this
+    /// operation: what the statement it stands for would need. An answer, and
+    /// a search's place in the concurrent count, are for those who could run it.
+    pub fn needs(self) -> Needs {
+        use Operation::*;
+        match self {
+            Search | Replication | Backup => Needs::Select,
+            Insert | BulkInsert => Needs::Insert,
+            Delete | BulkDelete => Needs::Delete,
+            Update => Needs::Update,
+            IndexBuild | Compaction | TierManage | ShardMove | GnnTrain | CentroidUpdate => {
+                Needs::Ownership
+            }
+        }
+    }
+}
+
+/// A table privilege, or the table's ownership (see [`Operation::needs`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    Select,
+    Insert,
+    Delete,
+    Update,
+    Ownership,
+}
+
+impl Needs {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Needs::Select => "SELECT",
+            Needs::Insert => "INSERT",
+            Needs::Delete => "DELETE",
+            Needs::Update => "UPDATE",
+            Needs::Ownership => "ownership",
+        }
+    }
 }
 
 impl Risk {
@@ -290,8 +328,17 @@ pub enum Reason {
     Forced,
     Forbidden,
     Throttled,
-    ConcurrencyLimit { limit: u32 },
-    BatchTooLarge { rows: u64, limit: u32 },
+    ConcurrencyLimit {
+        limit: u32,
+    },
+    BatchTooLarge {
+        rows: u64,
+        limit: u32,
+    },
+    /// Rows added where no count can be had, under a batch limit.
+    BatchOfUnknownSize {
+        limit: u32,
+    },
     Stale,
     NoSampleYet,
 }
@@ -318,8 +365,23 @@ pub struct GateInput {
     pub stale: bool,
     /// Searching transactions on the collection right now, this one excluded.
     pub live_searches: u32,
-    /// Rows the statement adds, for inserts, when known.
-    pub rows: Option<u64>,
+    /// Rows the statement adds, for inserts.
+    pub rows: Rows,
+}
+
+/// How many rows an insert adds, as the gate can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rows {
+    /// Counted: the statement ran, or its size was given.
+    Counted(u64),
+    /// Not counted yet, and a later check will count them (a COPY looked at
+    /// before it runs, an application asking the gate ahead of a statement):
+    /// the batch limit is left to that check.
+    Later,
+    /// No count will ever be had (a data-modifying WITH, a COPY inside a SQL
+    /// function, an attached partition's rows): under a batch limit, the
+    /// strictest answer, as if the batch were over it.
+    Unseen,
 }
 
 /// Decides `op` under `policy` for a collection in `input`'s state.
@@ -360,12 +422,14 @@ pub fn decide(policy: &CompiledPolicy, input: GateInput, op: Operation) -> Verdi
             _ => reject(Reason::Forbidden),
         };
     }
-    if op.is_insert() {
-        if let Some(rows) = input.rows {
-            let limit = actions.max_insert_batch_size;
-            if limit > 0 && rows > limit as u64 {
-                return reject(Reason::BatchTooLarge { rows, limit });
+    let limit = actions.max_insert_batch_size;
+    if op.is_insert() && limit > 0 {
+        match input.rows {
+            Rows::Counted(rows) if rows > limit as u64 => {
+                return reject(Reason::BatchTooLarge { rows, limit })
             }
+            Rows::Unseen => return reject(Reason::BatchOfUnknownSize { limit }),
+            _ => {}
         }
     }
     if op == Operation::Search {
@@ -450,6 +514,10 @@ impl fmt::Display for Verdict {
                 f,
                 "a batch of {rows} rows exceeds max_insert_batch_size {limit} in state {state}"
             ),
+            Reason::BatchOfUnknownSize { limit } => write!(
+                f,
+                "a batch of rows that cannot be counted may exceed max_insert_batch_size {limit} in state {state}"
+            ),
             Reason::Stale => write!(
                 f,
                 "the integrity state is stale (no recent sample), so {} risk work waits",
@@ -470,7 +538,7 @@ mod tests {
             state,
             stale: false,
             live_searches: 0,
-            rows: None,
+            rows: Rows::Later,
         }
     }
 
@@ -609,13 +677,28 @@ mod tests {
     }
 
     #[test]
+    fn each_operation_needs_what_its_statement_would() {
+        use Operation::*;
+        let needs = |ops: &[Operation]| ops.iter().map(|o| o.needs()).collect::<Vec<_>>();
+        assert_eq!(needs(&[Search, Replication, Backup]), [Needs::Select; 3]);
+        assert_eq!(needs(&[Insert, BulkInsert]), [Needs::Insert; 2]);
+        assert_eq!(needs(&[Delete, BulkDelete]), [Needs::Delete; 2]);
+        assert_eq!(Update.needs(), Needs::Update);
+        for op in Operation::ALL {
+            if op.risk() == Risk::High || op == CentroidUpdate {
+                assert_eq!(op.needs(), Needs::Ownership, "{}", op.name());
+            }
+        }
+    }
+
+    #[test]
     fn batch_limit_rejects_large_inserts_only() {
         let policy = Policy::default()
             .merged(&serde_json::json!({"normal_actions": {"max_insert_batch_size": 100}}))
             .unwrap()
             .compile();
         let rows = |n| GateInput {
-            rows: Some(n),
+            rows: Rows::Counted(n),
             ..input(State::Normal)
         };
         assert_eq!(
@@ -627,6 +710,31 @@ mod tests {
         assert_eq!(
             v.to_string(),
             "a batch of 101 rows exceeds max_insert_batch_size 100 in state normal"
+        );
+        // Rows that will be counted later are left to that check; rows that
+        // never will be are over any limit.
+        let later = GateInput {
+            rows: Rows::Later,
+            ..input(State::Normal)
+        };
+        assert_eq!(
+            decide(&policy, later, Operation::BulkInsert).decision,
+            Decision::Allow
+        );
+        let unseen = GateInput {
+            rows: Rows::Unseen,
+            ..input(State::Normal)
+        };
+        let v = decide(&policy, unseen, Operation::BulkInsert);
+        assert_eq!(
+            (v.decision, v.reason),
+            (Decision::Reject, Reason::BatchOfUnknownSize { limit: 100 })
+        );
+        // Without a limit, an uncounted batch is like any other.
+        let unlimited = Policy::default().compile();
+        assert_eq!(
+            decide(&unlimited, unseen, Operation::BulkInsert).decision,
+            Decision::Allow
         );
     }
 

@@ -2,6 +2,7 @@
 
 use std::process::Command;
 
+use ruvector_integrity::audit::export::verify as verify_export;
 use ruvector_integrity::audit::export::{ExportedEntry, Header, FORMAT};
 use ruvector_integrity::audit::keys::{KeyAction, KeyEvent};
 use ruvector_integrity::audit::{hex, Context, Event, SignedEntry, Signer};
@@ -83,5 +84,55 @@ fn the_exit_status_says_whether_the_root_was_kept_aside() {
     assert_eq!(verify(&file, &["--root", "not-hex"]).0, 2);
     std::fs::write(&file, "not an export").unwrap();
     assert_eq!(verify(&file, &[]).0, 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The attacker's side of a trust anchor: a chain rewritten under a key of
+/// their own, and a checkpoint signed with it that names their root (as a
+/// look-alike line written to the server log with RAISE LOG would). The
+/// checkpoint agrees with the forged log, but its root is not a trust anchor:
+/// only `--root` is.
+#[test]
+fn a_checkpoint_alone_never_makes_its_own_root_trusted() {
+    let dir = std::env::temp_dir().join(format!("ruvector-audit-forged-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let genuine = Signer::from_secret(&[9; 32]);
+    let forger = Signer::from_secret(&[6; 32]);
+    let file = dir.join("forged.jsonl");
+    let forged = export(&forger);
+    std::fs::write(&file, &forged).unwrap();
+    // The forger's checkpoint of their own head, naming their own root.
+    let verdict = verify_export(forged.as_bytes(), Default::default()).unwrap();
+    let checkpoint = forger.checkpoint(
+        verdict.head.seq,
+        verdict.head.entry_hash,
+        20,
+        Context {
+            system_identifier: 7,
+            timeline: 1,
+        },
+        &forger.fingerprint(),
+    );
+    let kept = dir.join("checkpoint.json");
+    std::fs::write(&kept, serde_json::to_string(&checkpoint).unwrap()).unwrap();
+
+    let (status, out) = verify(&file, &["--checkpoint", kept.to_str().unwrap()]);
+    assert_eq!(
+        status, 3,
+        "a checkpoint's own root is not kept aside: {out}"
+    );
+    assert!(out.contains("taken from the export itself"), "{out}");
+    // With the genuine root kept aside, the forgery is refused.
+    let (status, out) = verify(
+        &file,
+        &[
+            "--checkpoint",
+            kept.to_str().unwrap(),
+            "--root",
+            &hex(&genuine.fingerprint()),
+        ],
+    );
+    assert_eq!(status, 1, "{out}");
+    assert!(out.contains("untrusted_root"), "{out}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,11 +1,14 @@
 -- Every registered collection (or the one named $1) with its state and the
--- policy in force, as one JSON array. Times are Unix microseconds.
+-- policy in force, as one JSON array. Times are Unix microseconds. The table's
+-- names are its current ones, found by OID (the stored ones go stale on a
+-- rename), or the stored ones once the table is gone.
 SELECT coalesce(jsonb_agg(jsonb_build_object(
         'id', c.id,
         'name', c.name,
         'relid', c.table_oid::oid::bigint,
-        'schema', c.table_schema,
-        'table', c.table_name,
+        'schema', coalesce((SELECT n.nspname FROM pg_class k JOIN pg_namespace n ON n.oid = k.relnamespace
+                            WHERE k.oid = c.table_oid), c.table_schema),
+        'table', coalesce((SELECT k.relname FROM pg_class k WHERE k.oid = c.table_oid), c.table_name),
         'column', c.column_name,
         'dimensions', c.dimensions,
         'distance_metric', c.distance_metric,

@@ -7,7 +7,7 @@
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use ruvector_integrity::gate::Operation;
+use ruvector_integrity::gate::{Operation, Rows};
 
 use super::{collection_of, enforce};
 use crate::errors::OrRaise;
@@ -64,10 +64,18 @@ unsafe extern "C-unwind" fn check_access(
         {
             return;
         }
+        // Permission first: PostgreSQL checks a TRUNCATE's privilege after
+        // this hook (a DROP's ownership before it, a cascade's at its root).
+        let permitted = access != pg_sys::ObjectAccessType::OAT_TRUNCATE
+            || pg_sys::pg_class_aclcheck(
+                object_id,
+                pg_sys::GetUserId(),
+                pg_sys::ACL_TRUNCATE as pg_sys::AclMode,
+            ) == pg_sys::AclResult::ACLCHECK_OK;
         if let Some(gated) =
-            collection_of(object_id).filter(|_| installation::installed().is_some())
+            collection_of(object_id).filter(|_| permitted && installation::installed().is_some())
         {
-            enforce(&gated.collection, Operation::BulkDelete, None, false).or_raise();
+            enforce(&gated.collection, Operation::BulkDelete, Rows::Later, false).or_raise();
         }
     }
 }

@@ -24,7 +24,7 @@
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use ruvector_integrity::gate::Operation;
+use ruvector_integrity::gate::{Operation, Rows};
 
 use super::{collection_of, decide, deletion, enforce, insertion, is_internal, list};
 use crate::errors::{OrRaise, SqlResult};
@@ -107,7 +107,7 @@ fn gate_search(query: *mut pg_sys::QueryDesc, eflags: i32) -> SqlResult<()> {
             decide(
                 collection,
                 Operation::Search,
-                None,
+                Rows::Later,
                 !plain,
                 query as usize,
                 true,
@@ -138,11 +138,11 @@ unsafe fn int_list(list: *mut pg_sys::List) -> Vec<usize> {
     }
 }
 
-/// The operations a node of `command` that touched `rows` rows (unknown:
-/// `None`) is. `upserts`: an INSERT ... ON CONFLICT DO UPDATE.
-fn operations(command: pg_sys::CmdType::Type, rows: Option<u64>, upserts: bool) -> Vec<Operation> {
+/// The operations a node of `command` that touched `rows` rows is.
+/// `upserts`: an INSERT ... ON CONFLICT DO UPDATE.
+fn operations(command: pg_sys::CmdType::Type, rows: Rows, upserts: bool) -> Vec<Operation> {
     use pg_sys::CmdType::*;
-    let touched = rows != Some(0);
+    let touched = rows != Rows::Counted(0);
     match command {
         CMD_INSERT => insertion(rows)
             .into_iter()
@@ -183,7 +183,12 @@ fn gate_modification(query: *mut pg_sys::QueryDesc) -> SqlResult<()> {
         for top in tops.filter(|p| !p.is_null() && (**p).type_ == pg_sys::NodeTag::T_ModifyTable) {
             let node = top.cast::<pg_sys::ModifyTable>();
             let exact = (*node).canSetTag && (*plan).canSetTag;
-            let rows = exact.then_some((*estate).es_processed);
+            // The others' rows are never counted: the strictest rule.
+            let rows = if exact {
+                Rows::Counted((*estate).es_processed)
+            } else {
+                Rows::Unseen
+            };
             let upserts = (*node).onConflictAction == pg_sys::OnConflictAction::ONCONFLICT_UPDATE;
             let mut targets: Vec<pg_sys::Oid> = int_list((*node).resultRelations)
                 .into_iter()

@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use pgrx::pg_sys;
 use pgrx::pg_sys::ffi::pg_guard_ffi_boundary;
 use pgrx::prelude::*;
-use ruvector_integrity::gate::{Decision, Operation, Outcome};
+use ruvector_integrity::gate::{Decision, Operation, Outcome, Rows};
 use serde_json::json;
 
 use crate::errors::{OrRaise, SqlError, SqlResult};
@@ -91,19 +91,19 @@ pub fn refusal(collection: &str, answer: &Answer) -> SqlError {
 /// Puts an operation the extension itself runs (IVF training) through the
 /// gate; an error if it is refused.
 pub fn gate_operation(collection: &str, op: Operation) -> SqlResult<()> {
-    enforce(collection, op, None, false)
+    enforce(collection, op, Rows::Later, false)
 }
 
 /// Puts `op` on `collection` through the gate; an error if it is refused.
 /// `rolled` skips the throttle roll (this statement already passed it).
-fn enforce(collection: &str, op: Operation, rows: Option<u64>, rolled: bool) -> SqlResult<()> {
+fn enforce(collection: &str, op: Operation, rows: Rows, rolled: bool) -> SqlResult<()> {
     decide(collection, op, rows, rolled, 0, true)
 }
 
 /// As [`enforce`], for a first look at a statement that a later check will
 /// count: an allowed answer is not counted yet.
 fn enforce_provisionally(collection: &str, op: Operation) -> SqlResult<()> {
-    decide(collection, op, None, false, 0, false)
+    decide(collection, op, Rows::Later, false, 0, false)
 }
 
 /// The gate's decision, counted, with the operator's bypass applied. An
@@ -111,7 +111,7 @@ fn enforce_provisionally(collection: &str, op: Operation) -> SqlResult<()> {
 fn decide(
     collection: &str,
     op: Operation,
-    rows: Option<u64>,
+    rows: Rows,
     rolled: bool,
     executor: usize,
     count_allowed: bool,
@@ -231,20 +231,21 @@ fn is_internal() -> bool {
     INTERNAL.with(|d| d.get() > 0)
 }
 
-/// The operation a statement that adds `rows` rows is (None: no rows, nothing to gate).
-fn insertion(rows: Option<u64>) -> Option<Operation> {
+/// The operation a statement that adds `rows` rows is (None: no rows, nothing
+/// to gate). Rows that are not counted are a bulk insert.
+fn insertion(rows: Rows) -> Option<Operation> {
     match rows {
-        Some(0) => None,
-        Some(1) => Some(Operation::Insert),
+        Rows::Counted(0) => None,
+        Rows::Counted(1) => Some(Operation::Insert),
         _ => Some(Operation::BulkInsert),
     }
 }
 
 /// The operation a statement that removes `rows` rows is.
-fn deletion(rows: Option<u64>) -> Option<Operation> {
+fn deletion(rows: Rows) -> Option<Operation> {
     match rows {
-        Some(0) => None,
-        Some(1) => Some(Operation::Delete),
+        Rows::Counted(0) => None,
+        Rows::Counted(1) => Some(Operation::Delete),
         _ => Some(Operation::BulkDelete),
     }
 }
@@ -290,12 +291,11 @@ unsafe extern "C-unwind" {
     ) -> *mut pg_sys::List;
 }
 
-/// `relid` and every partition under it (not inheritance children).
-pub fn tree(relid: pg_sys::Oid) -> Vec<(pg_sys::Oid, RelationFlags)> {
+/// `relid` and every partition under it (not inheritance children), each
+/// locked with `lock` (`NoLock`: none).
+pub fn tree(relid: pg_sys::Oid, lock: pg_sys::LOCKMODE) -> Vec<(pg_sys::Oid, RelationFlags)> {
     let all = unsafe {
-        let list = pg_guard_ffi_boundary(|| {
-            find_all_inheritors(relid, pg_sys::NoLock as _, std::ptr::null_mut())
-        });
+        let list = pg_guard_ffi_boundary(|| find_all_inheritors(relid, lock, std::ptr::null_mut()));
         (0..(*list).length as usize)
             .map(|i| (*(*list).elements.add(i)).oid_value)
             .collect::<Vec<_>>()

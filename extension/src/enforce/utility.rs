@@ -25,7 +25,7 @@ use std::cell::RefCell;
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use ruvector_integrity::gate::Operation;
+use ruvector_integrity::gate::{Operation, Rows};
 use serde_json::json;
 
 use super::{collection_of, enforce, enforce_provisionally, insertion, list, tree};
@@ -66,9 +66,16 @@ struct Effects {
     /// with a foreign partition on this server (their rows would come from
     /// elsewhere).
     altered_server: Option<pg_sys::Oid>,
-    /// Renamed or moved relations: a bypass when one is a collection's
-    /// foreign partition (it would read another remote table).
+    /// Renamed or moved relations, or their options changed: a bypass when
+    /// one is a collection's foreign partition (it would read another remote
+    /// table), whatever keyword the statement used.
     repointed: Vec<(pg_sys::Oid, &'static str)>,
+    /// ALTER SCHEMA ... RENAME: a bypass for the collections with a foreign
+    /// partition in it (postgres_fdw reads the remote schema of the local
+    /// one's name unless told otherwise).
+    renamed_schema: Option<pg_sys::Oid>,
+    /// VACUUM FULL: the database's owner may run it on any table.
+    database_owner_may: bool,
     /// ALTER TYPE of a composite type: a bypass when a collection's table is
     /// of that type (its columns would change).
     altered_type: Option<(pg_sys::Oid, &'static str)>,
@@ -206,6 +213,7 @@ unsafe fn effects(stmt: *mut pg_sys::Node) -> Effects {
             T_VacuumStmt => {
                 let s = stmt.cast::<pg_sys::VacuumStmt>();
                 if (*s).is_vacuumcmd && is_true_option((*s).options, b"full") {
+                    fx.database_owner_may = true;
                     if (*s).rels.is_null() && !pg_sys::superuser() {
                         fx.owned_sweep = Some(Operation::Compaction);
                     }
@@ -273,11 +281,15 @@ unsafe fn effects(stmt: *mut pg_sys::Node) -> Effects {
                         fx.altered_type =
                             Some((type_of((*s).relation), "ALTER TYPE ... RENAME ATTRIBUTE"))
                     }
-                    // A foreign partition renamed reads another remote table.
-                    OBJECT_TABLE | OBJECT_FOREIGN_TABLE => fx.repointed.push((
+                    // A foreign partition renamed reads another remote table
+                    // (ALTER INDEX ... RENAME renames any relation).
+                    OBJECT_TABLE | OBJECT_FOREIGN_TABLE | OBJECT_INDEX => fx.repointed.push((
                         bind((*s).relation, ACCESS_EXCLUSIVE),
                         "ALTER ... RENAME (of a foreign partition)",
                     )),
+                    OBJECT_SCHEMA => {
+                        fx.renamed_schema = Some(pg_sys::get_namespace_oid((*s).subname, true))
+                    }
                     _ => {}
                 }
             }
@@ -409,7 +421,6 @@ unsafe fn alter_table(fx: &mut Effects, s: *mut pg_sys::AlterTableStmt) {
             _ => return,
         }
         let relid = bind((*s).relation, pg_sys::AlterTableGetLockLevel((*s).cmds));
-        let foreign = (*s).objtype == pg_sys::ObjectType::OBJECT_FOREIGN_TABLE;
         for cmd in list::<pg_sys::AlterTableCmd>((*s).cmds) {
             match (*cmd).subtype {
                 AT_DetachPartition | AT_DetachPartitionFinalize => {
@@ -446,9 +457,11 @@ unsafe fn alter_table(fx: &mut Effects, s: *mut pg_sys::AlterTableStmt) {
                     ));
                     fx.new_partition = Some((relid, attached));
                 }
-                AT_GenericOptions | AT_AlterColumnGenericOptions if foreign => fx
-                    .bypasses
-                    .push((relid, "ALTER FOREIGN TABLE ... OPTIONS".into())),
+                // (By the relation's kind, not the statement's keyword:
+                // ALTER TABLE reaches a foreign table's options too.)
+                AT_GenericOptions | AT_AlterColumnGenericOptions => fx
+                    .repointed
+                    .push((relid, "ALTER ... OPTIONS (of a foreign partition)")),
                 AT_DropColumn => fx
                     .bypasses
                     .push((relid, "ALTER TABLE ... DROP COLUMN".into())),
@@ -526,13 +539,43 @@ unsafe fn is_constant(expr: *mut pg_sys::Node) -> bool {
     }
 }
 
+/// Whether the current role owns `relid` (a superuser owns everything).
+fn owns(relid: pg_sys::Oid) -> bool {
+    // SAFETY: a catalog lookup by OID, in the statement's transaction.
+    unsafe { pg_sys::pg_class_ownercheck(relid, pg_sys::GetUserId()) }
+}
+
+/// Whether the current role may insert into `relid` (the table, or any column).
+fn may_insert(relid: pg_sys::Oid) -> bool {
+    // SAFETY: catalog lookups by OID, in the statement's transaction.
+    unsafe {
+        let user = pg_sys::GetUserId();
+        let mode = pg_sys::ACL_INSERT as pg_sys::AclMode;
+        pg_sys::pg_class_aclcheck(relid, user, mode) == pg_sys::AclResult::ACLCHECK_OK
+            || pg_sys::pg_attribute_aclcheck_all(relid, user, mode, pg_sys::AclMaskHow::ACLMASK_ANY)
+                == pg_sys::AclResult::ACLCHECK_OK
+    }
+}
+
+fn is_foreign(relid: pg_sys::Oid) -> bool {
+    // SAFETY: a syscache lookup by OID.
+    unsafe { pg_sys::get_rel_relkind(relid) == pg_sys::RELKIND_FOREIGN_TABLE as std::ffi::c_char }
+}
+
 /// Checks a statement's effects before it runs.
+///
+/// Permission first: where the role lacks what PostgreSQL will ask of it for
+/// the statement (owning the table, INSERT for a COPY), the gate neither
+/// decides, nor counts, nor names the collection: PostgreSQL refuses the
+/// statement itself, as it would on any other table.
 fn before(fx: &Effects, tag: &str) -> SqlResult<()> {
     // A relation in the map of a database whose extension was just dropped
     // (before the worker noticed) is nobody's.
     let mine =
         |relid: pg_sys::Oid| collection_of(relid).filter(|_| installation::installed().is_some());
-    for (relid, what) in &fx.bypasses {
+    let database_owner =
+        unsafe { pg_sys::pg_database_ownercheck(pg_sys::MyDatabaseId, pg_sys::GetUserId()) };
+    for (relid, what) in fx.bypasses.iter().filter(|(r, _)| owns(*r)) {
         if let Some(gated) = mine(*relid) {
             refuse_or_record_bypass(&gated, tag, what, *relid)?;
         }
@@ -548,44 +591,81 @@ fn before(fx: &Effects, tag: &str) -> SqlResult<()> {
             if op == Operation::BulkInsert && copied.as_ref() == Some(&gated.collection) {
                 enforce_provisionally(&gated.collection, op)?;
             } else {
-                enforce(&gated.collection, op, None, false)?;
+                // The rows an attached or foreign partition brings are never
+                // counted: the strictest batch rule.
+                enforce(&gated.collection, op, Rows::Unseen, false)?;
             }
             decided.push((op, gated.collection));
         }
         Ok(())
     };
     for &(op, relid) in &fx.gated {
-        if let Some(gated) = mine(relid) {
+        let permitted = if fx.copy_into == Some(relid) {
+            may_insert(relid)
+        } else {
+            owns(relid) || (fx.database_owner_may && database_owner)
+        };
+        if let Some(gated) = mine(relid).filter(|_| permitted) {
             gate_one(op, gated)?;
         }
     }
     for &(relid, what) in &fx.repointed {
-        let foreign = unsafe { pg_sys::get_rel_relkind(relid) }
-            == pg_sys::RELKIND_FOREIGN_TABLE as std::ffi::c_char;
-        if let Some(gated) = mine(relid).filter(|_| foreign) {
+        if let Some(gated) = mine(relid).filter(|_| is_foreign(relid) && owns(relid)) {
             refuse_or_record_bypass(&gated, tag, what, relid)?;
         }
     }
-    let sweeping = fx.gated_schema.is_some()
+    // Statements that reach every collection relation of a schema, a
+    // tablespace, a server or a type, each for the roles PostgreSQL lets run it.
+    // (An object that does not exist is PostgreSQL's to report.)
+    let user = unsafe { pg_sys::GetUserId() };
+    let owns_schema = |namespace: pg_sys::Oid| {
+        namespace != pg_sys::InvalidOid
+            && unsafe { pg_sys::pg_namespace_ownercheck(namespace, user) }
+    };
+    let gated_schema = fx
+        .gated_schema
+        .filter(|&(_, namespace)| owns_schema(namespace));
+    let renamed_schema = fx
+        .renamed_schema
+        .filter(|&namespace| owns_schema(namespace));
+    let altered_server = fx.altered_server.filter(|&server| unsafe {
+        pg_sys::pg_foreign_server_ownercheck(server, user)
+            || pg_sys::pg_foreign_server_aclcheck(
+                server,
+                user,
+                pg_sys::ACL_USAGE as pg_sys::AclMode,
+            ) == pg_sys::AclResult::ACLCHECK_OK
+    });
+    let altered_type = fx.altered_type.filter(|&(type_id, _)| {
+        type_id != pg_sys::InvalidOid && unsafe { pg_sys::pg_type_ownercheck(type_id, user) }
+    });
+    let sweeping = gated_schema.is_some()
+        || renamed_schema.is_some()
         || fx.owned_sweep.is_some()
         || fx.moved_tablespace.is_some()
-        || fx.altered_server.is_some()
-        || fx.altered_type.is_some();
+        || altered_server.is_some()
+        || altered_type.is_some();
     let everything = match (crate::shmem::shared(), installation::installed()) {
         (Ok(shared), Some(_)) if sweeping => shared.relations_of_database(),
         _ => Vec::new(),
     };
-    let database_owner =
-        unsafe { pg_sys::pg_database_ownercheck(pg_sys::MyDatabaseId, pg_sys::GetUserId()) };
     for (relid, _root, gated) in everything {
-        if let Some((op, namespace)) = fx.gated_schema {
-            if unsafe { pg_sys::get_rel_namespace(relid) } == namespace {
+        let namespace = unsafe { pg_sys::get_rel_namespace(relid) };
+        if let Some((op, schema)) = gated_schema {
+            if namespace == schema {
                 gate_one(op, gated.clone())?;
             }
         }
+        if renamed_schema == Some(namespace) && is_foreign(relid) {
+            refuse_or_record_bypass(
+                &gated,
+                tag,
+                "ALTER SCHEMA ... RENAME (of a foreign partition's schema)",
+                relid,
+            )?;
+        }
         if let Some(op) = fx.owned_sweep {
-            if database_owner || unsafe { pg_sys::pg_class_ownercheck(relid, pg_sys::GetUserId()) }
-            {
+            if database_owner || owns(relid) {
                 gate_one(op, gated.clone())?;
             }
         }
@@ -594,13 +674,12 @@ fn before(fx: &Effects, tag: &str) -> SqlResult<()> {
             space == here
                 || (here == pg_sys::InvalidOid && space == unsafe { pg_sys::MyDatabaseTableSpace })
         });
-        if moved {
+        if moved && owns(relid) {
             gate_one(Operation::Compaction, gated.clone())?;
         }
-        if let Some(server) = fx.altered_server {
-            let foreign = unsafe { pg_sys::get_rel_relkind(relid) }
-                == pg_sys::RELKIND_FOREIGN_TABLE as std::ffi::c_char;
-            if foreign && unsafe { (*pg_sys::GetForeignTable(relid)).serverid } == server {
+        if let Some(server) = altered_server {
+            if is_foreign(relid) && unsafe { (*pg_sys::GetForeignTable(relid)).serverid } == server
+            {
                 refuse_or_record_bypass(
                     &gated,
                     tag,
@@ -609,8 +688,8 @@ fn before(fx: &Effects, tag: &str) -> SqlResult<()> {
                 )?;
             }
         }
-        if let Some((type_id, what)) = fx.altered_type {
-            if type_id != pg_sys::InvalidOid && reloftype(relid) == type_id {
+        if let Some((type_id, what)) = altered_type {
+            if reloftype(relid) == type_id {
                 refuse_or_record_bypass(&gated, tag, what, relid)?;
             }
         }
@@ -723,13 +802,14 @@ pub(super) fn with_snapshot<R>(body: impl FnOnce() -> SqlResult<R>) -> SqlResult
 }
 
 /// Acts on what the statement changed, after it ran (its locks still held,
-/// its effects still undone by an error). `rows`: what a COPY wrote.
-fn after(flight: &InFlight, rows: u64) -> SqlResult<()> {
+/// its effects still undone by an error). `rows`: what a COPY wrote (not
+/// counted when it ran inside a SQL function, which passes no completion).
+fn after(flight: &InFlight, rows: Rows) -> SqlResult<()> {
     let fx = &flight.fx;
     if let Some(gated) = fx.copy_into.and_then(collection_of) {
         // Passed the gate before it ran; now its size is known.
-        match insertion(Some(rows)) {
-            Some(op) => enforce(&gated.collection, op, Some(rows), true)?,
+        match insertion(rows) {
+            Some(op) => enforce(&gated.collection, op, rows, true)?,
             None => gate::count_allowed(&gated.collection, Operation::BulkInsert),
         }
     }
@@ -742,7 +822,7 @@ fn after(flight: &InFlight, rows: u64) -> SqlResult<()> {
             && now != *before
             && !rewritten.contains(&gated.collection.as_str())
         {
-            enforce(&gated.collection, Operation::Compaction, None, false)?;
+            enforce(&gated.collection, Operation::Compaction, Rows::Later, false)?;
             rewritten.push(&gated.collection);
         }
     }
@@ -755,8 +835,8 @@ fn after(flight: &InFlight, rows: u64) -> SqlResult<()> {
                 && unsafe { pg_sys::get_rel_relispartition(partition) }
                 && unsafe { get_partition_parent(partition, true) } == parent;
             if joined {
-                let relations = tree(partition);
-                crate::collections::check_room(false, relations.len())?;
+                let relations = tree(partition, pg_sys::NoLock as _);
+                xact::reserve(0, relations.len())?;
                 xact::add_relations_at_commit(&gated.collection, relations);
             }
         }
@@ -765,7 +845,7 @@ fn after(flight: &InFlight, rows: u64) -> SqlResult<()> {
         .detached
         .iter()
         .filter(|&&p| collection_of(p).is_some())
-        .flat_map(|&p| tree(p).into_iter().map(|(r, _)| r))
+        .flat_map(|&p| tree(p, pg_sys::NoLock as _).into_iter().map(|(r, _)| r))
         .collect();
     if !detached.is_empty() {
         xact::remove_relations_at_commit(detached);
@@ -785,6 +865,7 @@ impl Effects {
             && self.altered_server.is_none()
             && self.repointed.is_empty()
             && self.altered_type.is_none()
+            && self.renamed_schema.is_none()
             && !self.watch_rewrites
             && self.bypasses.is_empty()
             && self.new_partition.is_none()
@@ -843,9 +924,11 @@ unsafe extern "C-unwind" fn utility_after(depth: usize, qc: *mut pg_sys::QueryCo
     });
     if let Some(flight) = flight {
         let rows = if qc.is_null() {
-            0
+            Rows::Unseen
         } else {
-            unsafe { (*qc).nprocessed }
+            // SAFETY: a non-null completion is the caller's, filled by the
+            // statement that just ran.
+            Rows::Counted(unsafe { (*qc).nprocessed })
         };
         after(&flight, rows).or_raise();
     }

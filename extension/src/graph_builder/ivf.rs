@@ -25,7 +25,7 @@ use serde_json::json;
 
 use crate::collections::{self, CollectionRow};
 use crate::errors::{Optional, OrRaise, SqlError, SqlResult};
-use crate::{enforce, installation, shmem};
+use crate::{enforce, installation, shmem, xact};
 
 /// The most lists a collection may have (the graph holds one node per list).
 pub const MAX_LISTS: i32 = 1000;
@@ -203,48 +203,56 @@ fn drift_sample(
             .unwrap_or(local.len() - 1);
         chosen.push(local.swap_remove(pick));
     }
-    // Never wait for a lock: a partition someone holds is left out this time.
-    chosen.retain(|p| unsafe {
-        pg_sys::ConditionalLockRelationOid(
-            pg_sys::Oid::from(p.relid as u32),
-            pg_sys::AccessShareLock as pg_sys::LOCKMODE,
-        )
-    });
-    if chosen.is_empty() {
-        return Ok(None);
-    }
-    if centroids.is_empty() {
+    if centroids.is_empty() || chosen.is_empty() {
         return Ok(None);
     }
     let quota = DRIFT_ROWS.div_ceil(chosen.len()) as i64;
     let column = pgrx::spi::quote_identifier(&collection.column);
     let cosine = cosine(collection);
     let role = pg_sys::Oid::from(owner as u32);
-    let (rows, total) = enforce::internal(|| {
-        installation::as_role(role, || {
-            Spi::connect(|client| {
-                let (mut rows, mut total) = (0i64, 0f64);
-                for p in &chosen {
-                    // About `quota` rows: row sampling where reading every page is
-                    // cheap, page sampling beyond.
-                    let percent = (100.0 * quota as f64 / p.live as f64).clamp(0.0001, 100.0);
-                    let method = if p.live <= ROW_SAMPLING_UP_TO {
-                        "BERNOULLI"
-                    } else {
-                        "SYSTEM"
-                    };
-                    let query = format!(
-                    "SELECT {column} FROM {table} TABLESAMPLE {method} ($1) WHERE {column} IS NOT NULL LIMIT $2",
-                    table = p.name
-                );
-                    for row in client.select(&query, None, &[percent.into(), (2 * quota).into()])? {
-                        if let Some(x) = vector(row.get::<Array<f32>>(1)?, dim, cosine) {
-                            rows += 1;
-                            total += kmeans::nearest(centroids, dim, &x).1.sqrt() as f64;
+    // In a subtransaction rolled back once the numbers are out: the locks it
+    // took on the partitions go with it, so a caller's open transaction (an
+    // idle ruvector_integrity_simulate) holds none.
+    let (rows, total) = xact::released(|| {
+        // Never wait for a lock: a partition someone holds is left out this
+        // time. Once locked, a partition keeps the name it has now.
+        let named: Vec<(&Partition, String)> = chosen
+            .iter()
+            .filter(|p| unsafe {
+                pg_sys::ConditionalLockRelationOid(
+                    pg_sys::Oid::from(p.relid as u32),
+                    pg_sys::AccessShareLock as pg_sys::LOCKMODE,
+                )
+            })
+            .filter_map(|p| Some((*p, current_name(pg_sys::Oid::from(p.relid as u32))?)))
+            .collect();
+        enforce::internal(|| {
+            installation::as_role(role, || {
+                Spi::connect(|client| {
+                    let (mut rows, mut total) = (0i64, 0f64);
+                    for (p, table) in &named {
+                        // About `quota` rows: row sampling where reading every
+                        // page is cheap, page sampling beyond.
+                        let percent = (100.0 * quota as f64 / p.live as f64).clamp(0.0001, 100.0);
+                        let method = if p.live <= ROW_SAMPLING_UP_TO {
+                            "BERNOULLI"
+                        } else {
+                            "SYSTEM"
+                        };
+                        let query = format!(
+                            "SELECT {column} FROM {table} TABLESAMPLE {method} ($1) WHERE {column} IS NOT NULL LIMIT $2"
+                        );
+                        for row in
+                            client.select(&query, None, &[percent.into(), (2 * quota).into()])?
+                        {
+                            if let Some(x) = vector(row.get::<Array<f32>>(1)?, dim, cosine) {
+                                rows += 1;
+                                total += kmeans::nearest(centroids, dim, &x).1.sqrt() as f64;
+                            }
                         }
                     }
-                }
-                Ok::<_, SqlError>((rows, total))
+                    Ok::<_, SqlError>((rows, total))
+                })
             })
         })
     })?;
@@ -252,6 +260,23 @@ fn drift_sample(
         rows,
         mean_distance: total / rows as f64,
     }))
+}
+
+/// The quoted, qualified name `relid` has now (`None` once it is gone).
+fn current_name(relid: pg_sys::Oid) -> Option<String> {
+    // SAFETY: syscache lookups by OID; the strings are palloc'd copies.
+    unsafe {
+        let name = pg_sys::get_rel_name(relid);
+        let schema = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid));
+        if name.is_null() || schema.is_null() {
+            return None;
+        }
+        let text = |s| std::ffi::CStr::from_ptr(s).to_string_lossy().into_owned();
+        Some(pgrx::spi::quote_qualified_identifier(
+            text(schema),
+            text(name),
+        ))
+    }
 }
 
 #[pg_extern(schema = "ruvector", name = "_ivf_train")]
@@ -278,7 +303,18 @@ pub fn train(name: &str, lists: i32) -> SqlResult<JsonB> {
     )?;
     let dim = collection.dimensions as usize;
     let cosine = cosine(&collection);
-    let table = pgrx::spi::quote_qualified_identifier(&collection.schema, &collection.table);
+    // By OID, locked first: the names a collection was stored under go stale
+    // on a rename, and whatever has a stale name now could be someone else's
+    // (run as the caller, it would run with their rights); locked, the table
+    // keeps its current name while training reads it.
+    let relid = collection.relid();
+    unsafe { pg_sys::LockRelationOid(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
+    let table = current_name(relid).ok_or_else(|| {
+        SqlError::new(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+            format!("the table of collection \"{name}\" no longer exists"),
+        )
+    })?;
     let column = pgrx::spi::quote_identifier(&collection.column);
 
     let sample_size = (SAMPLE_PER_LIST * lists as i64).clamp(MIN_SAMPLE, MAX_SAMPLE);

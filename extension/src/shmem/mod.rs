@@ -79,6 +79,12 @@ struct Header {
     relation_capacity: u32,
     /// Entries in use at the start of the relation array.
     relation_count: u32,
+    /// Slots and relation entries promised to transactions in progress (a
+    /// registration, a new partition): taken when the statement passes its
+    /// check, turned into entries at commit, given back at abort. Only those
+    /// commits may use them; everyone else sees them as taken.
+    reserved_slots: u32,
+    reserved_relations: u32,
     /// Bumped by every change a backend makes to the relation map, so that the
     /// worker's refresh from an older snapshot only adds, never removes.
     relations_version: u64,
@@ -91,6 +97,13 @@ struct Header {
     synced: AtomicBool,
     /// Bytes the solver functions' calls hold of `ruvector.solver_memory_limit`.
     solver_memory: AtomicU64,
+    /// Pending events committed since the server started and not yet signed
+    /// (or found missing) by the worker, as (database, id): the worker checks
+    /// that each is signed, and records the ones that vanished before it could
+    /// (under the lock). Beyond the room here they are only counted.
+    tracked_pending: [(pg_sys::Oid, i64); TRACKED_PENDING],
+    tracked_pending_len: u32,
+    untracked_pending: u64,
     /// The worker's signing state, as JSON text (under the lock).
     signing_note_len: u32,
     signing_note: [u8; SIGNING_NOTE_MAX],
@@ -98,6 +111,11 @@ struct Header {
 
 /// Room for the worker's signing state in shared memory.
 const SIGNING_NOTE_MAX: usize = 1024;
+
+/// Pending events tracked until the worker signs them: the worker drains
+/// them every tick (at most 5 s, usually 1), and a burst of more commits
+/// than this between two ticks is rare; 128 kB of shared memory.
+const TRACKED_PENDING: usize = 8192;
 
 static mut HEADER: *mut Header = std::ptr::null_mut();
 static mut PREV_SHMEM_REQUEST: pg_sys::shmem_request_hook_type = None;
@@ -310,6 +328,136 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// A transaction that appended pending events `ids` committed.
+    pub fn track_pending(&self, ids: &[i64]) {
+        let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let db = database();
+        let header = self.header_mut();
+        for &id in ids {
+            let len = header.tracked_pending_len as usize;
+            if len < TRACKED_PENDING {
+                header.tracked_pending[len] = (db, id);
+                header.tracked_pending_len += 1;
+            } else {
+                header.untracked_pending += 1;
+            }
+        }
+    }
+
+    /// The pending events of this database committed and not yet signed,
+    /// and how many (in any database) went untracked for want of room.
+    pub fn tracked_pending(&self) -> (Vec<i64>, u64) {
+        let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
+        let db = database();
+        let header = self.header();
+        let ids = header.tracked_pending[..header.tracked_pending_len as usize]
+            .iter()
+            .filter(|(d, _)| *d == db)
+            .map(|&(_, id)| id)
+            .collect();
+        (ids, header.untracked_pending)
+    }
+
+    /// The worker signed, or recorded as vanished, pending events `ids`, and
+    /// recorded `untracked` of the ones that went untracked.
+    pub fn untrack_pending(&self, ids: &[i64], untracked: u64) {
+        if ids.is_empty() && untracked == 0 {
+            return;
+        }
+        let mut done = ids.to_vec();
+        done.sort_unstable();
+        let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let db = database();
+        let header = self.header_mut();
+        let len = header.tracked_pending_len as usize;
+        let mut kept = 0;
+        for i in 0..len {
+            let entry = header.tracked_pending[i];
+            if !(entry.0 == db && done.binary_search(&entry.1).is_ok()) {
+                header.tracked_pending[kept] = entry;
+                kept += 1;
+            }
+        }
+        header.tracked_pending_len = kept as u32;
+        header.untracked_pending = header.untracked_pending.saturating_sub(untracked);
+    }
+}
+
+/// How full shared memory is, for `ruvector._shared_memory()`.
+#[derive(Debug, Clone, Copy)]
+pub struct Usage {
+    pub slot_capacity: usize,
+    pub slots_used: usize,
+    pub slots_reserved: usize,
+    pub relation_capacity: usize,
+    pub relations_used: usize,
+    pub relations_reserved: usize,
+    pub relations_version: u64,
+    pub solver_memory_held: u64,
+    pub pending_tracked: usize,
+    pub pending_untracked: u64,
+}
+
+impl Shared {
+    pub fn usage(&self) -> Usage {
+        let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
+        let header = self.header();
+        Usage {
+            slot_capacity: self.slot_capacity(),
+            slots_used: (0..self.slot_capacity())
+                .filter(|&i| self.slot(i).in_use())
+                .count(),
+            slots_reserved: header.reserved_slots as usize,
+            relation_capacity: header.relation_capacity as usize,
+            relations_used: header.relation_count as usize,
+            relations_reserved: header.reserved_relations as usize,
+            relations_version: header.relations_version,
+            solver_memory_held: header.solver_memory.load(Ordering::Acquire),
+            pending_tracked: header.tracked_pending_len as usize,
+            pending_untracked: header.untracked_pending,
+        }
+    }
+}
+
+/// What shared memory cannot hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    Collections,
+    Relations,
+}
+
+impl Shared {
+    /// Promises `slots` slots and `relations` relation entries to the current
+    /// transaction, if that many are neither used nor promised to another.
+    pub fn reserve(&self, slots: usize, relations: usize) -> Result<(), Full> {
+        let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let header = self.header_mut();
+        let used_slots = (0..self.slot_capacity())
+            .filter(|&i| self.slot(i).in_use())
+            .count();
+        if used_slots + header.reserved_slots as usize + slots > self.slot_capacity() {
+            return Err(Full::Collections);
+        }
+        let used = header.relation_count as usize + header.reserved_relations as usize;
+        if used + relations > header.relation_capacity as usize {
+            return Err(Full::Relations);
+        }
+        header.reserved_slots += slots as u32;
+        header.reserved_relations += relations as u32;
+        Ok(())
+    }
+
+    /// Gives back what [`Shared::reserve`] promised (at commit, once the
+    /// entries are made; at abort, unused).
+    pub fn unreserve(&self, slots: usize, relations: usize) {
+        let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let header = self.header_mut();
+        header.reserved_slots = header.reserved_slots.saturating_sub(slots as u32);
+        header.reserved_relations = header.reserved_relations.saturating_sub(relations as u32);
+    }
+}
+
 /// Called by the worker on exit so that no backend signals a latch it left.
 pub unsafe extern "C-unwind" fn forget_worker(_code: i32, _arg: pg_sys::Datum) {
     if let Ok(shared) = shared() {
@@ -398,10 +546,5 @@ impl Shared {
         self.header()
             .solver_memory
             .fetch_sub(bytes, Ordering::AcqRel);
-    }
-
-    /// Bytes the solver calls running now hold.
-    pub fn solver_memory_held(&self) -> u64 {
-        self.header().solver_memory.load(Ordering::Acquire)
     }
 }

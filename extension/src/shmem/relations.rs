@@ -149,15 +149,23 @@ impl Shared {
             .collect()
     }
 
-    /// Adds (or re-points) relations of the collection in `slot`. False when
-    /// the map is full; what fitted stays.
+    /// Adds (or re-points) relations of the collection in `slot`, from the
+    /// entries the committing transaction reserved. False when the map is
+    /// full; what fitted stays.
     pub fn add_relations(&self, slot: SlotRef, relations: &[(pg_sys::Oid, RelationFlags)]) -> bool {
         let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
         self.header_mut().relations_version += 1;
-        self.put_relations(slot, relations)
+        self.put_relations(slot, relations, true)
     }
 
-    fn put_relations(&self, slot: SlotRef, relations: &[(pg_sys::Oid, RelationFlags)]) -> bool {
+    /// `reserved`: the entries were reserved by the caller's transaction;
+    /// anyone else leaves the reserved entries alone.
+    fn put_relations(
+        &self,
+        slot: SlotRef,
+        relations: &[(pg_sys::Oid, RelationFlags)],
+        reserved: bool,
+    ) -> bool {
         if self.live_slot(slot).is_none() {
             return true;
         }
@@ -172,7 +180,14 @@ impl Shared {
             };
             match self.find_relation(relid) {
                 Some(i) => self.entries()[i] = entry,
-                None if self.relation_count() < self.relation_capacity() => {
+                None if self.relation_count()
+                    + if reserved {
+                        0
+                    } else {
+                        self.header().reserved_relations as usize
+                    }
+                    < self.relation_capacity() =>
+                {
                     let n = self.relation_count();
                     self.header_mut().relation_count += 1;
                     self.entries()[n] = entry;
@@ -209,12 +224,6 @@ impl Shared {
         }
     }
 
-    /// Whether `more` relations fit in the map now.
-    pub fn relations_fit(&self, more: usize) -> bool {
-        let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
-        self.relation_count() + more <= self.relation_capacity()
-    }
-
     /// The version of the relation map, taken before the worker reads the catalog.
     pub fn relations_version(&self) -> u64 {
         let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
@@ -246,7 +255,7 @@ impl Shared {
                     index: i,
                     generation: self.slot(i).generation,
                 };
-                fitted &= self.put_relations(slot, relations);
+                fitted &= self.put_relations(slot, relations, false);
             }
         }
         fitted

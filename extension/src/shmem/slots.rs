@@ -52,6 +52,10 @@ impl Slot {
         &self.name[..self.name_len as usize]
     }
 
+    pub(super) fn in_use(&self) -> bool {
+        self.in_use
+    }
+
     fn holds(&self, database: pg_sys::Oid, name: &[u8]) -> bool {
         self.in_use && self.database == database && self.name() == name
     }
@@ -143,12 +147,6 @@ impl Shared {
         }
     }
 
-    /// Whether a slot is free for a new collection.
-    pub fn slot_free(&self) -> bool {
-        let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
-        (0..self.slot_capacity()).any(|i| !self.slot(i).in_use)
-    }
-
     /// A copy of what shared memory holds for `name`, and where.
     pub fn view(&self, name: &str) -> Option<(SlotRef, CollectionView)> {
         let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
@@ -156,8 +154,17 @@ impl Shared {
             .map(|i| (self.slot_ref(i), self.slot(i).view))
     }
 
-    fn add(&self, name: &str, view: CollectionView) -> Option<SlotRef> {
+    /// A new slot for `name`, under the exclusive lock held by the caller.
+    /// `reserved`: the caller's transaction reserved it (a commit); anyone
+    /// else (the worker's refresh) leaves the reserved slots alone.
+    fn add(&self, name: &str, view: CollectionView, reserved: bool) -> Option<SlotRef> {
         debug_assert!(name.len() <= NAME_MAX);
+        let used = (0..self.slot_capacity())
+            .filter(|&i| self.slot(i).in_use)
+            .count();
+        if !reserved && used + self.header().reserved_slots as usize >= self.slot_capacity() {
+            return None;
+        }
         let free = (0..self.slot_capacity()).find(|&i| !self.slot(i).in_use)?;
         let slot = self.slot_mut(free);
         slot.name[..name.len()].copy_from_slice(name.as_bytes());
@@ -175,13 +182,14 @@ impl Shared {
     }
 
     /// A registration commits: a new slot for `name` (a fresh one, even if a
-    /// collection of that name is still there). `None` when every slot is taken.
+    /// collection of that name is still there), from the slot its transaction
+    /// reserved. `None` when every slot is taken.
     pub fn insert(&self, name: &str, view: CollectionView) -> Option<SlotRef> {
         let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
         if let Some(i) = self.find(name) {
             self.free_slot(i);
         }
-        self.add(name, view)
+        self.add(name, view, true)
     }
 
     /// A policy or override commits: updates the slot of `name`, if any.
@@ -264,7 +272,7 @@ impl Shared {
             match (self.find(&name), seen.get(&name)) {
                 (None, Some(_)) => {} // unregistered since the snapshot
                 (None, None) => {
-                    if self.add(&name, view).is_none() {
+                    if self.add(&name, view, false).is_none() {
                         full.push(name);
                     }
                 }

@@ -6,12 +6,15 @@
 //! ruvector-audit show audit.jsonl
 //! ```
 //!
-//! `--root` is the fingerprint of a root key kept aside (printed when the
-//! chain was created, by the server log, `ruvector_audit_checkpoint()` and
-//! this command); each `--checkpoint` is a checkpoint kept aside (from the
-//! server log or `ruvector_audit_checkpoint()`), whose root is trusted too.
-//! Without either, the log's own root is taken on trust, and the verdict says
-//! so. `-` reads the export from standard input.
+//! `--root` is the fingerprint of a root key kept aside, taken from a source
+//! an attacker cannot write (`ruvector_audit_checkpoint()` over a connection
+//! you trust, or the checkpoint file in the data directory; not the server
+//! log, where any role can write a look-alike line). Each `--checkpoint` is a
+//! checkpoint kept aside: the log must agree with it (its head, its fork, its
+//! root at that seq), but the root it names is not trusted for being there,
+//! since whoever holds a key can sign a checkpoint naming any root. Without
+//! `--root`, the log's own root is taken on trust, and the verdict says so.
+//! `-` reads the export from standard input.
 //!
 //! Exit status: 0 when everything verified against a root kept aside; 3 when
 //! it verified against the root the export itself names (pass `--root`); 1
@@ -51,9 +54,6 @@ fn trust(options: &[String]) -> Result<Trust, String> {
                     .map_err(|e| format!("cannot read {value}: {e}"))?;
                 let checkpoint: Checkpoint =
                     serde_json::from_str(&text).map_err(|e| format!("{value}: {e}"))?;
-                if let Some(root) = from_hex_array(&checkpoint.root) {
-                    trust.roots.push(root);
-                }
                 trust.checkpoints.push(checkpoint);
             }
             other => return Err(format!("unknown option {other}")),
