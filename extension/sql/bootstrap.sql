@@ -18,6 +18,18 @@ END $$;
 GRANT ruvector_reader TO ruvector_admin;
 GRANT USAGE ON SCHEMA ruvector TO ruvector_reader;
 
+-- Time crosses between SQL and Rust as Unix microseconds (bigint), converted
+-- by these two functions only (and in Rust by clock.rs). SQL-standard bodies:
+-- bound when created, so no caller's search_path can change what they call.
+CREATE FUNCTION ruvector._unix_us(t timestamptz) RETURNS bigint
+LANGUAGE sql STABLE PARALLEL SAFE STRICT
+RETURN (pg_catalog.extract('epoch', t) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8;
+
+CREATE FUNCTION ruvector._at_unix_us(us bigint) RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE STRICT
+RETURN pg_catalog.to_timestamp(0)
+       OPERATOR(pg_catalog.+) (us OPERATOR(pg_catalog.*) '1 microsecond'::pg_catalog.interval);
+
 -- Registered vector collections.
 CREATE TABLE ruvector.collections (
     id              serial PRIMARY KEY,
@@ -83,6 +95,16 @@ CREATE TABLE ruvector.integrity_policies (
     updated_at           timestamptz NOT NULL DEFAULT now(),
     UNIQUE (collection_id, name)
 );
+
+-- A policy row as the policy document the core reads (its keys are the
+-- columns that hold the policy; upsert_policy.sql writes them back).
+CREATE FUNCTION ruvector._policy_document(p ruvector.integrity_policies) RETURNS jsonb
+LANGUAGE sql STABLE PARALLEL SAFE STRICT
+RETURN pg_catalog.jsonb_build_object(
+    'threshold_high', p.threshold_high, 'threshold_low', p.threshold_low,
+    'normal_actions', p.normal_actions, 'stress_actions', p.stress_actions,
+    'critical_actions', p.critical_actions, 'hysteresis', p.hysteresis,
+    'defer_retry_secs', p.defer_retry_secs, 'sample_interval_secs', p.sample_interval_secs);
 
 -- The contracted operational graph as last stored (see ruvector_contracted_graph).
 CREATE TABLE ruvector.contracted_graph (

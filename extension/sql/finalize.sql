@@ -110,18 +110,10 @@ AS $$ SELECT ruvector._audit_checkpoint() $$;
 -- and the latest checkpoint, then every entry in seq order.
 CREATE FUNCTION ruvector_audit_export()
 RETURNS SETOF text LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT ruvector._audit_export_header()::text
+    SELECT ruvector._audit_export_header()
     UNION ALL
-    (SELECT jsonb_build_object(
-                'seq', e.seq,
-                'prev_hash', encode(e.prev_hash, 'hex'),
-                'entry_hash', encode(e.entry_hash, 'hex'),
-                'signed_at', (extract(epoch FROM e.signed_at) * 1000000)::bigint,
-                'system_identifier', e.system_identifier::text,
-                'timeline', e.timeline,
-                'payload', encode(e.payload, 'hex'),
-                'signer_id', e.signer_id,
-                'signature', encode(e.signature, 'hex'))::text
+    (SELECT ruvector._audit_export_line(e.seq, e.prev_hash, e.entry_hash, ruvector._unix_us(e.signed_at),
+                                        e.system_identifier::text, e.timeline, e.payload, e.signer_id, e.signature)
      FROM ruvector.integrity_events e
      ORDER BY e.seq)
 $$;
@@ -218,7 +210,7 @@ $$;
 -- throttled, deferred, rejected, bypassed).
 CREATE VIEW ruvector.integrity_gate_stats AS
     SELECT s.collection, s.operation, s.decision, s.count,
-           timestamptz '2000-01-01 00:00:00+00' + s.last_at_pg_us * interval '1 microsecond' AS last_at
+           ruvector._at_unix_us(s.last_at_unix_us) AS last_at
     FROM ruvector._integrity_gate_stats() s;
 
 -- Sets the counters of a collection (NULL: of every collection) back to zero.
@@ -242,6 +234,7 @@ REVOKE ALL ON FUNCTION ruvector._verify_event FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._verify_audit_chain FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._audit_checkpoint FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._audit_export_header FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._audit_export_line FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._reroot_audit_chain FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._rotate_signing_key FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._revoke_signing_key FROM PUBLIC;

@@ -99,6 +99,23 @@ impl From<ruvector_integrity::Error> for SqlError {
     }
 }
 
+impl From<ruvector_integrity::registration::Refusal> for SqlError {
+    fn from(r: ruvector_integrity::registration::Refusal) -> Self {
+        use ruvector_integrity::registration::RefusalKind::*;
+        let code = match r.kind {
+            InvalidValue => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            WrongObjectType => PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            UndefinedColumn => PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+            DatatypeMismatch => PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+            WrongDatabase => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        };
+        let mut error = SqlError::new(code, r.message);
+        error.detail = r.detail;
+        error.hint = r.hint;
+        error
+    }
+}
+
 impl From<pgrx::spi::Error> for SqlError {
     fn from(e: pgrx::spi::Error) -> Self {
         SqlError::internal(format!("SPI: {e}"))

@@ -168,6 +168,8 @@ pub fn define() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    // SAFETY: the check hook is a function of this library, loaded for the
+    // process's life; `_PG_init` runs once.
     unsafe {
         GucRegistry::define_bool_guc_with_hooks(
             c"ruvector.integrity_bypass",
@@ -181,12 +183,16 @@ pub fn define() {
             None,
         );
     }
+    // SAFETY: a constant prefix, once, after every setting of it is defined.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"ruvector".as_ptr()) };
 }
 
 /// Only an operator may turn the bypass on, and only for a session: never for
 /// everyone from the server's configuration. (The gate checks the role again
 /// when it uses the bypass: a `SET ROLE` after the `SET` does not keep it.)
+///
+/// # Safety
+/// Called by PostgreSQL as the setting's check hook, with a valid `value`.
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn check_bypass(
     value: *mut bool,
@@ -194,13 +200,15 @@ unsafe extern "C-unwind" fn check_bypass(
     source: pgrx::pg_sys::GucSource::Type,
 ) -> bool {
     use pgrx::pg_sys;
+    // SAFETY: PostgreSQL passes a valid pointer to the new value; the
+    // GUC_check_* strings are palloc'd, as PostgreSQL frees them.
     unsafe {
         if !*value || pg_sys::InitializingParallelWorker {
             return true;
         }
         let refusal = if source < pg_sys::GucSource::PGC_S_DATABASE {
             c"ruvector.integrity_bypass cannot be turned on in the server's configuration"
-        } else if pg_sys::IsTransactionState() && !crate::enforce::may_bypass() {
+        } else if pg_sys::IsTransactionState() && !crate::privileges::may_bypass() {
             c"permission denied to set ruvector.integrity_bypass"
         } else {
             return true;
@@ -237,6 +245,7 @@ pub fn signing_key_path() -> std::path::PathBuf {
             std::path::PathBuf::from(path.to_string_lossy().into_owned())
         }
         _ => {
+            // SAFETY: the data directory's path, set before any setting is read.
             let data_dir = unsafe { std::ffi::CStr::from_ptr(pgrx::pg_sys::DataDir) };
             std::path::Path::new(&*data_dir.to_string_lossy()).join("ruvector_signing.key")
         }

@@ -1,15 +1,20 @@
 //! This database's installation of ruvector, as code that runs in every
-//! database (the utility hook, the worker) must see it:
+//! database (the hooks, the worker) must see it:
 //!
 //! - [`installed`]: whether the extension is installed here, from
 //!   `pg_extension` and the extension's membership of schema `ruvector` — never
 //!   from a name alone, since anyone with CREATE on the database can make a
 //!   schema called `ruvector`. Cached per backend and forgotten when any schema
 //!   changes (CREATE and DROP EXTENSION create and drop `ruvector`), through a
-//!   syscache callback, so the common answer costs no catalog access.
-//! - [`as_owner`]: runs SQL the extension must run on a user's behalf (triggers
-//!   on a new partition, an audit event) as the extension's owner, in a
-//!   security-restricted context, with `search_path = pg_catalog, pg_temp`.
+//!   syscache callback, so the common answer costs no catalog access. The one
+//!   "is it installed" check there is.
+//! - [`as_owner`], [`as_caller`], [`as_role`]: run SQL the extension runs on
+//!   someone's behalf (an audit event, filling the relation map, reading a
+//!   collection's vectors) as that role, in a security-restricted context, with
+//!   `search_path = pg_catalog, pg_temp`.
+//! - [`reading_for_itself`]: marks the extension's own reads of a collection's
+//!   rows (training, drift samples, registration checks), which are no
+//!   searches.
 
 use std::cell::Cell;
 
@@ -29,10 +34,13 @@ thread_local! {
     /// `None`: not looked up since the last schema change.
     static CACHE: Cell<Option<Option<Installed>>> = const { Cell::new(None) };
     static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
+    /// Depth of the extension's own reads of collection data.
+    static READING_FOR_ITSELF: Cell<u32> = const { Cell::new(0) };
 }
 
+/// The syscache callback: any schema changed.
 #[pgrx::pg_guard]
-unsafe extern "C-unwind" fn forget(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
+extern "C-unwind" fn forget(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
     CACHE.with(|c| c.set(None));
 }
 
@@ -40,6 +48,8 @@ unsafe extern "C-unwind" fn forget(_arg: pg_sys::Datum, _cache: i32, _hash: u32)
 /// Needs a transaction (it may read the catalog).
 pub fn installed() -> Option<Installed> {
     if !CALLBACK_REGISTERED.with(Cell::get) {
+        // SAFETY: registered once per backend; the callback only clears this
+        // module's thread-local.
         unsafe {
             pg_sys::CacheRegisterSyscacheCallback(
                 pg_sys::SysCacheIdentifier::NAMESPACEOID as i32,
@@ -52,12 +62,14 @@ pub fn installed() -> Option<Installed> {
     if let Some(known) = CACHE.with(Cell::get) {
         return known;
     }
-    let found = unsafe { look_up() };
+    let found = look_up();
     CACHE.with(|c| c.set(Some(found)));
     found
 }
 
-unsafe fn look_up() -> Option<Installed> {
+fn look_up() -> Option<Installed> {
+    // SAFETY: catalog lookups by name and OID, in the caller's transaction;
+    // the namespace tuple is pinned from SearchSysCache1 to ReleaseSysCache.
     unsafe {
         let extension = pg_sys::get_extension_oid(c"ruvector".as_ptr(), true);
         if extension == pg_sys::InvalidOid {
@@ -100,13 +112,16 @@ pub fn as_owner<R>(installed: Installed, body: impl FnOnce() -> R) -> R {
 /// code the data brings along (a cast, a function) runs with the user's
 /// rights, not the extension owner's.
 pub fn as_caller<R>(body: impl FnOnce() -> R) -> R {
-    as_role(unsafe { pg_sys::GetOuterUserId() }, body)
+    as_role(crate::privileges::caller(), body)
 }
 
 /// Runs `body` as `role`, restricted as [`as_owner`] is.
 pub fn as_role<R>(role: pg_sys::Oid, body: impl FnOnce() -> R) -> R {
     let mut saved_user = pg_sys::InvalidOid;
     let mut saved_context = 0;
+    // SAFETY: the identity and a GUC nest level are saved here and restored
+    // below; should `body` raise an ERROR, the (sub)transaction's abort
+    // restores both, as for any SECURITY DEFINER function.
     let nest_level = unsafe {
         pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
         pg_sys::SetUserIdAndSecContext(
@@ -120,6 +135,7 @@ pub fn as_role<R>(role: pg_sys::Oid, body: impl FnOnce() -> R) -> R {
         nest_level
     };
     let result = body();
+    // SAFETY: restores what was saved above, at the nest level opened above.
     unsafe {
         pg_sys::AtEOXact_GUC(false, nest_level);
         pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
@@ -130,6 +146,8 @@ pub fn as_role<R>(role: pg_sys::Oid, body: impl FnOnce() -> R) -> R {
 /// Sets `search_path = pg_catalog, pg_temp` for the current GUC nest level
 /// (`GUC_ACTION_SAVE`) or for the session (`GUC_ACTION_SET`, the worker).
 pub fn pin_search_path(action: pg_sys::GucAction::Type) {
+    // SAFETY: sets a built-in setting to a constant value, in the caller's
+    // transaction (or session, for the worker).
     unsafe {
         pg_sys::set_config_option(
             c"search_path".as_ptr(),
@@ -146,4 +164,23 @@ pub fn pin_search_path(action: pg_sys::GucAction::Type) {
             false,
         );
     }
+}
+
+/// Runs `body`, in which the extension reads a collection's rows for itself
+/// (IVF training, drift samples, registration checks): not a search.
+pub fn reading_for_itself<R>(body: impl FnOnce() -> R) -> R {
+    struct Depth;
+    impl Drop for Depth {
+        fn drop(&mut self) {
+            READING_FOR_ITSELF.with(|d| d.set(d.get().saturating_sub(1)));
+        }
+    }
+    READING_FOR_ITSELF.with(|d| d.set(d.get() + 1));
+    let _depth = Depth;
+    body()
+}
+
+/// Whether the extension is reading a collection's rows for itself now.
+pub fn is_reading_for_itself() -> bool {
+    READING_FOR_ITSELF.with(|d| d.get() > 0)
 }

@@ -12,15 +12,19 @@
 //!
 //! Nothing here keeps a pointer past the call it was given for: the datum
 //! belongs to the function call, detoasted copies to its memory context.
+//!
+//! The other way, a flat object is built straight into a jsonb ([`object`]),
+//! where pgrx's `JsonB` result would print a `Value` and parse the text back:
+//! for the gate's answer, on every call.
 
 use std::ffi::c_char;
 
-use pgrx::callconv::{Arg, ArgAbi};
+use pgrx::callconv::{Arg, ArgAbi, BoxRet, FcInfo};
 use pgrx::pg_sys;
 use pgrx::pgrx_sql_entity_graph::metadata::{
     ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable, TypeOrigin,
 };
-use pgrx::FromDatum;
+use pgrx::{FromDatum, IntoDatum};
 use ruvector_integrity::edge_list::{CapacityRef, EdgeListReader, EdgeRef, NodeRef};
 use ruvector_integrity::Error;
 use serde_json::Value;
@@ -41,6 +45,9 @@ pub enum Root {
 }
 
 impl FromDatum for JsonbArg {
+    /// # Safety
+    /// `datum` is a jsonb datum of the current call (or `is_null`); it is
+    /// kept, not read.
     unsafe fn from_polymorphic_datum(
         datum: pg_sys::Datum,
         is_null: bool,
@@ -54,6 +61,8 @@ impl FromDatum for JsonbArg {
 // so PostgreSQL passes a jsonb datum, which `from_polymorphic_datum` keeps
 // without reading it; a NULL is never unboxed as a value.
 unsafe impl<'fcx> ArgAbi<'fcx> for JsonbArg {
+    /// # Safety
+    /// `arg` is an argument of the current call, of SQL type jsonb.
     unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
         let index = arg.index();
         // SAFETY: as above.
@@ -248,11 +257,12 @@ impl Edge {
 impl Node {
     fn as_ref(&self) -> NodeRef<'_> {
         match self {
-            // SAFETY: the bytes of a jsonb string in the live document, which
-            // outlives this node; PostgreSQL checked them as text of the server
-            // encoding (anything but UTF-8 is not a name here).
             Node::Text(ptr, len) => {
-                match std::str::from_utf8(unsafe { std::slice::from_raw_parts(*ptr, *len) }) {
+                // SAFETY: the bytes of a jsonb string in the live document,
+                // which outlives this node; PostgreSQL checked them as text of
+                // the server encoding (anything but UTF-8 is not a name here).
+                let bytes = unsafe { std::slice::from_raw_parts(*ptr, *len) };
+                match std::str::from_utf8(bytes) {
                     Ok(s) => NodeRef::Text(s),
                     Err(_) => NodeRef::Other,
                 }
@@ -268,6 +278,8 @@ impl Node {
 /// # Safety
 /// `element` is a JsonbValue of a live document.
 unsafe fn edge(element: *mut pg_sys::JsonbValue) -> Option<Edge> {
+    // SAFETY: per the function's contract; the key lookups read the
+    // container, and copy each value found into a zeroed JsonbValue.
     unsafe {
         if (*element).type_ != pg_sys::jbvType::jbvBinary {
             return None;
@@ -307,6 +319,8 @@ unsafe fn edge(element: *mut pg_sys::JsonbValue) -> Option<Edge> {
 /// # Safety
 /// `value` is a scalar JsonbValue of a live document.
 unsafe fn node(value: &pg_sys::JsonbValue) -> Node {
+    // SAFETY: per the function's contract; the union is read as its tag
+    // says, and the normalized text is a palloc'd C string freed here.
     unsafe {
         match value.type_ {
             pg_sys::jbvType::jbvString => {
@@ -332,6 +346,7 @@ unsafe fn node(value: &pg_sys::JsonbValue) -> Node {
 /// # Safety
 /// `value` is a scalar JsonbValue of a live document.
 unsafe fn capacity(value: &pg_sys::JsonbValue) -> CapacityRef {
+    // SAFETY: per the function's contract; a numeric is read as one.
     unsafe {
         if value.type_ != pg_sys::jbvType::jbvNumeric {
             return CapacityRef::Other;
@@ -351,6 +366,8 @@ unsafe fn capacity(value: &pg_sys::JsonbValue) -> CapacityRef {
 /// # Safety
 /// `container` is an object container of a live document.
 unsafe fn unknown_key(container: *mut pg_sys::JsonbContainer) -> Option<String> {
+    // SAFETY: per the function's contract; the iterator walks the container
+    // (not recursing), and a key's bytes are in the live document.
     unsafe {
         let mut iterator = pg_sys::JsonbIteratorInit(container);
         let mut value: pg_sys::JsonbValue = std::mem::zeroed();
@@ -367,5 +384,121 @@ unsafe fn unknown_key(container: *mut pg_sys::JsonbContainer) -> Option<String> 
                 _ => {}
             }
         }
+    }
+}
+
+/// A jsonb built in place by [`object`], returned as it is.
+pub struct Built(pg_sys::Datum);
+
+// SAFETY: the datum is a Jsonb palloc'd in the call's memory context by
+// `object`, returned to PostgreSQL as the call's result.
+unsafe impl BoxRet for Built {
+    /// # Safety
+    /// `fcinfo` is the call this value is the result of.
+    unsafe fn box_into<'fcx>(self, fcinfo: &mut FcInfo<'fcx>) -> pgrx::datum::Datum<'fcx> {
+        // SAFETY: per the impl's comment.
+        unsafe { fcinfo.return_raw_datum(self.0) }
+    }
+}
+
+// SAFETY: a Built is exactly a jsonb datum, out only.
+unsafe impl SqlTranslatable for Built {
+    const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(Built);
+    const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
+    const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> = Ok(SqlMappingRef::literal("jsonb"));
+    const RETURN_SQL: Result<ReturnsRef, ReturnsError> =
+        Ok(ReturnsRef::One(SqlMappingRef::literal("jsonb")));
+}
+
+/// A value of a flat object.
+pub enum Scalar<'a> {
+    Bool(bool),
+    Text(&'a str),
+    Int(i64),
+    /// Written as serde_json writes it (shortest round trip, `1.0` for 1);
+    /// not finite is null.
+    Float(f64),
+}
+
+/// A string JsonbValue over `text`, which must outlive its use.
+fn string(text: &str) -> pg_sys::JsonbValue {
+    let mut value = pg_sys::JsonbValue {
+        type_: pg_sys::jbvType::jbvString,
+        ..Default::default()
+    };
+    value.val.string = pg_sys::JsonbValue__bindgen_ty_1__bindgen_ty_1 {
+        len: text.len() as i32,
+        val: text.as_ptr().cast_mut().cast::<c_char>(),
+    };
+    value
+}
+
+/// A numeric JsonbValue of `number`.
+fn numeric(number: pg_sys::Numeric) -> pg_sys::JsonbValue {
+    let mut value = pg_sys::JsonbValue {
+        type_: pg_sys::jbvType::jbvNumeric,
+        ..Default::default()
+    };
+    value.val.numeric = number;
+    value
+}
+
+/// The jsonb object of `fields` (keys distinct), built in place.
+pub fn object(fields: &[(&str, Scalar)]) -> Built {
+    // SAFETY: the parse state and every value pushed live in the current
+    // memory context until JsonbValueToJsonb copies them into the result;
+    // the strings pushed are borrowed from `fields`, alive throughout; a
+    // float's text is a NUL-terminated Rust string, alive for its numeric_in.
+    unsafe {
+        let mut state: *mut pg_sys::JsonbParseState = std::ptr::null_mut();
+        pg_sys::pushJsonbValue(
+            &mut state,
+            pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT,
+            std::ptr::null_mut(),
+        );
+        for (key, scalar) in fields {
+            let mut key = string(key);
+            pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_KEY, &mut key);
+            let null = pg_sys::JsonbValue {
+                type_: pg_sys::jbvType::jbvNull,
+                ..Default::default()
+            };
+            let mut value = match *scalar {
+                Scalar::Bool(b) => {
+                    let mut value = pg_sys::JsonbValue {
+                        type_: pg_sys::jbvType::jbvBool,
+                        ..Default::default()
+                    };
+                    value.val.boolean = b;
+                    value
+                }
+                Scalar::Text(text) => string(text),
+                Scalar::Int(n) => numeric(pg_sys::int64_to_numeric(n)),
+                Scalar::Float(x) if !x.is_finite() => null,
+                Scalar::Float(x) => {
+                    let text = std::ffi::CString::new(format!("{x:?}")).unwrap_or_default();
+                    let args = [
+                        text.as_c_str().into_datum(),
+                        pg_sys::InvalidOid.into_datum(),
+                        (-1i32).into_datum(),
+                    ];
+                    match pgrx::direct_function_call_as_datum(pg_sys::numeric_in, &args) {
+                        Some(number) => numeric(number.cast_mut_ptr()),
+                        None => null,
+                    }
+                }
+            };
+            pg_sys::pushJsonbValue(
+                &mut state,
+                pg_sys::JsonbIteratorToken::WJB_VALUE,
+                &mut value,
+            );
+        }
+        let built = pg_sys::pushJsonbValue(
+            &mut state,
+            pg_sys::JsonbIteratorToken::WJB_END_OBJECT,
+            std::ptr::null_mut(),
+        );
+        Built(pg_sys::Datum::from(pg_sys::JsonbValueToJsonb(built)))
     }
 }

@@ -32,13 +32,13 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use pgrx::prelude::*;
-use ruvector_integrity::audit::keys::{KeyAction, KeyEvent};
+use ruvector_integrity::audit::keys::{self, KeyAction, KeyEvent, Request, Start};
 use ruvector_integrity::audit::{fingerprint, hex, Fingerprint, Signer};
 use serde_json::{json, Value};
 
-use crate::audit::{self, Head};
-use crate::collections::caller;
-use crate::errors::{Optional, OrRaise, SqlError, SqlResult};
+use crate::errors::{OrRaise, SqlError, SqlResult};
+use crate::store::events::Pending;
+use crate::{audit, clock, installation, privileges, store, xact};
 
 /// Reads the key at `path`, or creates it there if there is none. The error is
 /// a sentence for the server log.
@@ -67,7 +67,8 @@ fn read_key(path: &Path) -> Result<Signer, String> {
             meta.mode() & 0o7777
         ));
     }
-    let euid = unsafe { libc_geteuid() };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
     if meta.uid() != euid {
         return Err(format!(
             "refusing the signing key file {shown}: it belongs to uid {}, not to the server's uid {euid}",
@@ -83,11 +84,6 @@ fn read_key(path: &Path) -> Result<Signer, String> {
         )
     })?;
     Ok(Signer::from_secret(&secret))
-}
-
-extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
 }
 
 /// Writes a key file: created exclusively, mode 0600, synced with its directory.
@@ -130,13 +126,6 @@ pub struct KeyHolder {
     /// The installation (extension OID) the start-up check ran for: a
     /// re-created extension starts a new chain, checked anew.
     prepared: Option<pg_sys::Oid>,
-}
-
-/// What the operators asked for, oldest first.
-enum Request {
-    Rotate,
-    Revoke(String),
-    Reroot,
 }
 
 impl KeyHolder {
@@ -208,7 +197,7 @@ impl KeyHolder {
                 ))
             })?;
         }
-        let record = event.to_event(crate::clock::now_unix());
+        let record = event.to_event(clock::now());
         let seq = if event.action.self_signed() {
             audit::append_signed(&new, &record)?
         } else {
@@ -217,7 +206,7 @@ impl KeyHolder {
                 .ok_or_else(|| SqlError::internal("no key to sign a rotation with"))?;
             audit::append_signed(by, &record)?
         };
-        register(&new, seq, &event.why)?;
+        store::events::register_key(&new, seq, &event.why)?;
         let root = event.action.self_signed().then(|| new.fingerprint());
         self.next = Some((new, root.or(self.root()), !on_file));
         Ok(())
@@ -264,7 +253,9 @@ impl KeyHolder {
     /// the chain, whether it may sign (see the module's comment). Returns
     /// whether it wrote a key event. In the worker's transaction.
     pub fn prepare(&mut self) -> SqlResult<bool> {
-        let installation = audit::extension_oid()?;
+        let installation = installation::installed()
+            .ok_or_else(|| SqlError::internal("the ruvector extension is not installed"))?
+            .extension;
         if self.prepared == Some(installation) {
             return Ok(false);
         }
@@ -283,7 +274,7 @@ impl KeyHolder {
                 return Ok(false);
             }
         };
-        let events = audit::key_events(None)?;
+        let events = store::events::key_events(None)?;
         let current = events.last().map(|(_, k)| k.key.clone());
         self.root = events
             .iter()
@@ -309,43 +300,42 @@ impl KeyHolder {
             }
         };
         self.prepared = Some(installation);
-        let head = audit::head()?;
-        let Some(current) = current else {
-            if head.is_some() {
-                self.stop("the audit chain has entries but no root key event".into());
-                return Ok(false);
+        let head = store::events::head()?;
+        match keys::at_start(file.id(), current.as_deref(), head.is_some()) {
+            Start::Stop(why) => {
+                self.stop(why);
+                Ok(false)
             }
-            // A new chain: this key is its root.
-            let root = KeyEvent::new(
-                KeyAction::Root,
-                &file.public_key(),
-                None,
-                "the first key of this installation",
-            );
-            pgrx::log!(
-                "ruvector: the audit chain's root key is {}, fingerprint {}: keep this fingerprint to verify the log (ruvector-audit verify --root {})",
-                file.id(),
-                hex(&file.fingerprint()),
-                hex(&file.fingerprint())
-            );
-            self.introduce(file, root, true)?;
-            return Ok(true);
-        };
-        if file.id() != current {
-            self.stop(format!(
-                "the key file holds key {}, but the chain's current key is {current} (a backup restored to before a later rotation, a standby promoted after the primary rotated, or another cluster's data): a superuser can start a new root with ruvector_reroot_audit_chain()",
-                file.id()
-            ));
-            return Ok(false);
+            Start::Root => {
+                let root = KeyEvent::new(
+                    KeyAction::Root,
+                    &file.public_key(),
+                    None,
+                    "the first key of this installation",
+                );
+                pgrx::log!(
+                    "ruvector: the audit chain's root key is {}, fingerprint {}: keep this fingerprint to verify the log (ruvector-audit verify --root {})",
+                    file.id(),
+                    hex(&file.fingerprint()),
+                    hex(&file.fingerprint())
+                );
+                self.introduce(file, root, true)?;
+                Ok(true)
+            }
+            Start::Carry => {
+                let mut why = "the worker started: a fresh key for this run".to_owned();
+                let checkpoint = audit::read_checkpoint()?.map(|c| c.seq);
+                if let Some(anomaly) =
+                    keys::checkpoint_anomaly(checkpoint, head.map_or(0, |h| h.seq))
+                {
+                    pgrx::warning!("ruvector: {anomaly}");
+                    why = format!("{why}; {anomaly}");
+                }
+                self.signer = Some(file);
+                self.rotate(KeyAction::Rotate, None, &why)?;
+                Ok(true)
+            }
         }
-        let mut why = "the worker started: a fresh key for this run".to_owned();
-        if let Some(anomaly) = checkpoint_anomaly(head)? {
-            pgrx::warning!("ruvector: {anomaly}");
-            why = format!("{why}; {anomaly}");
-        }
-        self.signer = Some(file);
-        self.rotate(KeyAction::Rotate, None, &why)?;
-        Ok(true)
     }
 
     /// Introduces a fresh key signed by the key in force.
@@ -360,13 +350,15 @@ impl KeyHolder {
     /// Acts on the operators' requests among the pending events about to be
     /// signed: writes the key events they ask for, before those events are
     /// signed. Returns whether it wrote one.
-    pub fn before_batch(&mut self, pending: &[audit::Pending]) -> SqlResult<bool> {
+    pub fn before_batch(&mut self, pending: &[Pending]) -> SqlResult<bool> {
         let mut wrote = false;
-        for request in pending.iter().filter_map(request) {
+        for request in pending.iter().filter_map(|p| Request::of(&p.event)) {
             match request {
                 Request::Reroot => {
                     let new = Signer::generate()?;
-                    let previous = audit::key_events(None)?.last().map(|(_, k)| k.key.clone());
+                    let previous = store::events::key_events(None)?
+                        .last()
+                        .map(|(_, k)| k.key.clone());
                     let event = KeyEvent::new(
                         KeyAction::Reroot,
                         &new.public_key(),
@@ -380,7 +372,10 @@ impl KeyHolder {
                     self.rotate(KeyAction::Rotate, None, "an operator asked for a new key")?
                 }
                 Request::Revoke(key) => {
-                    if !audit::key_events(None)?.iter().any(|(_, k)| k.key == key) {
+                    if !store::events::key_events(None)?
+                        .iter()
+                        .any(|(_, k)| k.key == key)
+                    {
                         pgrx::warning!("ruvector: key {key} was never introduced by the chain: its revocation is not recorded in it");
                         continue;
                     }
@@ -399,71 +394,27 @@ impl KeyHolder {
     /// Locks the current key's row, waiting for a revocation in flight.
     pub fn lock_current(&self) -> SqlResult<()> {
         if let Some(signer) = self.signer() {
-            Spi::run_with_args(
-                "SELECT 1 FROM ruvector.signing_keys WHERE id = $1 FOR UPDATE",
-                &[signer.id().into()],
-            )?;
+            store::events::lock_key(signer.id())?;
         }
         Ok(())
     }
 }
 
-/// What a checkpoint file ahead of the chain says, if it is: the chain lost
-/// entries (an OS crash before they were durable, or rows cut off the end).
-fn checkpoint_anomaly(head: Option<Head>) -> SqlResult<Option<String>> {
-    let Some(checkpoint) = audit::read_checkpoint()? else {
-        return Ok(None);
-    };
-    let head_seq = head.map_or(0, |h| h.seq);
-    Ok((checkpoint.seq > head_seq).then(|| {
-        format!(
-            "the checkpoint on disk covers seq {} but the chain ends at seq {head_seq}: entries are missing",
-            checkpoint.seq
-        )
-    }))
-}
-
-/// Records `signer`'s public key (for reading; verifiers take keys from the chain).
-fn register(signer: &Signer, introduced_seq: u64, description: &str) -> SqlResult<()> {
-    Spi::run_with_args(
-        "INSERT INTO ruvector.signing_keys (id, public_key, description, introduced_seq) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (id) DO NOTHING",
-        &[
-            signer.id().into(),
-            signer.public_key().to_vec().into(),
-            description.into(),
-            (introduced_seq as i64).into(),
-        ],
-    )?;
-    Ok(())
-}
-
-/// The operator's request a pending event records, if it is one (signed
-/// after the key event it causes, as an ordinary audit event).
-fn request(pending: &audit::Pending) -> Option<Request> {
-    let m = &pending.metadata;
-    if pending.event.event_type != "audit" {
-        return None;
-    }
-    match m["action"].as_str()? {
-        "rotate_signing_key" => Some(Request::Rotate),
-        "revoke_signing_key" => Some(Request::Revoke(m["key"].as_str()?.to_owned())),
-        "reroot_audit_chain" => Some(Request::Reroot),
-        _ => None,
-    }
-}
-
-/// Records an operator's key request for the worker, which acts on it and signs
-/// it on its next tick.
-fn ask(metadata: Value) -> SqlResult<()> {
-    audit::append_pending(None, "", "audit", None, None, metadata)?;
-    crate::xact::wake_worker_at_commit();
+/// Records an operator's key request for the worker, which acts on it and
+/// signs it on its next tick.
+fn ask(request: Request, reason: Option<&str>) -> SqlResult<()> {
+    store::events::append_pending(&request.to_event(
+        reason,
+        &privileges::caller_name(),
+        clock::now(),
+    ))?;
+    xact::wake_worker_at_commit();
     Ok(())
 }
 
 #[pg_extern(schema = "ruvector", name = "_rotate_signing_key")]
 fn rotate_signing_key(reason: Option<&str>) -> pgrx::JsonB {
-    ask(json!({"action": "rotate_signing_key", "reason": reason, "by": caller()})).or_raise();
+    ask(Request::Rotate, reason).or_raise();
     pgrx::JsonB(
         json!({"requested": true, "note": "the worker introduces a new key, signed by the current one, on its next tick"}),
     )
@@ -474,7 +425,7 @@ fn reroot_audit_chain(reason: &str) -> pgrx::JsonB {
     if reason.trim().is_empty() {
         SqlError::invalid("a new root needs a reason").raise();
     }
-    ask(json!({"action": "reroot_audit_chain", "reason": reason, "by": caller()})).or_raise();
+    ask(Request::Reroot, Some(reason)).or_raise();
     pgrx::JsonB(json!({
         "requested": true,
         "note": "the worker starts a new root on its next tick; verifiers must be given its fingerprint (ruvector_audit_checkpoint()), as for a new installation",
@@ -490,20 +441,14 @@ fn revoke(key_id: &str, reason: &str) -> SqlResult<pgrx::JsonB> {
     if reason.trim().is_empty() {
         return Err(SqlError::invalid("a revocation needs a reason"));
     }
-    let revoked = Spi::get_one_with_args::<String>(
-        "UPDATE ruvector.signing_keys SET revoked_at = clock_timestamp(), revocation_reason = $2
-         WHERE id = $1 AND revoked_at IS NULL RETURNING id",
-        &[key_id.into(), reason.into()],
-    )
-    .optional()?;
-    if revoked.is_none() {
+    if !store::events::revoke_key(key_id, reason)? {
         return Err(SqlError::new(
             PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
             format!("no unrevoked signing key has id \"{key_id}\""),
         )
         .hint("SELECT id, revoked_at FROM ruvector.signing_keys;"));
     }
-    ask(json!({"action": "revoke_signing_key", "key": key_id, "reason": reason, "by": caller()}))?;
+    ask(Request::Revoke(key_id.to_owned()), Some(reason))?;
     Ok(pgrx::JsonB(json!({
         "revoked": key_id,
         "note": "the worker records the revocation in the chain on its next tick, moving to a new key: the key signs nothing valid after that entry",

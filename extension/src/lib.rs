@@ -10,25 +10,31 @@
 
 use pgrx::prelude::*;
 
-mod audit;
+// Foundations: they call nothing above them.
+mod catalog;
 mod clock;
-mod collections;
-mod dot;
-mod enforce;
+mod control;
 mod errors;
-mod gate;
-mod graph_builder;
 mod gucs;
 mod installation;
 mod jsonb;
+mod privileges;
+mod shmem;
+mod xact;
+
+// The typed store: every SQL statement the extension runs.
+mod store;
+
+// Features, one concern a module.
+mod api;
+mod audit;
+mod gate;
+mod graph_builder;
+mod hooks;
 mod keys;
 mod sampler;
-mod shmem;
-mod solver;
-mod status;
 mod sync;
 mod worker;
-mod xact;
 
 ::pgrx::pg_module_magic!();
 
@@ -43,6 +49,7 @@ mod ruvector {}
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // SAFETY: a flag PostgreSQL sets while it preloads libraries.
     if unsafe { !pg_sys::process_shared_preload_libraries_in_progress } {
         errors::SqlError::new(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -52,12 +59,12 @@ pub extern "C-unwind" fn _PG_init() {
         .raise();
     }
     gucs::define();
+    // SAFETY: a flag set before libraries are preloaded.
     if unsafe { pg_sys::IsBinaryUpgrade } {
         return; // pg_upgrade: no worker, no hooks
     }
     shmem::install_hooks();
-    xact::install_callbacks();
-    enforce::install_hooks();
+    hooks::install();
     worker::register();
 }
 

@@ -5,21 +5,16 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use pgrx::prelude::*;
-use pgrx::JsonB;
 use ruvector_integrity::audit::WitnessEdge;
 use ruvector_integrity::graph::{Integrity, Node};
 use ruvector_integrity::sources::{Built, Observed, Overrides};
 use ruvector_integrity::spectral;
 use serde_json::{json, Value};
 
-use crate::collections::CollectionRow;
-use crate::errors::{Optional, SqlResult};
-use crate::{graph_builder, solver};
-
-const STORE_GRAPH: &str = include_str!("../sql/queries/store_graph.sql");
-const STORE_EDGES: &str = include_str!("../sql/queries/store_edges.sql");
-const UPDATE_ERROR_RATES: &str = include_str!("../sql/queries/update_error_rates.sql");
+use crate::control::controlled;
+use crate::errors::SqlResult;
+use crate::store::collections::Collection;
+use crate::{graph_builder, store};
 
 pub struct Measurement {
     pub observed: Observed,
@@ -45,8 +40,8 @@ fn solved(built: &Built) -> SqlResult<(Integrity, f64)> {
     if let Some(known) = SOLVED.with(|s| s.borrow().get(&key).cloned()) {
         return Ok(known);
     }
-    let integrity = solver::controlled(|c| graph.integrity_with(c))?;
-    let lambda2 = solver::controlled(|c| {
+    let integrity = controlled(|c| graph.integrity_with(c))?;
+    let lambda2 = controlled(|c| {
         spectral::lambda2_with(graph.nodes().len(), &graph.weighted_edges(false), c)
     })?;
     SOLVED.with(|s| {
@@ -60,7 +55,7 @@ fn solved(built: &Built) -> SqlResult<(Integrity, f64)> {
 }
 
 /// Observes `collection` and measures its graph.
-pub fn measure(collection: &CollectionRow) -> SqlResult<Measurement> {
+pub fn measure(collection: &Collection) -> SqlResult<Measurement> {
     Measurement::of(graph_builder::observe(collection)?, &Overrides::new())
 }
 
@@ -119,102 +114,13 @@ impl Measurement {
         })
     }
 
-    /// Stores this graph as `collection_id`'s: its nodes always, its edges
-    /// when its topology differs from the stored one (or `rewrite` says so),
-    /// else only the error rates that changed. The collection's state row is
-    /// locked first, so that concurrent stores (the worker, a rebuild) follow
-    /// each other.
+    /// Stores this graph as `collection_id`'s (see [`store::graph::store`]).
     pub fn store(&self, collection_id: i32, rewrite: bool) -> SqlResult<()> {
-        let graph = &self.built.graph;
-        let stored = Spi::get_one_with_args::<String>(
-            "SELECT graph_topology FROM ruvector.integrity_state WHERE collection_id = $1 FOR UPDATE",
-            &[collection_id.into()],
+        store::graph::store(
+            collection_id,
+            &self.built.graph,
+            &self.built.node_data,
+            rewrite,
         )
-        .optional()?;
-        let topology: String = graph
-            .topology()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let nodes: Vec<Value> = graph
-            .nodes()
-            .iter()
-            .zip(&self.built.node_data)
-            .enumerate()
-            .map(|(i, (n, data))| {
-                json!({"node_type": n.kind.as_str(), "node_id": i, "node_name": n.name, "node_data": data, "health_score": n.health})
-            })
-            .collect();
-        Spi::run_with_args(
-            "DELETE FROM ruvector.contracted_graph WHERE collection_id = $1",
-            &[collection_id.into()],
-        )?;
-        Spi::run_with_args(
-            STORE_GRAPH,
-            &[collection_id.into(), JsonB(Value::Array(nodes)).into()],
-        )?;
-        if rewrite || stored.as_deref() != Some(topology.as_str()) {
-            let edges = graph.edges();
-            let kind = |i: usize| graph.nodes()[i].kind.as_str();
-            Spi::run_with_args(
-                "DELETE FROM ruvector.contracted_edges WHERE collection_id = $1",
-                &[collection_id.into()],
-            )?;
-            Spi::run_with_args(
-                STORE_EDGES,
-                &[
-                    collection_id.into(),
-                    (0..edges.len() as i64).collect::<Vec<_>>().into(),
-                    edges
-                        .iter()
-                        .map(|e| kind(e.source))
-                        .collect::<Vec<_>>()
-                        .into(),
-                    edges
-                        .iter()
-                        .map(|e| e.source as i64)
-                        .collect::<Vec<_>>()
-                        .into(),
-                    edges
-                        .iter()
-                        .map(|e| kind(e.target))
-                        .collect::<Vec<_>>()
-                        .into(),
-                    edges
-                        .iter()
-                        .map(|e| e.target as i64)
-                        .collect::<Vec<_>>()
-                        .into(),
-                    edges
-                        .iter()
-                        .map(|e| e.kind.as_str())
-                        .collect::<Vec<_>>()
-                        .into(),
-                    edges.iter().map(|e| e.capacity).collect::<Vec<_>>().into(),
-                    edges
-                        .iter()
-                        .map(|e| e.error_rate)
-                        .collect::<Vec<_>>()
-                        .into(),
-                ],
-            )?;
-            Spi::run_with_args(
-                "UPDATE ruvector.integrity_state SET graph_topology = $2 WHERE collection_id = $1",
-                &[collection_id.into(), topology.as_str().into()],
-            )?;
-        } else {
-            let (ids, rates): (Vec<i64>, Vec<f64>) = graph
-                .edges()
-                .iter()
-                .enumerate()
-                .filter(|(_, e)| e.error_rate != 0.0)
-                .map(|(i, e)| (i as i64, e.error_rate))
-                .unzip();
-            Spi::run_with_args(
-                UPDATE_ERROR_RATES,
-                &[collection_id.into(), ids.into(), rates.into()],
-            )?;
-        }
-        Ok(())
     }
 }

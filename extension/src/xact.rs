@@ -27,7 +27,7 @@ use pgrx::prelude::*;
 use ruvector_integrity::gate::Operation;
 
 use crate::errors::{SqlError, SqlResult};
-use crate::shmem::{self, CollectionView, GatedRelation, RelationFlags, Shared, SlotRef};
+use crate::shmem::{self, CollectionView, Shared, SlotRef};
 
 type Change = Box<dyn FnOnce(Shared)>;
 
@@ -37,7 +37,7 @@ struct Local {
     collection: String,
     /// Set for a registration.
     view: Option<CollectionView>,
-    relations: Vec<(pg_sys::Oid, RelationFlags)>,
+    relations: Vec<pg_sys::Oid>,
     /// An unregistration: the collection's earlier entries no longer count.
     unregistered: bool,
 }
@@ -76,8 +76,24 @@ thread_local! {
     static PENDING: RefCell<Pending> = RefCell::new(Pending::default());
 }
 
+/// What the features above want done at transaction boundaries: this module
+/// calls nothing above it, it calls these (installed once, from `_PG_init`).
+pub struct Callbacks {
+    /// Before commit (and before PREPARE), with the statements the bypass let
+    /// through: their audit events are written while the transaction can
+    /// still fail, and take them back.
+    pub before_commit: fn(Vec<Bypass>),
+    /// When the transaction ends, however it ends.
+    pub at_end: fn(),
+}
+
+static CALLBACKS: std::sync::OnceLock<Callbacks> = std::sync::OnceLock::new();
+
 /// Registers the transaction callbacks; called from `_PG_init`.
-pub fn install_callbacks() {
+pub fn install_callbacks(callbacks: Callbacks) {
+    let _ = CALLBACKS.set(callbacks);
+    // SAFETY: `_PG_init`, once per process that loads the library; the
+    // callbacks are functions of this library, loaded for the process's life.
     unsafe {
         pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
         pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
@@ -85,6 +101,7 @@ pub fn install_callbacks() {
 }
 
 fn subxact() -> pg_sys::SubTransactionId {
+    // SAFETY: reads the backend's transaction state; no side effect.
     unsafe { pg_sys::GetCurrentSubTransactionId() }
 }
 
@@ -95,11 +112,7 @@ pub fn at_commit(change: impl FnOnce(Shared) + 'static) {
 
 /// A registration: the slot and relations of `collection` appear at commit,
 /// and at once for this backend.
-pub fn register_at_commit(
-    collection: &str,
-    view: CollectionView,
-    relations: Vec<(pg_sys::Oid, RelationFlags)>,
-) {
+pub fn register_at_commit(collection: &str, view: CollectionView, relations: Vec<pg_sys::Oid>) {
     let name = collection.to_owned();
     let (view_at_commit, relations_at_commit) = (view, relations.clone());
     at_commit(move |shared| {
@@ -131,7 +144,7 @@ fn warn_relations_full(collection: &str) {
 
 /// New partitions of `collection`: in the relation map at commit, and at
 /// once for this backend.
-pub fn add_relations_at_commit(collection: &str, relations: Vec<(pg_sys::Oid, RelationFlags)>) {
+pub fn add_relations_at_commit(collection: &str, relations: Vec<pg_sys::Oid>) {
     let name = collection.to_owned();
     let at_commit_relations = relations.clone();
     at_commit(move |shared| {
@@ -220,6 +233,11 @@ pub fn pending_view(collection: &str) -> Option<CollectionView> {
     })
 }
 
+/// Whether this transaction unregistered any collection.
+pub fn unregistered_anything() -> bool {
+    PENDING.with(|p| p.borrow().local.iter().any(|(_, l)| l.unregistered))
+}
+
 /// Whether this transaction unregistered `collection` (shared memory still
 /// holds it until commit).
 pub fn unregistered_here(collection: &str) -> bool {
@@ -234,23 +252,21 @@ pub fn unregistered_here(collection: &str) -> bool {
 }
 
 /// The collection this transaction made `relid` part of, before commit.
-pub fn pending_relation(relid: pg_sys::Oid) -> Option<GatedRelation> {
+pub fn pending_relation(relid: pg_sys::Oid) -> Option<String> {
     PENDING.with(|p| {
         let p = p.borrow();
         let (_, local) = p
             .local
             .iter()
             .rev()
-            .find(|(_, l)| l.relations.iter().any(|(r, _)| *r == relid))?;
+            .find(|(_, l)| l.relations.contains(&relid))?;
         let unregistered_since = p
             .local
             .iter()
             .rev()
             .take_while(|(_, l)| !std::ptr::eq(l, local))
             .any(|(_, l)| l.unregistered && l.collection == local.collection);
-        (!unregistered_since).then(|| GatedRelation {
-            collection: local.collection.clone(),
-        })
+        (!unregistered_since).then(|| local.collection.clone())
     })
 }
 
@@ -295,11 +311,6 @@ pub fn wake_worker_at_commit() {
     PENDING.with(|p| p.borrow_mut().wake_worker = true);
 }
 
-/// Whether this backend holds any search place at all.
-pub fn holds_any_search() -> bool {
-    PENDING.with(|p| !p.borrow().searches.is_empty())
-}
-
 /// Whether this backend already holds a search on the collection in `slot`.
 pub fn holds_search(slot: SlotRef) -> bool {
     PENDING.with(|p| p.borrow().searches.iter().any(|h| h.slot == slot))
@@ -309,52 +320,50 @@ pub fn holds_search(slot: SlotRef) -> bool {
 /// backend), to be released when `executor` ends (0: when the transaction ends).
 pub fn hold_search(slot: SlotRef, executor: usize) {
     release_at_exit();
+    let subxact = subxact();
     PENDING.with(|p| {
-        p.borrow_mut().searches.push(Held {
-            slot,
-            executor,
-            subxact: subxact(),
-        })
+        let searches = &mut p.borrow_mut().searches;
+        // (A gate call repeated in one transaction holds its place once.)
+        let held = |h: &Held| h.slot == slot && h.executor == executor && h.subxact == subxact;
+        if !searches.iter().any(held) {
+            searches.push(Held {
+                slot,
+                executor,
+                subxact,
+            });
+        }
     });
 }
 
 /// The executor `executor` ends: its holds go.
 pub fn release_executor(executor: usize) {
-    let freed =
-        PENDING.with(|p| drop_holds(&mut p.borrow_mut().searches, |h| h.executor == executor));
-    release(freed);
+    PENDING.with(|p| drop_holds(&mut p.borrow_mut().searches, |h| h.executor == executor));
 }
 
-/// Removes the holds `ending` picks from `searches`; returns the slots whose
-/// last hold went (their places are to be given back).
-fn drop_holds(searches: &mut Vec<Held>, ending: impl Fn(&Held) -> bool) -> Vec<SlotRef> {
-    if searches.is_empty() {
-        return Vec::new();
-    }
-    let (ended, kept): (Vec<Held>, Vec<Held>) = std::mem::take(searches)
-        .into_iter()
-        .partition(|h| ending(h));
-    *searches = kept;
-    let mut freed: Vec<SlotRef> = Vec::new();
-    for held in ended {
-        if !freed.contains(&held.slot) && !searches.iter().any(|h| h.slot == held.slot) {
-            freed.push(held.slot);
+/// Removes the holds `ending` picks from `searches`, and gives back the
+/// place of each slot whose last hold went. No allocation.
+fn drop_holds(searches: &mut Vec<Held>, ending: impl Fn(&Held) -> bool) {
+    let mut i = 0;
+    while i < searches.len() {
+        if !ending(&searches[i]) {
+            i += 1;
+            continue;
+        }
+        let held = searches.swap_remove(i);
+        if !searches.iter().any(|h| h.slot == held.slot) {
+            give_back(held.slot);
         }
     }
-    freed
 }
 
-/// Gives back one place in each of these slots' live counts.
-fn release(slots: Vec<SlotRef>) {
-    if slots.is_empty() {
-        return;
-    }
-    let Ok(shared) = shmem::shared() else { return };
-    for slot in slots {
-        if let Some(counter) = shared.live_searches(slot) {
-            // Never below zero, even if the slot was reset under us.
-            let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-        }
+/// Gives back one place in the slot's live count.
+fn give_back(slot: SlotRef) {
+    if let Some(counter) = shmem::shared()
+        .ok()
+        .and_then(|shared| shared.live_searches(slot))
+    {
+        // Never below zero, even if the slot was reset under us.
+        let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 }
 
@@ -365,13 +374,15 @@ fn release_at_exit() {
         static REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }
     if !REGISTERED.replace(true) {
+        // SAFETY: registered once per backend; the callback touches only this
+        // module's thread-local and shared memory's atomics.
         unsafe { pg_sys::before_shmem_exit(Some(release_all), pg_sys::Datum::from(0)) };
     }
 }
 
-unsafe extern "C-unwind" fn release_all(_code: i32, _arg: pg_sys::Datum) {
-    let freed = PENDING.with(|p| drop_holds(&mut p.borrow_mut().searches, |_| true));
-    release(freed);
+/// Gives back every search place this backend holds, as it exits.
+extern "C-unwind" fn release_all(_code: i32, _arg: pg_sys::Datum) {
+    PENDING.with(|p| drop_holds(&mut p.borrow_mut().searches, |_| true));
 }
 
 /// A statement that the gate refused and the bypass let through.
@@ -391,12 +402,14 @@ pub fn record_bypass(bypass: Bypass) {
 fn audit_bypasses() {
     let bypasses = PENDING.with(|p| std::mem::take(&mut p.borrow_mut().bypasses));
     if !bypasses.is_empty() {
-        crate::enforce::audit_bypasses(bypasses.into_iter().map(|(_, b)| b));
+        if let Some(callbacks) = CALLBACKS.get() {
+            (callbacks.before_commit)(bypasses.into_iter().map(|(_, b)| b).collect());
+        }
     }
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
     use pg_sys::XactEvent::*;
     let committed = match event {
         XACT_EVENT_PRE_PREPARE => {
@@ -417,9 +430,18 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
         XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT | XACT_EVENT_PREPARE => false,
         _ => return,
     };
-    crate::enforce::forget_in_flight();
-    let mut pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
-    release(drop_holds(&mut pending.searches, |_| true));
+    if let Some(callbacks) = CALLBACKS.get() {
+        (callbacks.at_end)();
+    }
+    // The searches' vector keeps its room for the next transaction.
+    let pending = PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        drop_holds(&mut p.searches, |_| true);
+        let searches = std::mem::take(&mut p.searches);
+        let rest = std::mem::take(&mut *p);
+        p.searches = searches;
+        rest
+    });
     let Ok(shared) = shmem::shared() else { return };
     if committed {
         for (_, change) in pending.changes {
@@ -437,14 +459,14 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn on_subxact(
+extern "C-unwind" fn on_subxact(
     event: pg_sys::SubXactEvent::Type,
     my_subid: pg_sys::SubTransactionId,
     parent_subid: pg_sys::SubTransactionId,
     _arg: *mut std::ffi::c_void,
 ) {
     use pg_sys::SubXactEvent::*;
-    let aborted = PENDING.with(|p| {
+    PENDING.with(|p| {
         let mut p = p.borrow_mut();
         let p = &mut *p;
         match event {
@@ -458,7 +480,7 @@ unsafe extern "C-unwind" fn on_subxact(
                     .partition::<Vec<_>, _>(|(subxact, _, _)| *subxact >= my_subid);
                 p.reserved = kept;
                 unreserve(&gone);
-                drop_holds(&mut p.searches, |h| h.subxact >= my_subid)
+                drop_holds(&mut p.searches, |h| h.subxact >= my_subid);
             }
             SUBXACT_EVENT_COMMIT_SUB => {
                 for subxact in p
@@ -475,10 +497,8 @@ unsafe extern "C-unwind" fn on_subxact(
                         *subxact = parent_subid;
                     }
                 }
-                Vec::new()
             }
-            _ => Vec::new(),
+            _ => {}
         }
     });
-    release(aborted);
 }

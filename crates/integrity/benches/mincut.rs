@@ -52,7 +52,11 @@ struct Counting;
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
 
+// SAFETY: every call is passed on to the system allocator unchanged; the
+// counters are atomics on the side.
 unsafe impl GlobalAlloc for Counting {
+    /// # Safety
+    /// As `GlobalAlloc::alloc`.
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let p = System.alloc(layout);
         if !p.is_null() {
@@ -61,10 +65,14 @@ unsafe impl GlobalAlloc for Counting {
         }
         p
     }
+    /// # Safety
+    /// As `GlobalAlloc::dealloc`.
     unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
         System.dealloc(p, layout);
         LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
     }
+    /// # Safety
+    /// As `GlobalAlloc::realloc`.
     unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let q = System.realloc(p, layout, new_size);
         if !q.is_null() {

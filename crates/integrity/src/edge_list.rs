@@ -33,6 +33,17 @@ impl NodeId {
             NodeId::Text(s) | NodeId::Number(s) => s,
         }
     }
+
+    /// The node as the solvers' answers name it: text as a JSON string, a
+    /// number as the JSON number it was.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            NodeId::Text(s) => serde_json::Value::String(s.clone()),
+            NodeId::Number(s) => {
+                serde_json::from_str(s).unwrap_or_else(|_| serde_json::Value::String(s.clone()))
+            }
+        }
+    }
 }
 
 /// One end of an edge as read, borrowing from the document.
@@ -191,6 +202,17 @@ fn copy(s: &str) -> Result<String, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nodes_are_named_in_answers_as_they_were_given() {
+        assert_eq!(NodeId::Text("a".into()).to_json(), serde_json::json!("a"));
+        assert_eq!(NodeId::Text("1".into()).to_json(), serde_json::json!("1"));
+        assert_eq!(NodeId::Number("1".into()).to_json(), serde_json::json!(1));
+        assert_eq!(
+            NodeId::Number("2.5".into()).to_json(),
+            serde_json::json!(2.5)
+        );
+    }
 
     fn edge<'a>(source: NodeRef<'a>, target: NodeRef<'a>) -> Option<EdgeRef<'a>> {
         Some(EdgeRef {

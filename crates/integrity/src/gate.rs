@@ -20,8 +20,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::hysteresis::State;
-use crate::Error;
+use crate::registration::{Refusal, RefusalKind};
+use crate::state::State;
+use crate::{Error, Micros};
 
 /// Every operation the gate knows. Aliases map onto these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -528,8 +529,165 @@ impl fmt::Display for Verdict {
     }
 }
 
+/// An operator's pin of a collection's state, and when it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct Override {
+    pub state: State,
+    pub until: Micros,
+}
+
+/// The longest an override may last.
+pub const MAX_OVERRIDE_SECS: f64 = 7.0 * 86_400.0;
+
+impl Override {
+    /// Whether the pin holds at `now` (it ends at `until`).
+    pub fn in_force(&self, now: Micros) -> bool {
+        now < self.until
+    }
+
+    /// The pin an operator asks for at `now`: `state` (normal, stress or
+    /// critical) for `ttl_secs`, up to [`MAX_OVERRIDE_SECS`]; no state clears
+    /// the pin (`None`).
+    pub fn requested(
+        state: Option<&str>,
+        ttl_secs: Option<f64>,
+        now: Micros,
+    ) -> Result<Option<Override>, Refusal> {
+        let Some(name) = state else {
+            return Ok(None);
+        };
+        let state = match State::parse(name) {
+            Some(State::Unknown) | None => {
+                return Err(Refusal::new(
+                    RefusalKind::InvalidValue,
+                    format!("invalid override state \"{name}\""),
+                )
+                .hint("Valid states: normal, stress, critical; NULL clears the override."))
+            }
+            Some(state) => state,
+        };
+        let ttl = ttl_secs
+            .ok_or_else(|| Refusal::new(RefusalKind::InvalidValue, "an override needs a ttl"))?;
+        if !(ttl > 0.0 && ttl <= MAX_OVERRIDE_SECS) {
+            return Err(Refusal::new(
+                RefusalKind::InvalidValue,
+                format!("ttl must be more than 0 and at most 7 days, got {ttl} s"),
+            ));
+        }
+        Ok(Some(Override {
+            state,
+            until: now + (ttl * 1e6) as Micros,
+        }))
+    }
+}
+
+/// The state the gate acts on at `now`, and whether it is stale: an
+/// override in force, else the last sample's state (unknown before the
+/// first); stale without an override in force when no sample was taken
+/// within `stale_after`.
+pub fn state_in_force(
+    sampled: State,
+    last_sample: Option<Micros>,
+    pin: Option<Override>,
+    stale_after: Micros,
+    now: Micros,
+) -> (State, bool) {
+    if let Some(pin) = pin.filter(|p| p.in_force(now)) {
+        return (pin.state, false);
+    }
+    match last_sample {
+        None => (State::Unknown, true),
+        Some(at) => (sampled, now - at > stale_after),
+    }
+}
+
+/// What a data-modifying statement (a node of its plan) does to its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Insert,
+    Update,
+    Delete,
+    Merge,
+}
+
+/// The operation adding `rows` rows is (none: nothing added). Rows that are
+/// not counted are a bulk insert.
+pub fn insertion(rows: Rows) -> Option<Operation> {
+    match rows {
+        Rows::Counted(0) => None,
+        Rows::Counted(1) => Some(Operation::Insert),
+        _ => Some(Operation::BulkInsert),
+    }
+}
+
+/// The operation removing `rows` rows is (none: nothing removed).
+pub fn deletion(rows: Rows) -> Option<Operation> {
+    match rows {
+        Rows::Counted(0) => None,
+        Rows::Counted(1) => Some(Operation::Delete),
+        _ => Some(Operation::BulkDelete),
+    }
+}
+
+/// The operations a statement node of `command` that touched `rows` rows
+/// stands for. `upserts`: an INSERT ... ON CONFLICT DO UPDATE (each row may be
+/// an update); a MERGE may insert, update and delete.
+pub fn operations(command: Command, rows: Rows, upserts: bool) -> Vec<Operation> {
+    let touched = rows != Rows::Counted(0);
+    match command {
+        Command::Insert => insertion(rows)
+            .into_iter()
+            .chain((upserts && touched).then_some(Operation::Update))
+            .collect(),
+        Command::Update if touched => vec![Operation::Update],
+        Command::Delete => deletion(rows).into_iter().collect(),
+        Command::Merge if touched => insertion(rows)
+            .into_iter()
+            .chain([Operation::Update])
+            .chain(deletion(rows))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_override_is_a_known_state_for_a_bounded_time() {
+        use super::*;
+        let now = 1_000 * crate::SECOND;
+        assert_eq!(Override::requested(None, Some(60.0), now), Ok(None));
+        assert_eq!(
+            Override::requested(Some("critical"), Some(60.0), now),
+            Ok(Some(Override {
+                state: State::Critical,
+                until: now + 60 * crate::SECOND
+            }))
+        );
+        for (state, ttl, says) in [
+            ("unknown", Some(60.0), "invalid override state"),
+            ("broken", Some(60.0), "invalid override state"),
+            ("stress", None, "needs a ttl"),
+            ("stress", Some(0.0), "ttl must be"),
+            ("stress", Some(f64::NAN), "ttl must be"),
+            ("stress", Some(MAX_OVERRIDE_SECS + 1.0), "ttl must be"),
+        ] {
+            let refusal = Override::requested(Some(state), ttl, now).unwrap_err();
+            assert_eq!(refusal.kind, RefusalKind::InvalidValue);
+            assert!(
+                refusal.message.contains(says),
+                "{state} {ttl:?}: {}",
+                refusal.message
+            );
+        }
+        let longest = Override::requested(Some("normal"), Some(MAX_OVERRIDE_SECS), now)
+            .unwrap()
+            .unwrap();
+        assert!(longest.in_force(now + 7 * 86_400 * crate::SECOND - 1));
+        assert!(!longest.in_force(now + 7 * 86_400 * crate::SECOND));
+    }
+
     use super::*;
     use crate::policy::Policy;
 
@@ -808,5 +966,68 @@ mod tests {
         for op in [IndexBuild, Compaction, TierManage, ShardMove, GnnTrain] {
             assert_eq!(op.risk(), Risk::High);
         }
+    }
+
+    #[test]
+    fn an_override_in_force_wins_and_is_never_stale() {
+        let pin = Some(Override {
+            state: State::Critical,
+            until: 100,
+        });
+        assert_eq!(
+            state_in_force(State::Normal, Some(0), pin, 10, 50),
+            (State::Critical, false)
+        );
+        // Its end is the end of it.
+        assert_eq!(
+            state_in_force(State::Normal, Some(95), pin, 10, 100),
+            (State::Normal, false)
+        );
+        assert_eq!(
+            state_in_force(State::Normal, Some(0), pin, 10, 100),
+            (State::Normal, true)
+        );
+        // Before the first sample: unknown, and stale.
+        assert_eq!(
+            state_in_force(State::Normal, None, None, 10, 100),
+            (State::Unknown, true)
+        );
+        assert_eq!(
+            state_in_force(State::Stress, Some(90), None, 10, 100),
+            (State::Stress, false)
+        );
+        assert_eq!(
+            state_in_force(State::Stress, Some(89), None, 10, 100),
+            (State::Stress, true)
+        );
+    }
+
+    #[test]
+    fn a_statement_is_the_operations_its_rows_make() {
+        use Command::*;
+        let rows = Rows::Counted;
+        assert_eq!(operations(Insert, rows(0), false), []);
+        assert_eq!(operations(Insert, rows(1), false), [Operation::Insert]);
+        assert_eq!(
+            operations(Insert, rows(2), true),
+            [Operation::BulkInsert, Operation::Update]
+        );
+        assert_eq!(
+            operations(Insert, Rows::Unseen, false),
+            [Operation::BulkInsert]
+        );
+        assert_eq!(operations(Update, rows(0), false), []);
+        assert_eq!(operations(Update, rows(5), false), [Operation::Update]);
+        assert_eq!(operations(Delete, rows(1), false), [Operation::Delete]);
+        assert_eq!(operations(Delete, rows(7), false), [Operation::BulkDelete]);
+        assert_eq!(
+            operations(Merge, rows(3), false),
+            [
+                Operation::BulkInsert,
+                Operation::Update,
+                Operation::BulkDelete
+            ]
+        );
+        assert_eq!(operations(Merge, rows(0), false), []);
     }
 }

@@ -30,49 +30,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{Hysteresis, Thresholds};
+use crate::state::State;
 use crate::{Error, Micros, SECOND};
-
-/// The integrity state of a collection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[repr(u8)]
-pub enum State {
-    /// No sample yet since the collection was registered or the server started.
-    Unknown,
-    Normal,
-    Stress,
-    Critical,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Unknown => "unknown",
-            State::Normal => "normal",
-            State::Stress => "stress",
-            State::Critical => "critical",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<State> {
-        [
-            State::Unknown,
-            State::Normal,
-            State::Stress,
-            State::Critical,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == name)
-    }
-
-    /// The state one recovery step below this one.
-    fn recovered(self) -> State {
-        match self {
-            State::Critical => State::Stress,
-            _ => State::Normal,
-        }
-    }
-}
 
 /// A state change decided by [`Controller::observe`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -81,9 +40,25 @@ pub struct Transition {
     pub to: State,
 }
 
+impl Transition {
+    /// How a state-change event names it: the first state a collection
+    /// takes, a move to a worse state, or back to a better one.
+    pub fn direction(&self) -> &'static str {
+        if self.from == State::Unknown {
+            "initial"
+        } else if self.to > self.from {
+            "escalation"
+        } else {
+            "recovery"
+        }
+    }
+}
+
 /// The controller's memory between samples. It is serialized into the
-/// collection's state row so that a restart resumes counts and holds.
+/// collection's state row so that a restart resumes counts and holds; a new
+/// collection's is `{}` (every field at its default).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Controller {
     pub state: State,
     /// Consecutive samples below `threshold_high`.
@@ -210,6 +185,17 @@ mod tests {
         high: 0.8,
         low: 0.3,
     };
+
+    #[test]
+    fn a_transition_is_initial_an_escalation_or_a_recovery() {
+        let t = |from, to| Transition { from, to }.direction();
+        assert_eq!(t(State::Unknown, State::Critical), "initial");
+        assert_eq!(t(State::Unknown, State::Normal), "initial");
+        assert_eq!(t(State::Normal, State::Stress), "escalation");
+        assert_eq!(t(State::Stress, State::Critical), "escalation");
+        assert_eq!(t(State::Critical, State::Stress), "recovery");
+        assert_eq!(t(State::Stress, State::Normal), "recovery");
+    }
 
     fn v2() -> Hysteresis {
         Hysteresis::default()

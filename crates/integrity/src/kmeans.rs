@@ -59,6 +59,19 @@ pub fn normalize(x: &mut [f32]) {
     }
 }
 
+/// A stored vector as training and sampling use it: `dim` values, all
+/// finite, scaled to unit length for cosine distance; `None` for anything
+/// else (a row of another length, a NaN or an infinity is skipped).
+pub fn usable(mut values: Vec<f32>, dim: usize, cosine: bool) -> Option<Vec<f32>> {
+    if values.len() != dim || !values.iter().all(|v| v.is_finite()) {
+        return None;
+    }
+    if cosine {
+        normalize(&mut values);
+    }
+    Some(values)
+}
+
 /// A small deterministic generator (SplitMix64): training is reproducible
 /// from its seed.
 struct Rng(u64);
@@ -194,6 +207,20 @@ pub fn train(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_vectors_of_the_right_length_and_finite_values_are_usable() {
+        assert_eq!(
+            super::usable(vec![3.0, 4.0], 2, false),
+            Some(vec![3.0, 4.0])
+        );
+        assert_eq!(super::usable(vec![3.0, 4.0], 2, true), Some(vec![0.6, 0.8]));
+        assert_eq!(super::usable(vec![0.0, 0.0], 2, true), Some(vec![0.0, 0.0]));
+        assert_eq!(super::usable(vec![1.0], 2, false), None);
+        assert_eq!(super::usable(vec![1.0, 2.0, 3.0], 2, false), None);
+        assert_eq!(super::usable(vec![1.0, f32::NAN], 2, false), None);
+        assert_eq!(super::usable(vec![f32::INFINITY, 1.0], 2, true), None);
+    }
+
     use super::*;
 
     fn blobs(centres: &[[f32; 2]], per: usize, spread: f32, seed: u64) -> Vec<f32> {

@@ -13,6 +13,7 @@
 
 pub mod audit;
 pub mod control;
+pub mod dot;
 pub mod edge_list;
 mod error;
 pub mod gate;
@@ -21,8 +22,11 @@ pub mod hysteresis;
 pub mod kmeans;
 pub mod mincut;
 pub mod policy;
+pub mod registration;
 pub mod sources;
 pub mod spectral;
+pub mod state;
+pub mod time;
 mod union_find;
 
 pub use error::Error;

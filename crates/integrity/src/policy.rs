@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::gate::{CompiledActions, CompiledPolicy, ForcedDecision, Operation};
-use crate::hysteresis::State;
+use crate::state::State;
 use crate::Error;
 
 /// The two thresholds `lambda_norm` is compared with.

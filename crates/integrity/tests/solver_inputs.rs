@@ -120,12 +120,17 @@ proptest! {
         healths in prop::collection::vec(weight(), 2..40),
         edges in prop::collection::vec((0usize..45, 0usize..45, weight(), weight()), 0..80),
     ) {
+        let unit = |x: f64| x.is_finite() && (0.0..=1.0).contains(&x);
         let mut g = ContractedGraph::new();
         for (i, &h) in healths.iter().enumerate() {
-            let _ = g.add_node(NodeKind::Partition, format!("p{i}"), h);
+            let added = g.add_node(NodeKind::Partition, format!("p{i}"), h);
+            prop_assert_eq!(added.is_ok(), unit(h), "health {}: {:?}", h, added);
         }
+        let nodes = g.nodes().len();
         for &(u, v, capacity, error_rate) in &edges {
-            let _ = g.add_edge(u, v, EdgeKind::RoutingLink, capacity, error_rate);
+            let added = g.add_edge(u, v, EdgeKind::RoutingLink, capacity, error_rate);
+            let acceptable = u < nodes && v < nodes && capacity.is_finite() && capacity >= 0.0 && unit(error_rate);
+            prop_assert_eq!(added.is_ok(), acceptable, "edge {} {} {} {}: {:?}", u, v, capacity, error_rate, added);
         }
         if let Ok(integrity) = g.integrity() {
             prop_assert!(sound(integrity.lambda_cut) && sound(integrity.lambda_nominal));

@@ -17,28 +17,20 @@ SELECT coalesce(jsonb_agg(jsonb_build_object(
         'state', s.state,
         'lambda_cut', s.lambda_cut,
         'lambda_norm', s.lambda_norm,
-        'last_sample', (extract(epoch FROM s.last_sample) * 1000000)::bigint,
+        'last_sample', ruvector._unix_us(s.last_sample),
         'sample_count', s.sample_count,
         'controller', s.controller,
         'override_state', s.override_state,
-        'override_until', (extract(epoch FROM s.override_until) * 1000000)::bigint,
-        'policy_name', p.name,
-        'policy', jsonb_build_object(
-            'threshold_high', p.threshold_high,
-            'threshold_low', p.threshold_low,
-            'normal_actions', p.normal_actions,
-            'stress_actions', p.stress_actions,
-            'critical_actions', p.critical_actions,
-            'hysteresis', p.hysteresis,
-            'defer_retry_secs', p.defer_retry_secs,
-            'sample_interval_secs', p.sample_interval_secs)
+        'override_until', ruvector._unix_us(s.override_until),
+        'policy_name', (p.policy).name,
+        'policy', ruvector._policy_document(p.policy)
     ) ORDER BY c.id), '[]'::jsonb)
 FROM ruvector.collections c
 JOIN ruvector.integrity_state s ON s.collection_id = c.id
 LEFT JOIN LATERAL (
-    SELECT * FROM ruvector.integrity_policies p
-    WHERE p.collection_id = c.id AND p.enabled
-    ORDER BY p.priority DESC, p.id DESC
+    SELECT policy FROM ruvector.integrity_policies policy
+    WHERE policy.collection_id = c.id AND policy.enabled
+    ORDER BY policy.priority DESC, policy.id DESC
     LIMIT 1
 ) p ON true
 WHERE $1::text IS NULL OR c.name = $1

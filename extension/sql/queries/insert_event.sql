@@ -6,6 +6,4 @@ INSERT INTO ruvector.integrity_events
      payload, prev_hash, entry_hash, signature, signer_id, created_at, signed_at,
      system_identifier, timeline)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-        'epoch'::timestamptz + $17::bigint * interval '1 microsecond',
-        'epoch'::timestamptz + $18::bigint * interval '1 microsecond',
-        $19::numeric, $20)
+        ruvector._at_unix_us($17), ruvector._at_unix_us($18), $19::numeric, $20)

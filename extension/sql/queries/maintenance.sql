@@ -5,6 +5,6 @@ SELECT jsonb_build_object(
     'archive_mode', current_setting('archive_mode'),
     'archived_count', a.archived_count,
     'failed_count', a.failed_count,
-    'last_archived', (extract(epoch FROM a.last_archived_time) * 1000000)::bigint,
-    'last_failed', (extract(epoch FROM a.last_failed_time) * 1000000)::bigint)
+    'last_archived', ruvector._unix_us(a.last_archived_time),
+    'last_failed', ruvector._unix_us(a.last_failed_time))
 FROM pg_stat_archiver a

@@ -25,7 +25,7 @@ SELECT jsonb_build_object(
         'relkind', l.relkind,
         'live', coalesce(s.n_live_tup, 0),
         'dead', coalesce(s.n_dead_tup, 0),
-        'last_vacuum', (extract(epoch FROM greatest(s.last_vacuum, s.last_autovacuum)) * 1000000)::bigint,
+        'last_vacuum', ruvector._unix_us(greatest(s.last_vacuum, s.last_autovacuum)),
         'server', fs.srvname
     ) ORDER BY l.oid)
         FROM leaves l

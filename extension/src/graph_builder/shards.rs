@@ -14,15 +14,12 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use pgrx::prelude::*;
-use pgrx::JsonB;
+use pgrx::pg_sys;
 use ruvector_integrity::sources::probe::{self, Probe, Target};
 use ruvector_integrity::sources::shards::Shard;
-use serde::Deserialize;
 
-use super::partitions::Server;
-use crate::collections::CollectionRow;
 use crate::errors::SqlResult;
+use crate::store::{self, sources::Server};
 
 /// The longest a probe of one server may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -36,54 +33,15 @@ pub fn forget_probes() {
     PROBES.with(|p| p.borrow_mut().clear());
 }
 
-#[derive(Deserialize)]
-struct CitusWorker {
-    host: String,
-    port: i32,
-}
-
-/// Citus workers holding placements of `collection`'s table, when Citus is
-/// installed (untested here: see the module's note).
-fn citus_workers(collection: &CollectionRow) -> SqlResult<Vec<CitusWorker>> {
-    let installed = Spi::get_one::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus')",
-    )?
-    .unwrap_or(false);
-    if !installed {
-        return Ok(Vec::new());
-    }
-    let workers = Spi::get_one_with_args::<JsonB>(
-        "SELECT coalesce(jsonb_agg(DISTINCT jsonb_build_object('host', n.nodename, 'port', n.nodeport)), '[]')
-         FROM pg_catalog.pg_dist_shard s
-         JOIN pg_catalog.pg_dist_placement p ON p.shardid = s.shardid
-         JOIN pg_catalog.pg_dist_node n ON n.groupid = p.groupid
-         WHERE s.logicalrelid = $1::pg_catalog.oid::pg_catalog.regclass AND n.isactive AND n.noderole = 'primary'",
-        &[collection.relid().into()],
-    )?;
-    Ok(workers.map_or(Ok(Vec::new()), |w| serde_json::from_value(w.0))?)
-}
-
-/// Where libpq looks when no host is given: the first Unix socket directory
-/// of this server (the same libpq defaults apply to postgres_fdw on it).
-fn default_socket_dir() -> SqlResult<String> {
-    let dirs = Spi::get_one::<String>("SELECT current_setting('unix_socket_directories')")?
-        .unwrap_or_default();
-    Ok(dirs
-        .split(',')
-        .map(str::trim)
-        .find(|d| !d.is_empty())
-        .unwrap_or("/tmp")
-        .to_owned())
-}
-
-/// The shards holding `collection`'s partitions besides the primary, probed.
-pub fn read(collection: &CollectionRow, servers: &[Server]) -> SqlResult<Vec<Shard>> {
+/// The shards holding the partitions of table `relid` besides the primary,
+/// probed.
+pub fn read(relid: pg_sys::Oid, servers: &[Server]) -> SqlResult<Vec<Shard>> {
     let mut shards = Vec::new();
     let mut targets: Vec<Option<Result<Vec<Target>, String>>> = Vec::new();
     let socket_dir = if servers.is_empty() {
         String::new()
     } else {
-        default_socket_dir()?
+        store::sources::socket_directory()?
     };
     for s in servers {
         shards.push(Shard {
@@ -100,7 +58,7 @@ pub fn read(collection: &CollectionRow, servers: &[Server]) -> SqlResult<Vec<Sha
             )
         }));
     }
-    for w in citus_workers(collection)? {
+    for w in store::sources::citus_workers(relid)? {
         shards.push(Shard {
             name: format!("{}:{}", w.host, w.port),
             kind: "citus".into(),

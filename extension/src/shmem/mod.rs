@@ -1,11 +1,16 @@
-//! Shared memory: what the gate and the utility hook read without SQL.
+//! Shared memory: what the gate and the hooks read without SQL.
 //!
-//! - one slot per registered collection ([`slots`]): state, λ, compiled policy,
-//!   override, last sample, live search count;
+//! - one slot per registered collection ([`slots`]): its view (state, λ,
+//!   compiled policy, override, last sample), its live search count and the
+//!   gate's counters;
 //! - the relation map ([`relations`]): every relation of a collection (its
-//!   table and each partition), by database and OID, to the collection's slot,
-//!   so that the hook answers "not ours" for any other relation without SQL;
-//! - the worker's pid, latch and heartbeat.
+//!   table and each partition), by database and OID, to the collection's
+//!   slot, so that a hook answers "not ours" for any other relation without
+//!   SQL, and "ours" with the collection's view under one lock;
+//! - what is reserved and held ([`accounts`]): entries promised to
+//!   transactions in progress, the solvers' memory, the pending audit events
+//!   the worker follows;
+//! - the worker's pid, latch, heartbeat and signing note.
 //!
 //! Layout, sized at server start by `ruvector.max_collections` and
 //! `ruvector.max_relations`:
@@ -13,14 +18,16 @@
 //! (the `i32` arrays are open-addressing indexes of entry + 1, 0 for empty).
 //! One LWLock guards slots, relations and both indexes: readers take it
 //! shared, writers (the worker, and backends at commit) exclusive. Live search
-//! counts are atomics, changed without the lock.
+//! counts, counters and the solvers' memory are atomics, changed without it.
 //!
 //! Everything is scoped to a database: a backend sees the slots and relations
-//! of the database it is connected to, nothing else.
+//! of the database it is connected to, nothing else. Times are Unix µs.
 //!
 //! This module must not do SPI or allocate on the read path: it is the gate's
 //! fast path.
 
+mod accounts;
+mod cache;
 mod relations;
 mod slots;
 
@@ -29,17 +36,15 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicPtr, AtomicU64, 
 use pgrx::pg_sys;
 use pgrx::pg_sys::ffi::pg_guard_ffi_boundary;
 use pgrx::prelude::*;
-use ruvector_integrity::gate::CompiledPolicy;
-use ruvector_integrity::hysteresis::State;
+use ruvector_integrity::gate::{self, CompiledPolicy, Override};
+use ruvector_integrity::state::State;
+use ruvector_integrity::{Micros, SECOND};
 
 use crate::errors::SqlError;
 use crate::gucs;
 
-pub use relations::{GatedRelation, RelationFlags};
+pub use accounts::Full;
 pub use slots::SlotRef;
-
-/// Longest collection name, in bytes (PostgreSQL's NAMEDATALEN − 1).
-pub const NAME_MAX: usize = 63;
 
 const SHMEM_NAME: &std::ffi::CStr = c"ruvector integrity";
 const TRANCHE: &std::ffi::CStr = c"ruvector";
@@ -50,25 +55,22 @@ const TRANCHE: &std::ffi::CStr = c"ruvector";
 pub struct CollectionView {
     pub collection_id: i32,
     pub relid: pg_sys::Oid,
-    /// The controller's state (not the override).
+    /// The last sample's state (not the override's).
     pub state: State,
-    /// An operator's pinned state and when it expires (PostgreSQL µs).
-    pub override_state: Option<State>,
-    pub override_until: i64,
-    /// PostgreSQL µs; 0 before the first sample.
-    pub last_sample_at: i64,
+    /// An operator's pin, while it lasts.
+    pub pin: Option<Override>,
+    /// `None` before the first sample.
+    pub last_sample: Option<Micros>,
     pub lambda_cut: f64,
     pub lambda_norm: f64,
     pub policy: CompiledPolicy,
 }
 
 impl CollectionView {
-    /// The state in force at `now`: an unexpired override, else the controller's.
-    pub fn effective_state(&self, now: i64) -> State {
-        match self.override_state {
-            Some(state) if now < self.override_until => state,
-            _ => self.state,
-        }
+    /// The state the gate acts on at `now`, and whether it is stale.
+    pub fn in_force(&self, now: Micros) -> (State, bool) {
+        let stale_after = gucs::STALE_AFTER.get() as i64 * SECOND;
+        gate::state_in_force(self.state, self.last_sample, self.pin, stale_after, now)
     }
 }
 
@@ -79,45 +81,33 @@ struct Header {
     relation_capacity: u32,
     /// Entries in use at the start of the relation array.
     relation_count: u32,
-    /// Slots and relation entries promised to transactions in progress (a
-    /// registration, a new partition): taken when the statement passes its
-    /// check, turned into entries at commit, given back at abort. Only those
-    /// commits may use them; everyone else sees them as taken.
-    reserved_slots: u32,
-    reserved_relations: u32,
     /// Bumped by every change a backend makes to the relation map, so that the
     /// worker's refresh from an older snapshot only adds, never removes.
     relations_version: u64,
+    /// Moved by every change to the slots or the relation map, as it begins
+    /// (under the exclusive lock): what a backend read at one value is
+    /// still true while it stays there (see [`cache`]).
+    changes: AtomicU64,
     worker_pid: AtomicI32,
     worker_latch: AtomicPtr<pg_sys::Latch>,
-    /// PostgreSQL µs of the worker's last loop.
+    /// When the worker's last loop began.
     heartbeat: AtomicI64,
     /// Set once the relation map was filled from the tables since the server
     /// started (by the worker, or by a backend that could not wait for it).
     synced: AtomicBool,
-    /// Bytes the solver functions' calls hold of `ruvector.solver_memory_limit`.
-    solver_memory: AtomicU64,
-    /// Pending events committed since the server started and not yet signed
-    /// (or found missing) by the worker, as (database, id): the worker checks
-    /// that each is signed, and records the ones that vanished before it could
-    /// (under the lock). Beyond the room here they are only counted.
-    tracked_pending: [(pg_sys::Oid, i64); TRACKED_PENDING],
-    tracked_pending_len: u32,
-    untracked_pending: u64,
     /// The worker's signing state, as JSON text (under the lock).
     signing_note_len: u32,
     signing_note: [u8; SIGNING_NOTE_MAX],
+    accounts: accounts::Accounts,
 }
 
 /// Room for the worker's signing state in shared memory.
 const SIGNING_NOTE_MAX: usize = 1024;
 
-/// Pending events tracked until the worker signs them: the worker drains
-/// them every tick (at most 5 s, usually 1), and a burst of more commits
-/// than this between two ticks is rare; 128 kB of shared memory.
-const TRACKED_PENDING: usize = 8192;
-
+/// The segment, set once by `shmem_startup` in the postmaster (inherited by
+/// every process) or when a backend attaches; never changed after.
 static mut HEADER: *mut Header = std::ptr::null_mut();
+/// The hooks that were installed before ours, set once in `_PG_init`.
 static mut PREV_SHMEM_REQUEST: pg_sys::shmem_request_hook_type = None;
 static mut PREV_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
 
@@ -155,6 +145,8 @@ fn layout_from_settings() -> Layout {
 
 /// Installs the shared-memory hooks; called from `_PG_init` while preloading.
 pub fn install_hooks() {
+    // SAFETY: `_PG_init` runs once, in the postmaster, before any other
+    // process exists: nothing reads these statics concurrently.
     unsafe {
         PREV_SHMEM_REQUEST = pg_sys::shmem_request_hook;
         pg_sys::shmem_request_hook = Some(shmem_request);
@@ -163,8 +155,12 @@ pub fn install_hooks() {
     }
 }
 
+/// # Safety
+/// Called by PostgreSQL as `shmem_request_hook`, in the postmaster.
 #[pg_guard]
 unsafe extern "C-unwind" fn shmem_request() {
+    // SAFETY: called by the postmaster once, while it sizes shared memory;
+    // the previous hook was saved by `install_hooks`.
     unsafe {
         if let Some(prev) = PREV_SHMEM_REQUEST {
             pg_guard_ffi_boundary(|| prev());
@@ -174,8 +170,14 @@ unsafe extern "C-unwind" fn shmem_request() {
     }
 }
 
+/// # Safety
+/// Called by PostgreSQL as `shmem_startup_hook`.
 #[pg_guard]
 unsafe extern "C-unwind" fn shmem_startup() {
+    // SAFETY: under AddinShmemInitLock (`lwlocknames.h`: `MainLWLockArray[21]`)
+    // as PostgreSQL requires: the first process zeroes and initialises the
+    // segment, any later one only finds it. The settings sizing it are
+    // postmaster-only, the same in every process.
     unsafe {
         if let Some(prev) = PREV_SHMEM_STARTUP {
             pg_guard_ffi_boundary(|| prev());
@@ -199,6 +201,8 @@ unsafe extern "C-unwind" fn shmem_startup() {
 
 /// The shared state, or an error telling the DBA to preload the library.
 pub fn shared() -> Result<Shared, SqlError> {
+    // SAFETY: HEADER is written once before any backend reads it (see its
+    // declaration), so this read never races a write.
     let header = unsafe { HEADER };
     if header.is_null() {
         return Err(SqlError::new(
@@ -223,13 +227,14 @@ struct Guard(*mut pg_sys::LWLock);
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        // SAFETY: the lock this guard's `Shared::lock` acquired.
         unsafe { pg_sys::LWLockRelease(self.0) };
     }
 }
 
 /// The database the current process is connected to.
 fn database() -> pg_sys::Oid {
-    unsafe { pg_sys::MyDatabaseId }
+    crate::catalog::database()
 }
 
 /// The 64-bit FNV-1a hash of `bytes`, seeded with a database OID.
@@ -242,11 +247,16 @@ fn hash(database: pg_sys::Oid, bytes: &[u8]) -> u64 {
 
 impl Shared {
     fn header(&self) -> &Header {
+        // SAFETY: `header` points at the live segment for the process's life.
+        // Fields that change are atomics or read under the lock.
         unsafe { &*self.header }
     }
 
+    /// The header, to change: callers hold the lock exclusively (or change
+    /// only atomics).
     #[allow(clippy::mut_from_ref)]
     fn header_mut(&self) -> &mut Header {
+        // SAFETY: as `header`; exclusivity is the callers' lock.
         unsafe { &mut *self.header }
     }
 
@@ -255,13 +265,30 @@ impl Shared {
         layout(h.slot_capacity as usize, h.relation_capacity as usize)
     }
 
+    /// A pointer `offset` bytes into the segment (within its layout).
     fn at<T>(&self, offset: usize) -> *mut T {
+        // SAFETY: offsets come from `layout`, within the segment's size.
         unsafe { self.header.cast::<u8>().add(offset).cast::<T>() }
     }
 
     fn lock(&self, mode: pg_sys::LWLockMode::Type) -> Guard {
+        // SAFETY: the segment's one LWLock, released by the guard (or by
+        // PostgreSQL's error cleanup should an ERROR cut in).
         unsafe { pg_sys::LWLockAcquire(self.header().lock, mode) };
         Guard(self.header().lock)
+    }
+
+    /// The lock, exclusively, to change the slots or the relation map: the
+    /// change counter moves before anything else does.
+    fn lock_to_change(&self) -> Guard {
+        let guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
+        self.header().changes.fetch_add(1, Ordering::AcqRel);
+        guard
+    }
+
+    /// The change counter (stable while the caller holds the lock).
+    fn changes(&self) -> u64 {
+        self.header().changes.load(Ordering::Acquire)
     }
 
     pub fn set_worker(&self, pid: i32, latch: *mut pg_sys::Latch) {
@@ -273,18 +300,21 @@ impl Shared {
         self.header().worker_pid.load(Ordering::Acquire)
     }
 
-    pub fn beat(&self, now: i64) {
+    pub fn beat(&self, now: Micros) {
         self.header().heartbeat.store(now, Ordering::Release);
     }
 
-    pub fn heartbeat(&self) -> i64 {
-        self.header().heartbeat.load(Ordering::Acquire)
+    /// When the worker's last loop began (`None`: it never ran).
+    pub fn heartbeat(&self) -> Option<Micros> {
+        Some(self.header().heartbeat.load(Ordering::Acquire)).filter(|&b| b != 0)
     }
 
     /// Wakes the worker so that it acts before its next tick.
     pub fn wake_worker(&self) {
         let latch = self.header().worker_latch.load(Ordering::Acquire);
         if !latch.is_null() && self.worker_pid() != 0 {
+            // SAFETY: the worker's own latch, published while it lives and
+            // cleared (by `forget_worker`) before it exits.
             unsafe { pg_sys::SetLatch(latch) };
         }
     }
@@ -292,7 +322,7 @@ impl Shared {
     /// The extension was dropped from this database: forget its collections
     /// and relations (and only this database's).
     pub fn clear_database(&self) {
-        let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let _guard = self.lock_to_change();
         let db = database();
         self.remove_slots_where(|_| true);
         self.remove_relations_where(|e| e.database == db);
@@ -328,223 +358,9 @@ impl Shared {
     }
 }
 
-impl Shared {
-    /// A transaction that appended pending events `ids` committed.
-    pub fn track_pending(&self, ids: &[i64]) {
-        let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
-        let db = database();
-        let header = self.header_mut();
-        for &id in ids {
-            let len = header.tracked_pending_len as usize;
-            if len < TRACKED_PENDING {
-                header.tracked_pending[len] = (db, id);
-                header.tracked_pending_len += 1;
-            } else {
-                header.untracked_pending += 1;
-            }
-        }
-    }
-
-    /// The pending events of this database committed and not yet signed,
-    /// and how many (in any database) went untracked for want of room.
-    pub fn tracked_pending(&self) -> (Vec<i64>, u64) {
-        let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
-        let db = database();
-        let header = self.header();
-        let ids = header.tracked_pending[..header.tracked_pending_len as usize]
-            .iter()
-            .filter(|(d, _)| *d == db)
-            .map(|&(_, id)| id)
-            .collect();
-        (ids, header.untracked_pending)
-    }
-
-    /// The worker signed, or recorded as vanished, pending events `ids`, and
-    /// recorded `untracked` of the ones that went untracked.
-    pub fn untrack_pending(&self, ids: &[i64], untracked: u64) {
-        if ids.is_empty() && untracked == 0 {
-            return;
-        }
-        let mut done = ids.to_vec();
-        done.sort_unstable();
-        let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
-        let db = database();
-        let header = self.header_mut();
-        let len = header.tracked_pending_len as usize;
-        let mut kept = 0;
-        for i in 0..len {
-            let entry = header.tracked_pending[i];
-            if !(entry.0 == db && done.binary_search(&entry.1).is_ok()) {
-                header.tracked_pending[kept] = entry;
-                kept += 1;
-            }
-        }
-        header.tracked_pending_len = kept as u32;
-        header.untracked_pending = header.untracked_pending.saturating_sub(untracked);
-    }
-}
-
-/// How full shared memory is, for `ruvector._shared_memory()`.
-#[derive(Debug, Clone, Copy)]
-pub struct Usage {
-    pub slot_capacity: usize,
-    pub slots_used: usize,
-    pub slots_reserved: usize,
-    pub relation_capacity: usize,
-    pub relations_used: usize,
-    pub relations_reserved: usize,
-    pub relations_version: u64,
-    pub solver_memory_held: u64,
-    pub pending_tracked: usize,
-    pub pending_untracked: u64,
-}
-
-impl Shared {
-    pub fn usage(&self) -> Usage {
-        let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
-        let header = self.header();
-        Usage {
-            slot_capacity: self.slot_capacity(),
-            slots_used: (0..self.slot_capacity())
-                .filter(|&i| self.slot(i).in_use())
-                .count(),
-            slots_reserved: header.reserved_slots as usize,
-            relation_capacity: header.relation_capacity as usize,
-            relations_used: header.relation_count as usize,
-            relations_reserved: header.reserved_relations as usize,
-            relations_version: header.relations_version,
-            solver_memory_held: header.solver_memory.load(Ordering::Acquire),
-            pending_tracked: header.tracked_pending_len as usize,
-            pending_untracked: header.untracked_pending,
-        }
-    }
-}
-
-/// What shared memory cannot hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Full {
-    Collections,
-    Relations,
-}
-
-impl Shared {
-    /// Promises `slots` slots and `relations` relation entries to the current
-    /// transaction, if that many are neither used nor promised to another.
-    pub fn reserve(&self, slots: usize, relations: usize) -> Result<(), Full> {
-        let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
-        let header = self.header_mut();
-        let used_slots = (0..self.slot_capacity())
-            .filter(|&i| self.slot(i).in_use())
-            .count();
-        if used_slots + header.reserved_slots as usize + slots > self.slot_capacity() {
-            return Err(Full::Collections);
-        }
-        let used = header.relation_count as usize + header.reserved_relations as usize;
-        if used + relations > header.relation_capacity as usize {
-            return Err(Full::Relations);
-        }
-        header.reserved_slots += slots as u32;
-        header.reserved_relations += relations as u32;
-        Ok(())
-    }
-
-    /// Gives back what [`Shared::reserve`] promised (at commit, once the
-    /// entries are made; at abort, unused).
-    pub fn unreserve(&self, slots: usize, relations: usize) {
-        let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
-        let header = self.header_mut();
-        header.reserved_slots = header.reserved_slots.saturating_sub(slots as u32);
-        header.reserved_relations = header.reserved_relations.saturating_sub(relations as u32);
-    }
-}
-
 /// Called by the worker on exit so that no backend signals a latch it left.
-pub unsafe extern "C-unwind" fn forget_worker(_code: i32, _arg: pg_sys::Datum) {
+pub extern "C-unwind" fn forget_worker(_code: i32, _arg: pg_sys::Datum) {
     if let Ok(shared) = shared() {
         shared.set_worker(0, std::ptr::null_mut());
-    }
-}
-
-thread_local! {
-    /// Bytes this backend holds of the solvers' budget, given back at exit
-    /// should a FATAL end it in the middle of a call (no destructor runs then).
-    static SOLVER_HELD: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-    static SOLVER_EXIT_REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// A solver call's share of `ruvector.solver_memory_limit`, given back when dropped.
-pub struct SolverShare {
-    shared: Shared,
-    bytes: u64,
-}
-
-impl Drop for SolverShare {
-    fn drop(&mut self) {
-        self.shared.release_solver_memory(self.bytes);
-    }
-}
-
-/// Gives back what an exiting backend still holds.
-unsafe extern "C-unwind" fn release_solver_memory_at_exit(_code: i32, _arg: pg_sys::Datum) {
-    let held = SOLVER_HELD.with(|h| h.replace(0));
-    if let (Ok(shared), true) = (shared(), held > 0) {
-        shared
-            .header()
-            .solver_memory
-            .fetch_sub(held, Ordering::AcqRel);
-    }
-}
-
-impl Shared {
-    /// Takes `bytes` of the cluster-wide budget of the solver functions, or
-    /// refuses (`53200`) when the calls running now hold too much of it.
-    pub fn reserve_solver_memory(&self, bytes: usize) -> Result<SolverShare, SqlError> {
-        let limit = gucs::SOLVER_MEMORY_LIMIT.get() as u64 * 1024;
-        let bytes = bytes as u64;
-        let counter = &self.header().solver_memory;
-        let taken = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-            held.checked_add(bytes).filter(|&total| total <= limit)
-        });
-        if let Err(held) = taken {
-            let mb = |b: u64| b.div_ceil(1 << 20);
-            let error = SqlError::new(
-                PgSqlErrorCode::ERRCODE_OUT_OF_MEMORY,
-                format!(
-                    "this graph needs about {} MB, and the solver calls running now hold {} MB of the {} MB of ruvector.solver_memory_limit",
-                    mb(bytes),
-                    mb(held),
-                    mb(limit)
-                ),
-            );
-            return Err(if bytes > limit {
-                error.hint("Raise ruvector.solver_memory_limit (postgresql.conf, then reload) if the server has the memory, or solve a smaller graph.")
-            } else {
-                error.hint(
-                    "Retry once other calls of ruvector_mincut() or ruvector_lambda2() have ended.",
-                )
-            });
-        }
-        if !SOLVER_EXIT_REGISTERED.with(|r| r.replace(true)) {
-            // SAFETY: registered once per backend; the callback touches only
-            // this module's atomics and thread-local.
-            unsafe {
-                pg_sys::before_shmem_exit(
-                    Some(release_solver_memory_at_exit),
-                    pg_sys::Datum::from(0),
-                )
-            };
-        }
-        SOLVER_HELD.with(|h| h.set(h.get() + bytes));
-        Ok(SolverShare {
-            shared: *self,
-            bytes,
-        })
-    }
-
-    fn release_solver_memory(&self, bytes: u64) {
-        SOLVER_HELD.with(|h| h.set(h.get().saturating_sub(bytes)));
-        self.header()
-            .solver_memory
-            .fetch_sub(bytes, Ordering::AcqRel);
     }
 }

@@ -1,34 +1,16 @@
 //! The relation map: every relation of every collection (its table, each
 //! partition at every level), by database and OID, to the collection's slot.
 //!
-//! The utility hook asks it about each relation a statement touches; a
-//! relation that is not here is not ours, and the hook does nothing more for
-//! it. Backends change the map when their registrations, new partitions and
+//! The hooks ask it about each relation a statement touches; a relation that
+//! is not here is not ours, and the hook does nothing more for it; one that
+//! is comes back with its collection's slot and view, under one lock.
+//! Backends change the map when their registrations, new partitions and
 //! detaches commit; the worker brings it in line with the catalog on every
 //! tick (adding only, when a backend changed it since the worker's snapshot).
 
 use pgrx::pg_sys;
 
-use super::{database, hash, Shared, SlotRef};
-
-/// What a relation is to its collection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct RelationFlags {
-    /// The collection's registered table (not a partition of it).
-    pub root: bool,
-}
-
-impl RelationFlags {
-    fn bits(self) -> u32 {
-        u32::from(self.root)
-    }
-
-    fn from_bits(bits: u32) -> Self {
-        RelationFlags {
-            root: bits & 1 != 0,
-        }
-    }
-}
+use super::{cache, database, hash, CollectionView, Shared, SlotRef};
 
 #[derive(Clone, Copy)]
 #[repr(C)]
@@ -36,14 +18,16 @@ pub(super) struct RelationEntry {
     pub(super) database: pg_sys::Oid,
     relid: pg_sys::Oid,
     pub(super) slot: u32,
-    flags: u32,
     generation: u64,
 }
 
-/// A relation of a collection, as the hook needs it.
-#[derive(Clone, Debug)]
-pub struct GatedRelation {
-    pub collection: String,
+impl RelationEntry {
+    fn slot_ref(&self) -> SlotRef {
+        SlotRef {
+            index: self.slot as usize,
+            generation: self.generation,
+        }
+    }
 }
 
 impl Shared {
@@ -51,13 +35,17 @@ impl Shared {
         self.header().relation_capacity as usize
     }
 
-    fn relation_count(&self) -> usize {
+    pub(super) fn relation_count(&self) -> usize {
         self.header().relation_count as usize
     }
 
+    /// The entries in use, under a lock held by the caller (exclusively to
+    /// change them).
     #[allow(clippy::mut_from_ref)]
     fn entries(&self) -> &mut [RelationEntry] {
         let start = self.at::<RelationEntry>(self.layout().relations);
+        // SAFETY: the first `relation_count` entries of the array laid out
+        // for `relation_capacity` (the count never exceeds it).
         unsafe { std::slice::from_raw_parts_mut(start, self.relation_count()) }
     }
 
@@ -65,22 +53,31 @@ impl Shared {
         hash(database, &u32::from(relid).to_le_bytes())
     }
 
-    /// Puts entry `i` into the index.
-    fn index_relation(&self, i: usize) {
-        let buckets = 2 * self.relation_capacity();
+    /// The index, `2 · relation_capacity` buckets of entry + 1 (0: empty),
+    /// under a lock held by the caller (exclusively to change it).
+    #[allow(clippy::mut_from_ref)]
+    fn relation_index(&self) -> &mut [i32] {
         let index = self.at::<i32>(self.layout().relation_index);
+        // SAFETY: the index array laid out after the entries, of that length.
+        unsafe { std::slice::from_raw_parts_mut(index, 2 * self.relation_capacity()) }
+    }
+
+    /// Puts entry `i` into the index (which never fills: twice as many
+    /// buckets as entries).
+    fn index_relation(&self, i: usize) {
+        let index = self.relation_index();
         let entry = &self.entries()[i];
-        let mut at = (Self::relation_hash(entry.database, entry.relid) % buckets as u64) as usize;
-        while unsafe { *index.add(at) } != 0 {
-            at = (at + 1) % buckets;
+        let mut at =
+            (Self::relation_hash(entry.database, entry.relid) % index.len() as u64) as usize;
+        while index[at] != 0 {
+            at = (at + 1) % index.len();
         }
-        unsafe { *index.add(at) = i as i32 + 1 };
+        index[at] = i as i32 + 1;
     }
 
     /// Rebuilds the index over the entries in use (after a removal).
     fn reindex_relations(&self) {
-        let index = self.at::<i32>(self.layout().relation_index);
-        unsafe { std::ptr::write_bytes(index, 0, 2 * self.relation_capacity()) };
+        self.relation_index().fill(0);
         for i in 0..self.relation_count() {
             self.index_relation(i);
         }
@@ -89,15 +86,14 @@ impl Shared {
     /// The entry of `relid` in this database, under a lock held by the caller.
     fn find_relation(&self, relid: pg_sys::Oid) -> Option<usize> {
         let db = database();
-        let buckets = 2 * self.relation_capacity();
-        if buckets == 0 {
+        let index = self.relation_index();
+        if index.is_empty() {
             return None;
         }
-        let index = self.at::<i32>(self.layout().relation_index);
         let entries = self.entries();
-        let mut at = (Self::relation_hash(db, relid) % buckets as u64) as usize;
-        for _ in 0..buckets {
-            let entry = unsafe { *index.add(at) };
+        let mut at = (Self::relation_hash(db, relid) % index.len() as u64) as usize;
+        for _ in 0..index.len() {
+            let entry = index[at];
             if entry == 0 {
                 return None;
             }
@@ -105,89 +101,72 @@ impl Shared {
             if e.database == db && e.relid == relid {
                 return Some(entry as usize - 1);
             }
-            at = (at + 1) % buckets;
+            at = (at + 1) % index.len();
         }
         None
     }
 
-    /// The collection `relid` belongs to, if any. No allocation unless it is one.
-    pub fn relation(&self, relid: pg_sys::Oid) -> Option<GatedRelation> {
+    /// The collection `relid` belongs to, if any: its slot and a copy of its
+    /// view, from this backend's copy when nothing changed since it was read
+    /// (see [`cache`]), else under one shared lock.
+    pub fn relation(&self, relid: pg_sys::Oid) -> Option<(SlotRef, CollectionView)> {
+        if let Some(found) = cache::relation(self.changes(), relid) {
+            return found;
+        }
         let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
-        let entry = self.entries()[self.find_relation(relid)?];
-        let slot = SlotRef {
-            index: entry.slot as usize,
-            generation: entry.generation,
-        };
-        let live = self.live_slot(slot)?;
-        Some(GatedRelation {
-            collection: live.name_string(),
-        })
+        let found = self.find_relation(relid).and_then(|i| {
+            let slot = self.entries()[i].slot_ref();
+            Some((slot, self.live_slot(slot)?.view))
+        });
+        cache::keep_relation(self.changes(), relid, found);
+        found
     }
 
-    /// Every relation of every collection of this database: its OID, whether
-    /// it is the registered table itself, and its collection.
-    pub fn relations_of_database(&self) -> Vec<(pg_sys::Oid, bool, GatedRelation)> {
+    /// Every relation of every collection of this database, with its
+    /// collection's slot.
+    pub fn relations_of_database(&self) -> Vec<(pg_sys::Oid, SlotRef)> {
         let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
         let db = database();
         self.entries()
             .iter()
-            .filter(|e| e.database == db)
-            .filter_map(|e| {
-                let slot = SlotRef {
-                    index: e.slot as usize,
-                    generation: e.generation,
-                };
-                let live = self.live_slot(slot)?;
-                Some((
-                    e.relid,
-                    RelationFlags::from_bits(e.flags).root,
-                    GatedRelation {
-                        collection: live.name_string(),
-                    },
-                ))
-            })
+            .filter(|e| e.database == db && self.live_slot(e.slot_ref()).is_some())
+            .map(|e| (e.relid, e.slot_ref()))
             .collect()
     }
 
     /// Adds (or re-points) relations of the collection in `slot`, from the
     /// entries the committing transaction reserved. False when the map is
     /// full; what fitted stays.
-    pub fn add_relations(&self, slot: SlotRef, relations: &[(pg_sys::Oid, RelationFlags)]) -> bool {
-        let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
+    pub fn add_relations(&self, slot: SlotRef, relations: &[pg_sys::Oid]) -> bool {
+        let _guard = self.lock_to_change();
         self.header_mut().relations_version += 1;
         self.put_relations(slot, relations, true)
     }
 
-    /// `reserved`: the entries were reserved by the caller's transaction;
-    /// anyone else leaves the reserved entries alone.
-    fn put_relations(
-        &self,
-        slot: SlotRef,
-        relations: &[(pg_sys::Oid, RelationFlags)],
-        reserved: bool,
-    ) -> bool {
+    /// Under the exclusive lock held by the caller. `reserved`: the entries
+    /// were reserved by the caller's transaction; anyone else leaves the
+    /// reserved entries alone.
+    fn put_relations(&self, slot: SlotRef, relations: &[pg_sys::Oid], reserved: bool) -> bool {
         if self.live_slot(slot).is_none() {
             return true;
         }
+        let others = if reserved {
+            0
+        } else {
+            self.reserved_relations()
+        };
+        let room = self.relation_capacity().saturating_sub(others);
         let mut fitted = true;
-        for &(relid, flags) in relations {
+        for &relid in relations {
             let entry = RelationEntry {
                 database: database(),
                 relid,
                 slot: slot.index as u32,
-                flags: flags.bits(),
                 generation: slot.generation,
             };
             match self.find_relation(relid) {
                 Some(i) => self.entries()[i] = entry,
-                None if self.relation_count()
-                    + if reserved {
-                        0
-                    } else {
-                        self.header().reserved_relations as usize
-                    }
-                    < self.relation_capacity() =>
-                {
+                None if self.relation_count() < room => {
                     let n = self.relation_count();
                     self.header_mut().relation_count += 1;
                     self.entries()[n] = entry;
@@ -201,7 +180,7 @@ impl Shared {
 
     /// Forgets relations of this database (a detach or a drop committed).
     pub fn remove_relations(&self, relids: &[pg_sys::Oid]) {
-        let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let _guard = self.lock_to_change();
         self.header_mut().relations_version += 1;
         let db = database();
         self.remove_relations_where(|e| e.database == db && relids.contains(&e.relid));
@@ -234,18 +213,11 @@ impl Shared {
     /// `seen` was taken: `sets` holds every relation of every collection of
     /// this database by name. Entries it does not list are dropped only if no
     /// backend changed the map since. Returns false when the map is full.
-    pub fn sync_relations(
-        &self,
-        sets: &[(String, Vec<(pg_sys::Oid, RelationFlags)>)],
-        seen: u64,
-    ) -> bool {
-        let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
+    pub fn sync_relations(&self, sets: &[(String, Vec<pg_sys::Oid>)], seen: u64) -> bool {
+        let _guard = self.lock_to_change();
         let db = database();
         if self.header().relations_version == seen {
-            let listed = |relid: pg_sys::Oid| {
-                sets.iter()
-                    .any(|(_, rels)| rels.iter().any(|r| r.0 == relid))
-            };
+            let listed = |relid: pg_sys::Oid| sets.iter().any(|(_, rels)| rels.contains(&relid));
             self.remove_relations_where(|e| e.database == db && !listed(e.relid));
         }
         let mut fitted = true;

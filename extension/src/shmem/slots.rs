@@ -8,8 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 use pgrx::pg_sys;
 use ruvector_integrity::gate::{Operation, Outcome};
+use ruvector_integrity::registration::NAME_MAX;
+use ruvector_integrity::Micros;
 
-use super::{database, hash, CollectionView, Shared, NAME_MAX};
+use super::{cache, database, hash, CollectionView, Shared};
 
 #[repr(C)]
 pub(super) struct Slot {
@@ -23,6 +25,16 @@ pub(super) struct Slot {
     /// override), so the worker's refresh from an older snapshot can tell it
     /// must not overwrite them.
     version: u64,
+    /// What every decision writes, on cache lines of their own: the fields
+    /// above change only under the exclusive lock, and stay in every core's
+    /// cache meanwhile.
+    counters: Counters,
+}
+
+#[repr(C, align(64))]
+struct Counters {
+    /// First, on the line of the count of allowed searches: an admitted
+    /// search writes both.
     live_searches: AtomicU32,
     /// Set by `ruvector_integrity_sample`: the worker samples it on its next tick.
     sample_requested: AtomicBool,
@@ -30,7 +42,7 @@ pub(super) struct Slot {
     tallies: [[Tally; Outcome::ALL.len()]; Operation::ALL.len()],
 }
 
-/// How often one operation had one outcome, and when last (PostgreSQL µs).
+/// How often one operation had one outcome, and when last.
 #[repr(C)]
 struct Tally {
     count: AtomicU64,
@@ -43,8 +55,7 @@ pub struct GateStat {
     pub operation: Operation,
     pub outcome: Outcome,
     pub count: u64,
-    /// PostgreSQL µs.
-    pub last_at: i64,
+    pub last_at: Micros,
 }
 
 impl Slot {
@@ -65,7 +76,7 @@ impl Slot {
     }
 
     fn reset_tallies(&self) {
-        for tally in self.tallies.iter().flatten() {
+        for tally in self.counters.tallies.iter().flatten() {
             tally.count.store(0, Ordering::Relaxed);
             tally.last_at.store(0, Ordering::Relaxed);
         }
@@ -85,15 +96,21 @@ impl Shared {
     }
 
     fn slot_ptr(&self, i: usize) -> *mut Slot {
+        debug_assert!(i < self.slot_capacity());
+        // SAFETY: `i` is below the capacity the slot array was laid out for.
         unsafe { self.at::<Slot>(self.layout().slots).add(i) }
     }
 
+    /// Slot `i`: its plain fields are read under the lock, its atomics any time.
     pub(super) fn slot(&self, i: usize) -> &Slot {
+        // SAFETY: a slot of the live segment (see `slot_ptr`).
         unsafe { &*self.slot_ptr(i) }
     }
 
+    /// Slot `i`, to change under the exclusive lock held by the caller.
     #[allow(clippy::mut_from_ref)]
     fn slot_mut(&self, i: usize) -> &mut Slot {
+        // SAFETY: as `slot`; exclusivity is the caller's lock.
         unsafe { &mut *self.slot_ptr(i) }
     }
 
@@ -111,6 +128,7 @@ impl Shared {
         let index = self.at::<i32>(self.layout().slot_index);
         let mut at = (hash(db, name) % buckets as u64) as usize;
         for _ in 0..buckets {
+            // SAFETY: `at` < buckets, the index's length; read under the lock.
             let entry = unsafe { *index.add(at) };
             if entry == 0 {
                 return None;
@@ -127,15 +145,20 @@ impl Shared {
     fn reindex_slots(&self) {
         let buckets = 2 * self.slot_capacity();
         let index = self.at::<i32>(self.layout().slot_index);
-        unsafe { std::ptr::write_bytes(index, 0, buckets) };
-        for i in 0..self.slot_capacity() {
-            let slot = self.slot(i);
-            if slot.in_use {
-                let mut at = (hash(slot.database, slot.name()) % buckets as u64) as usize;
-                while unsafe { *index.add(at) } != 0 {
-                    at = (at + 1) % buckets;
+        // SAFETY: the index has `buckets` entries, rewritten under the
+        // exclusive lock held by the caller; it never fills (twice as many
+        // buckets as slots), so each probe ends.
+        unsafe {
+            std::ptr::write_bytes(index, 0, buckets);
+            for i in 0..self.slot_capacity() {
+                let slot = self.slot(i);
+                if slot.in_use {
+                    let mut at = (hash(slot.database, slot.name()) % buckets as u64) as usize;
+                    while *index.add(at) != 0 {
+                        at = (at + 1) % buckets;
+                    }
+                    *index.add(at) = i as i32 + 1;
                 }
-                unsafe { *index.add(at) = i as i32 + 1 };
             }
         }
     }
@@ -148,10 +171,31 @@ impl Shared {
     }
 
     /// A copy of what shared memory holds for `name`, and where.
+    /// From this backend's copy when nothing changed since it was read
+    /// (see [`cache`](super::cache)), else under one shared lock.
     pub fn view(&self, name: &str) -> Option<(SlotRef, CollectionView)> {
+        if let Some(found) = cache::name(self.changes(), name) {
+            return found;
+        }
         let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
-        self.find(name)
-            .map(|i| (self.slot_ref(i), self.slot(i).view))
+        let found = self
+            .find(name)
+            .map(|i| (self.slot_ref(i), self.slot(i).view));
+        cache::keep_name(self.changes(), name, found);
+        found
+    }
+
+    /// A copy of the view of the collection `at` refers to, if the slot
+    /// still holds it.
+    pub fn view_at(&self, at: SlotRef) -> Option<CollectionView> {
+        let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
+        self.live_slot(at).map(|slot| slot.view)
+    }
+
+    /// The name of the collection `at` refers to, if the slot still holds it.
+    pub fn name(&self, at: SlotRef) -> Option<String> {
+        let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
+        self.live_slot(at).map(Slot::name_string)
     }
 
     /// A new slot for `name`, under the exclusive lock held by the caller.
@@ -162,7 +206,7 @@ impl Shared {
         let used = (0..self.slot_capacity())
             .filter(|&i| self.slot(i).in_use)
             .count();
-        if !reserved && used + self.header().reserved_slots as usize >= self.slot_capacity() {
+        if !reserved && used + self.reserved_slots() >= self.slot_capacity() {
             return None;
         }
         let free = (0..self.slot_capacity()).find(|&i| !self.slot(i).in_use)?;
@@ -173,8 +217,10 @@ impl Shared {
         slot.generation += 1;
         slot.view = view;
         slot.version += 1;
-        slot.live_searches.store(0, Ordering::Relaxed);
-        slot.sample_requested.store(false, Ordering::Relaxed);
+        slot.counters.live_searches.store(0, Ordering::Relaxed);
+        slot.counters
+            .sample_requested
+            .store(false, Ordering::Relaxed);
         slot.reset_tallies();
         slot.in_use = true;
         self.reindex_slots();
@@ -185,7 +231,7 @@ impl Shared {
     /// collection of that name is still there), from the slot its transaction
     /// reserved. `None` when every slot is taken.
     pub fn insert(&self, name: &str, view: CollectionView) -> Option<SlotRef> {
-        let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let _guard = self.lock_to_change();
         if let Some(i) = self.find(name) {
             self.free_slot(i);
         }
@@ -194,7 +240,7 @@ impl Shared {
 
     /// A policy or override commits: updates the slot of `name`, if any.
     pub fn update(&self, name: &str, change: impl FnOnce(&mut CollectionView)) {
-        let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let _guard = self.lock_to_change();
         if let Some(i) = self.find(name) {
             let slot = self.slot_mut(i);
             change(&mut slot.view);
@@ -210,7 +256,7 @@ impl Shared {
 
     /// An unregistration commits: frees the slot of `name` and its relations.
     pub fn remove(&self, name: &str) {
-        let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let _guard = self.lock_to_change();
         if let Some(i) = self.find(name) {
             self.free_slot(i);
         }
@@ -254,7 +300,7 @@ impl Shared {
         rows: Vec<(String, CollectionView)>,
         seen: &HashMap<String, u64>,
     ) -> Vec<String> {
-        let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let _guard = self.lock_to_change();
         let gone: Vec<usize> = (0..self.slot_capacity())
             .filter(|&i| {
                 let slot = self.slot(i);
@@ -291,7 +337,7 @@ impl Shared {
 
     /// The worker records a sample: state, λ and time, nothing a backend owns.
     pub fn record_sample(&self, name: &str, sample: &CollectionView) {
-        let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let _guard = self.lock_to_change();
         if let Some(i) = self.find(name) {
             record(&mut self.slot_mut(i).view, sample);
         }
@@ -301,7 +347,10 @@ impl Shared {
     pub fn request_sample(&self, name: &str) {
         let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
         if let Some(i) = self.find(name) {
-            self.slot(i).sample_requested.store(true, Ordering::Release);
+            self.slot(i)
+                .counters
+                .sample_requested
+                .store(true, Ordering::Release);
         }
     }
 
@@ -313,28 +362,34 @@ impl Shared {
         (0..self.slot_capacity())
             .map(|i| self.slot(i))
             .filter(|slot| slot.in_use && slot.database == db)
-            .filter(|slot| slot.sample_requested.swap(false, Ordering::AcqRel))
+            .filter(|slot| slot.counters.sample_requested.swap(false, Ordering::AcqRel))
             .map(|slot| slot.view.collection_id)
             .collect()
     }
 
     /// The live search counter of the collection `at` refers to, if the slot
     /// still holds it.
-    pub fn live_searches(&self, at: SlotRef) -> Option<&AtomicU32> {
-        let slot = self.slot(at.index);
-        (slot.in_use && slot.generation == at.generation).then_some(&slot.live_searches)
+    /// The segment lives as long as the process, so does the counter.
+    pub fn live_searches(&self, at: SlotRef) -> Option<&'static AtomicU32> {
+        // SAFETY: a slot of the segment, mapped for the process's life.
+        let slot: &'static Slot = unsafe { &*self.slot_ptr(at.index) };
+        (slot.in_use && slot.generation == at.generation).then_some(&slot.counters.live_searches)
     }
 }
 
 impl Shared {
     /// Counts one gate decision on the collection `at` refers to (nothing if
     /// the slot holds another collection since). Lock-free.
-    pub fn tally(&self, at: SlotRef, op: Operation, outcome: Outcome, now: i64) {
+    pub fn tally(&self, at: SlotRef, op: Operation, outcome: Outcome, now: Micros) {
         let slot = self.slot(at.index);
         if slot.in_use && slot.generation == at.generation {
-            let tally = &slot.tallies[op as usize][outcome as usize];
+            let tally = &slot.counters.tallies[op as usize][outcome as usize];
             tally.count.fetch_add(1, Ordering::Relaxed);
-            tally.last_at.fetch_max(now, Ordering::Relaxed);
+            // (Most decisions come within the clock's tick of the last one:
+            // then nothing is written.)
+            if now > tally.last_at.load(Ordering::Relaxed) {
+                tally.last_at.fetch_max(now, Ordering::Relaxed);
+            }
         }
     }
 
@@ -352,7 +407,7 @@ impl Shared {
             if name.is_some_and(|n| n != collection) {
                 continue;
             }
-            for (op, row) in Operation::ALL.iter().zip(&slot.tallies) {
+            for (op, row) in Operation::ALL.iter().zip(&slot.counters.tallies) {
                 for (outcome, tally) in Outcome::ALL.iter().zip(row) {
                     let count = tally.count.load(Ordering::Relaxed);
                     if count > 0 {
@@ -389,14 +444,14 @@ impl Shared {
     pub fn live_search_count(&self, name: &str) -> Option<u32> {
         let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
         self.find(name)
-            .map(|i| self.slot(i).live_searches.load(Ordering::Acquire))
+            .map(|i| self.slot(i).counters.live_searches.load(Ordering::Acquire))
     }
 }
 
 /// Copies the fields the worker owns.
 fn record(view: &mut CollectionView, sample: &CollectionView) {
     view.state = sample.state;
-    view.last_sample_at = sample.last_sample_at;
+    view.last_sample = sample.last_sample;
     view.lambda_cut = sample.lambda_cut;
     view.lambda_norm = sample.lambda_norm;
 }

@@ -160,6 +160,8 @@ fn spawn_without_signals<T: Send + 'static>(
 ) -> Option<JoinHandle<T>> {
     // The new thread inherits the mask in force when it is created: block
     // everything for that moment (signals arriving meanwhile wait, none is lost).
+    // SAFETY: the sets are initialised by sigfillset and pthread_sigmask
+    // before they are read; the calling thread's mask is restored below.
     unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut before: libc::sigset_t = std::mem::zeroed();

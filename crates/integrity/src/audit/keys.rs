@@ -126,6 +126,82 @@ pub fn signer_at(events: &[(u64, KeyEvent)], seq: u64) -> Option<&KeyEvent> {
     current
 }
 
+/// An operator's request about keys, recorded as a pending `audit` event the
+/// worker acts on (writing the key event it asks for) before it signs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Rotate,
+    Revoke(String),
+    Reroot,
+}
+
+impl Request {
+    fn action(&self) -> &'static str {
+        match self {
+            Request::Rotate => "rotate_signing_key",
+            Request::Revoke(_) => "revoke_signing_key",
+            Request::Reroot => "reroot_audit_chain",
+        }
+    }
+
+    /// The event that records the request: who asked, and why.
+    pub fn to_event(&self, reason: Option<&str>, by: &str, created_at: Micros) -> Event {
+        let mut metadata = serde_json::json!({"action": self.action(), "reason": reason, "by": by});
+        if let Request::Revoke(key) = self {
+            metadata["key"] = Value::String(key.clone());
+        }
+        Event::new(None, "", "audit", None, None, &metadata, created_at)
+    }
+
+    /// The request `event` records, if it is one.
+    pub fn of(event: &Event) -> Option<Request> {
+        if event.event_type != "audit" {
+            return None;
+        }
+        let metadata: Value = serde_json::from_str(&event.metadata).ok()?;
+        match metadata["action"].as_str()? {
+            "rotate_signing_key" => Some(Request::Rotate),
+            "revoke_signing_key" => Some(Request::Revoke(metadata["key"].as_str()?.to_owned())),
+            "reroot_audit_chain" => Some(Request::Reroot),
+            _ => None,
+        }
+    }
+}
+
+/// What a worker may do with the key in its key file when it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// The chain has no entry yet: the file's key becomes its root.
+    Root,
+    /// The file's key is the chain's current key: the worker signs, under a
+    /// fresh key it introduces first.
+    Carry,
+    /// It signs nothing, for this reason.
+    Stop(String),
+}
+
+/// The decision at a worker's start, from the key in its file, the chain's
+/// current key (the last key event's), and whether the chain has entries.
+pub fn at_start(file_key: &str, chain_current: Option<&str>, has_entries: bool) -> Start {
+    match chain_current {
+        None if has_entries => Start::Stop("the audit chain has entries but no root key event".into()),
+        None => Start::Root,
+        Some(current) if current != file_key => Start::Stop(format!(
+            "the key file holds key {file_key}, but the chain's current key is {current} (a backup restored to before a later rotation, a standby promoted after the primary rotated, or another cluster's data): a superuser can start a new root with ruvector_reroot_audit_chain()"
+        )),
+        Some(_) => Start::Carry,
+    }
+}
+
+/// What a checkpoint ahead of the chain says: the chain lost entries (an OS
+/// crash before they were durable, or rows cut off the end).
+pub fn checkpoint_anomaly(checkpoint_seq: Option<u64>, head_seq: u64) -> Option<String> {
+    let seq = checkpoint_seq.filter(|&seq| seq > head_seq)?;
+    Some(format!(
+        "the checkpoint on disk covers seq {seq} but the chain ends at seq {head_seq}: entries are missing"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,5 +235,51 @@ mod tests {
         assert_eq!(id(5).as_deref(), Some(b.id()));
         assert_eq!(id(7).as_deref(), Some(c.id()), "a re-root signs itself");
         assert_eq!(signer_at(&events[1..], 2), None);
+    }
+
+    #[test]
+    fn a_worker_signs_at_start_only_with_the_chains_current_key() {
+        assert_eq!(at_start("k1", None, false), Start::Root);
+        assert!(matches!(at_start("k1", None, true), Start::Stop(why) if why.contains("no root")));
+        assert_eq!(at_start("k1", Some("k1"), true), Start::Carry);
+        assert!(matches!(at_start("k1", Some("k2"), true),
+            Start::Stop(why) if why.contains("holds key k1") && why.contains("ruvector_reroot_audit_chain")));
+        assert_eq!(checkpoint_anomaly(None, 3), None);
+        assert_eq!(checkpoint_anomaly(Some(3), 3), None);
+        assert!(checkpoint_anomaly(Some(5), 3)
+            .unwrap()
+            .contains("covers seq 5 but the chain ends at seq 3"));
+    }
+
+    #[test]
+    fn requests_round_trip_through_their_events() {
+        for request in [
+            Request::Rotate,
+            Request::Reroot,
+            Request::Revoke("ed25519:ab".into()),
+        ] {
+            let event = request.to_event(Some("drill"), "alice", 7);
+            assert_eq!(Request::of(&event), Some(request));
+        }
+        let other = Event::new(
+            None,
+            "",
+            "audit",
+            None,
+            None,
+            &serde_json::json!({"action": "register"}),
+            1,
+        );
+        assert_eq!(Request::of(&other), None);
+        let not_audit = Event::new(
+            None,
+            "",
+            "gate_bypass",
+            None,
+            None,
+            &serde_json::json!({"action": "rotate_signing_key"}),
+            1,
+        );
+        assert_eq!(Request::of(&not_audit), None);
     }
 }

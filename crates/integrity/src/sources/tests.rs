@@ -10,9 +10,10 @@ use super::replication::{synchronous_names, Replication, Standby};
 use super::shards::Shard;
 use super::*;
 use crate::graph::Integrity;
-use crate::hysteresis::{Controller, State};
+use crate::hysteresis::Controller;
 use crate::kmeans;
 use crate::policy::Hysteresis;
+use crate::state::State;
 use crate::SECOND;
 
 const MB: i64 = 1 << 20;

@@ -1,0 +1,137 @@
+//! How a collection is gated: its policies (`ruvector_integrity_policy_set`)
+//! and an operator's pin of its state (`ruvector_integrity_override`). Both
+//! are the table owner's (or a superuser's), audited, and reach shared memory
+//! when the caller's transaction commits.
+
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use ruvector_integrity::audit::Event;
+use ruvector_integrity::gate::Override;
+use ruvector_integrity::policy::Policy;
+use ruvector_integrity::registration::NAME_MAX;
+use serde_json::{json, Value};
+
+use super::collections::require_owner;
+use crate::errors::{OrRaise, SqlError, SqlResult};
+use crate::jsonb::{JsonbArg, SMALL_DOCUMENT};
+use crate::{clock, privileges, shmem, store, xact};
+
+#[pg_extern(schema = "ruvector", name = "_policy_set")]
+fn policy_set(collection: &str, policy_name: &str, patch: JsonbArg) -> JsonB {
+    let patch = patch.small("a policy", SMALL_DOCUMENT).or_raise();
+    set_policy(collection, policy_name, &patch).or_raise()
+}
+
+fn set_policy(name: &str, policy_name: &str, patch: &Value) -> SqlResult<JsonB> {
+    if policy_name.is_empty() || policy_name.len() > NAME_MAX {
+        return Err(SqlError::invalid("a policy name has 1 to 63 bytes"));
+    }
+    let collection = store::collections::find(name)?;
+    require_owner(&collection, "set a policy of")?;
+    let stored = store::collections::stored_policy(collection.id, policy_name)?;
+    let created = stored.is_none();
+    let policy = stored.unwrap_or_default().merged(patch).map_err(|e| {
+        SqlError::from(e).hint("Patch keys: threshold_high, threshold_low, normal_actions, stress_actions, critical_actions, hysteresis, defer_retry_secs, sample_interval_secs; see the README for each state's action keys.")
+    })?;
+    store::collections::upsert_policy(collection.id, policy_name, &policy)?;
+    let now_in_force = store::collections::find(name)?;
+    let active = now_in_force.policy_name.as_deref() == Some(policy_name);
+    let metadata = json!({
+        "policy": policy_name, "created": created, "patch": patch, "in_force": active,
+        "by": privileges::caller_name(),
+    });
+    let event = Event::new(
+        Some(collection.id),
+        name,
+        "policy_update",
+        None,
+        None,
+        &metadata,
+        clock::now(),
+    );
+    store::events::append_pending(&event)?;
+    let compiled = now_in_force.policy.compile();
+    let at_commit = name.to_owned();
+    xact::at_commit(move |shared| shared.update(&at_commit, |v| v.policy = compiled));
+    Ok(JsonB(json!({
+        "collection": name,
+        "policy": policy_name,
+        "in_force": active,
+        "document": serde_json::to_value::<&Policy>(&policy)?,
+    })))
+}
+
+#[pg_extern(schema = "ruvector", name = "_override")]
+fn integrity_override(
+    collection: &str,
+    state: Option<&str>,
+    ttl_secs: Option<f64>,
+    reason: Option<&str>,
+) -> JsonB {
+    set_override(collection, state, ttl_secs, reason).or_raise()
+}
+
+fn set_override(
+    name: &str,
+    state: Option<&str>,
+    ttl_secs: Option<f64>,
+    reason: Option<&str>,
+) -> SqlResult<JsonB> {
+    let collection = store::collections::find(name)?;
+    require_owner(&collection, "override the state of")?;
+    // A superuser's pin is lifted or replaced by a superuser only.
+    if store::collections::pinned_by_superuser(collection.id)?
+        && !privileges::is_superuser(privileges::caller())
+    {
+        return Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("the state of collection \"{name}\" was pinned by a superuser"),
+        )
+        .hint("Only a superuser can change or clear it."));
+    }
+    let reason = reason
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| {
+            SqlError::invalid("an override needs a reason")
+                .hint("Say why, for the audit log: reason => 'failover drill'.")
+        })?;
+    let now = clock::now();
+    let pin = Override::requested(state, ttl_secs, now)?;
+    let previous = match shmem::shared()?.view(name) {
+        Some((_, view)) => view.in_force(now).0,
+        None => collection.state,
+    };
+    let by = privileges::caller_name();
+    store::collections::set_override(collection.id, pin, reason, &by)?;
+    let new_state = pin.map_or(collection.state, |p| p.state);
+    let metadata = json!({
+        "action": if pin.is_some() { "set" } else { "clear" },
+        "state": pin.map(|p| p.state.as_str()),
+        "ttl_secs": ttl_secs.filter(|_| pin.is_some()),
+        "until_unix_us": pin.map(|p| p.until),
+        "reason": reason,
+        "by": by,
+    });
+    let event = Event::new(
+        Some(collection.id),
+        name,
+        "manual_override",
+        Some(previous.as_str().to_owned()),
+        Some(new_state.as_str().to_owned()),
+        &metadata,
+        now,
+    );
+    store::events::append_pending(&event)?;
+    let at_commit = name.to_owned();
+    xact::at_commit(move |shared| shared.update(&at_commit, |v| v.pin = pin));
+    xact::wake_worker_at_commit();
+    Ok(JsonB(json!({
+        "collection": name,
+        "previous_state": previous.as_str(),
+        "state": new_state.as_str(),
+        "override": pin.is_some(),
+        "until_unix_us": pin.map(|p| p.until),
+        "reason": reason,
+    })))
+}

@@ -1,0 +1,114 @@
+//! The typed store: every SQL statement the extension runs is a file under
+//! `sql/queries`, read here and nowhere else, and each is run through one
+//! function of a submodule that returns core types, decoded once:
+//!
+//! - [`collections`]: registered collections with their state, the policy in
+//!   force (parsed) and the hysteresis controller, policies and overrides;
+//! - [`events`]: the audit trail, pending and signed (one signed-row type),
+//!   key events, notifications;
+//! - [`samples`]: what the worker records of each sample;
+//! - [`graph`]: the stored contracted graph;
+//! - [`sources`]: what a collection's graph is built from (partitions,
+//!   standbys, maintenance, foreign servers), and what registration reads;
+//! - [`ivf`]: IVF lists, and the vectors training and drift samples read.
+//!
+//! Statements that name a user's table (reading its vectors) are templates
+//! whose `{table}`, `{column}` and `{method}` are filled in here, quoted: see
+//! [`template`].
+//!
+//! Time crosses the boundary as Unix microseconds (`ruvector._unix_us()`,
+//! `ruvector._at_unix_us()`), JSON documents as `jsonb`, decoded by serde.
+
+pub mod collections;
+pub mod events;
+pub mod graph;
+pub mod ivf;
+pub mod samples;
+pub mod sources;
+
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde::de::DeserializeOwned;
+
+use crate::errors::{SqlError, SqlResult};
+
+/// Every query, by name: `sql/queries/<name>.sql`.
+macro_rules! queries {
+    ($($name:ident = $file:literal;)*) => {
+        $(const $name: &str = include_str!(concat!("../../sql/queries/", $file, ".sql"));)*
+    };
+}
+
+queries! {
+    AUDIT_ROWS = "audit_rows";
+    CHAIN_HEAD = "chain_head";
+    CITUS_INSTALLED = "citus_installed";
+    CITUS_WORKERS = "citus_workers";
+    COLLECTION_RELATIONS = "collection_relations";
+    COLLECTIONS = "collections";
+    DELETE_COLLECTION = "delete_collection";
+    DELETE_GRAPH_EDGES = "delete_graph_edges";
+    DELETE_GRAPH_NODES = "delete_graph_nodes";
+    DELETE_IVF_LISTS = "delete_ivf_lists";
+    DELETE_PENDING = "delete_pending";
+    DRIFT_SAMPLE = "drift_sample";
+    DROPPED_COLLECTIONS = "dropped_collections";
+    DUPLICATE_COLLECTION = "duplicate_collection";
+    END_OVERRIDE = "end_override";
+    FIRST_VECTOR = "first_vector";
+    GATE_SETTINGS = "gate_settings";
+    GRAPH_DRAWING = "graph_drawing";
+    INSERT_COLLECTION = "insert_collection";
+    INSERT_EVENT = "insert_event";
+    INSERT_IVF_LIST = "insert_ivf_list";
+    INSERT_PENDING = "insert_pending";
+    INSERT_SAMPLE = "insert_sample";
+    IVF_CENTROIDS = "ivf_centroids";
+    IVF_EVERY_VECTOR = "ivf_every_vector";
+    IVF_LISTS = "ivf_lists";
+    IVF_SAMPLE = "ivf_sample";
+    IVF_TRAINED_AT = "ivf_trained_at";
+    KEY_EVENTS = "key_events";
+    LOCK_GRAPH = "lock_graph";
+    LOCK_KEY = "lock_key";
+    MAINTENANCE = "maintenance";
+    NOTIFY = "notify";
+    OVERRIDE_BY_SUPERUSER = "override_by_superuser";
+    PARTITIONS = "partitions";
+    PENDING_BATCH = "pending_batch";
+    PRUNE_SAMPLES = "prune_samples";
+    RECORD_SAMPLE = "record_sample";
+    RECORD_SAMPLE_ERROR = "record_sample_error";
+    REGISTER_KEY = "register_key";
+    REPLICATION = "replication";
+    REVOKE_KEY = "revoke_key";
+    SET_GRAPH_TOPOLOGY = "set_graph_topology";
+    SET_OVERRIDE = "set_override";
+    SOCKET_DIRECTORIES = "socket_directories";
+    STATUS_DETAILS = "status_details";
+    STILL_PENDING = "still_pending";
+    STORE_EDGES = "store_edges";
+    STORE_GRAPH = "store_graph";
+    STORED_POLICY = "stored_policy";
+    TABLE_INFO = "table_info";
+    UPDATE_ERROR_RATES = "update_error_rates";
+    UPSERT_IVF_TRAINING = "upsert_ivf_training";
+    UPSERT_POLICY = "upsert_policy";
+}
+
+/// A statement that names a user's table: `{table}`, `{column}` and
+/// `{method}` filled in. `table` and `column` are quoted here; `method` is one
+/// of the extension's own words.
+fn template(query: &str, table: &str, column: &str, method: &str) -> String {
+    query
+        .replace("{table}", table)
+        .replace("{column}", &pgrx::spi::quote_identifier(column))
+        .replace("{method}", method)
+}
+
+/// The one row, one `jsonb` column of `query`, decoded.
+fn document<T: DeserializeOwned>(query: &str, args: &[pgrx::datum::DatumWithOid]) -> SqlResult<T> {
+    let value = Spi::get_one_with_args::<JsonB>(query, args)?
+        .ok_or_else(|| SqlError::internal("a query that returns a document returned none"))?;
+    Ok(serde_json::from_value(value.0)?)
+}
