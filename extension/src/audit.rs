@@ -344,8 +344,9 @@ fn audit_export_line(
     signer_id: String,
     signature: Vec<u8>,
 ) -> String {
-    // A malformed column is exported as it is (hex of whatever is there);
-    // the verifier reading the export names it.
+    // Bytes are exported as they are (hex of whatever is there), and a
+    // system identifier beyond 64 bits as 0: the verifier reading the
+    // export names the entry.
     let exported = ExportedEntry {
         seq: seq as u64,
         prev_hash: hex(&prev_hash),

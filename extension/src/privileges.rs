@@ -132,6 +132,9 @@ pub fn has(needs: Needs, relid: pg_sys::Oid, role: pg_sys::Oid) -> bool {
     {
         return known;
     }
+    // (An invalidation while the catalog is read makes this answer one that
+    // may already be stale: then it is not remembered.)
+    let asked_at = FORGOTTEN.get();
     let answer = match needs {
         Needs::Select => has_table_privilege(relid, role, pg_sys::ACL_SELECT),
         Needs::Insert => has_table_privilege(relid, role, pg_sys::ACL_INSERT),
@@ -139,13 +142,15 @@ pub fn has(needs: Needs, relid: pg_sys::Oid, role: pg_sys::Oid) -> bool {
         Needs::Update => has_table_privilege(relid, role, pg_sys::ACL_UPDATE),
         Needs::Ownership => crate::catalog::exists(relid) && owns(relid, role),
     };
-    ANSWERS.with(|a| {
-        let mut answers = a.borrow_mut();
-        if answers.len() >= REMEMBERED {
-            answers.clear();
-        }
-        answers.push((key, answer));
-    });
+    if FORGOTTEN.get() == asked_at {
+        ANSWERS.with(|a| {
+            let mut answers = a.borrow_mut();
+            if answers.len() >= REMEMBERED {
+                answers.clear();
+            }
+            answers.push((key, answer));
+        });
+    }
     answer
 }
 
@@ -158,22 +163,26 @@ type Answer = ((Needs, pg_sys::Oid, pg_sys::Oid), bool);
 thread_local! {
     static ANSWERS: RefCell<Vec<Answer>> = const { RefCell::new(Vec::new()) };
     static WATCHING: Cell<bool> = const { Cell::new(false) };
+    /// How many times the answers were forgotten.
+    static FORGOTTEN: Cell<u64> = const { Cell::new(0) };
 }
 
 /// A syscache callback: something that grants or takes privileges changed.
 extern "C-unwind" fn forget_answers(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
     ANSWERS.with(|a| a.borrow_mut().clear());
+    FORGOTTEN.set(FORGOTTEN.get() + 1);
 }
 
 /// Registers [`forget_answers`] for every catalog a privilege comes from:
 /// `pg_class` (owner, ACL), `pg_attribute` (column ACLs), `pg_authid`
-/// (superuser), `pg_auth_members` (role membership).
+/// (superuser), `pg_auth_members` (role membership), `pg_database` (its owner
+/// is `pg_database_owner`).
 fn watch_grants() {
     if WATCHING.replace(true) {
         return;
     }
     use pg_sys::SysCacheIdentifier::*;
-    for cache in [RELOID, ATTNUM, AUTHOID, AUTHMEMROLEMEM] {
+    for cache in [RELOID, ATTNUM, AUTHOID, AUTHMEMROLEMEM, DATABASEOID] {
         // SAFETY: once per backend; the callback only clears this module's
         // thread-local.
         unsafe {

@@ -124,6 +124,28 @@ fn a_registration_waits_for_a_concurrent_attach_and_sees_what_it_did() {
     wait_blocked_on_lock(&mut db, pid);
     keeper.batch_execute("COMMIT").unwrap();
     assert_eq!(attach.join().unwrap(), Err(Some("42501".to_owned())));
+
+    // A partition that joins a collection registered before is gated in the
+    // transaction that makes it, before that commits. (A review of the
+    // three-floor restructuring found it ungated until then.)
+    db.batch_execute(
+        "CREATE TABLE late (id int, embedding real[]) PARTITION BY RANGE (id);
+         CREATE TABLE late_a PARTITION OF late FOR VALUES FROM (0) TO (100);
+         SELECT ruvector_register_collection('late', 'late', 'embedding', 3);
+         SELECT ruvector_integrity_override('late', 'critical', '1 hour', 'a new partition');",
+    )
+    .unwrap();
+    db.batch_execute(
+        "BEGIN; CREATE TABLE late_b PARTITION OF late FOR VALUES FROM (100) TO (200);",
+    )
+    .unwrap();
+    let (code, message) = error(
+        &mut db,
+        "INSERT INTO late_b SELECT 100 + i, '{1,2,3}' FROM generate_series(1, 50) i",
+    );
+    assert_eq!(code, "55000", "{message}");
+    assert!(message.contains("\"late\""), "{message}");
+    db.batch_execute("ROLLBACK").unwrap();
 }
 
 /// Item 3: two transactions at the last free entry of shared memory. Before,

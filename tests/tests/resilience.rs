@@ -72,12 +72,43 @@ fn an_error_in_one_collection_does_not_stop_the_others() {
             .contains("no longer exists"),
         "{status}"
     );
+    // A hand-edited row that does not decode: its defaults stand in, the
+    // worker says so once, and everything else goes on (before, one such row
+    // stopped the worker for every collection).
+    collection(&mut db, "garbled", 10);
+    db.batch_execute(
+        "UPDATE ruvector.integrity_state SET controller = '{\"below_high\": \"many\"}'
+             WHERE collection_id = (SELECT id FROM ruvector.collections WHERE name = 'garbled');
+         UPDATE ruvector.integrity_policies SET hysteresis = '\"none\"'
+             WHERE collection_id = (SELECT id FROM ruvector.collections WHERE name = 'garbled');",
+    )
+    .unwrap();
+    // The policy stays broken until it is set again; the controller is
+    // rewritten by the next sample, which may come before the worker reads it.
+    wait_for(15, "the worker to say what it replaced", || {
+        let log = cluster.log();
+        let controller = log
+            .contains("collection \"garbled\": the stored hysteresis controller does not decode")
+            || json(
+                &mut db,
+                "SELECT controller FROM ruvector.integrity_state s
+                    JOIN ruvector.collections c ON c.id = s.collection_id WHERE c.name = 'garbled'",
+            )
+            .get("below_high")
+            .is_some_and(Value::is_u64);
+        (controller && log.contains("the stored policy in force does not decode")).then_some(())
+    });
+    let garbled = json(&mut db, "SELECT ruvector_integrity_status('garbled')");
+    assert_eq!(garbled["policy"]["threshold_high"], 0.8, "{garbled}");
+    assert_eq!(garbled["enforced"], true, "{garbled}");
     let before = sample_count(&mut db, "healthy");
     wait_for(15, "the healthy collection to keep being sampled", || {
         (sample_count(&mut db, "healthy") >= before + 3).then_some(())
     });
     // Without samples the doomed collection goes stale: high-risk work waits.
     assert!(cluster.log().contains("collection \"doomed\""));
+    db.batch_execute("SELECT ruvector_unregister_collection('garbled')")
+        .unwrap();
 }
 
 #[test]

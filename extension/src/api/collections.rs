@@ -72,6 +72,9 @@ fn register_collection(
         if owned {
             catalog::lock(table, REGISTRATION_LOCK);
         }
+        // (Again once locked: an ALTER ... OWNER may have committed meanwhile.)
+        let owned =
+            owned && catalog::exists(table) && privileges::owns(table, privileges::caller());
         let facts = store::collections::table_facts(table, column)?.ok_or_else(|| {
             SqlError::new(
                 PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,

@@ -223,7 +223,15 @@ fn collection_of(relid: pg_sys::Oid) -> Option<Target> {
     let target = match shared.relation(relid) {
         Some((slot, view)) => Target::shared(slot, view),
         None => match xact::pending_relation(relid) {
-            Some(name) => Target::unshared(&name, xact::pending_view(&name)?),
+            // A new partition of this transaction: its collection was
+            // registered here too, or shared memory holds it.
+            Some(name) => match xact::pending_view(&name) {
+                Some(view) => Target::unshared(&name, view),
+                None => {
+                    let (slot, view) = shared.view(&name)?;
+                    Target::shared(slot, view)
+                }
+            },
             None if sync::ensure(shared) => {
                 let (slot, view) = shared.relation(relid)?;
                 Target::shared(slot, view)

@@ -43,6 +43,8 @@ pub struct Collection {
     /// default when every policy is disabled (`policy_name` is then `None`).
     pub policy_name: Option<String>,
     pub policy: Policy,
+    /// What did not decode and was replaced by its default (see `Row::decode`).
+    pub damage: Vec<String>,
 }
 
 /// A row of `collections.sql`, as it comes.
@@ -75,30 +77,45 @@ fn oid(value: i64) -> pg_sys::Oid {
 }
 
 impl Row {
-    fn decode(self) -> SqlResult<Collection> {
-        let broken = |what: &str, why: String| {
-            SqlError::internal(format!(
-                "the stored {what} of collection \"{}\" does not decode: {why}",
-                self.name
-            ))
+    /// The collection, whatever its stored fields hold: one that does not
+    /// decode (a hand-edited row) is replaced by its default (the state
+    /// unknown, a fresh controller, the default policy, no override) and
+    /// named in `damage`, so that the collection stays gated and the worker
+    /// says what it replaced.
+    fn decode(self) -> Collection {
+        let mut damage = Vec::new();
+        let mut broken = |what: &str, why: String| {
+            damage.push(format!("the stored {what} does not decode ({why})"))
         };
-        let state = State::parse(&self.state).ok_or_else(|| broken("state", self.state.clone()))?;
-        let controller = serde_json::from_value(self.controller.clone())
-            .map_err(|e| broken("hysteresis controller", e.to_string()))?;
-        let policy = match &self.policy {
-            Some(document) => {
-                Policy::from_document(document).map_err(|e| broken("policy", e.to_string()))?
+        let state = State::parse(&self.state).unwrap_or_else(|| {
+            broken("state", self.state.clone());
+            State::Unknown
+        });
+        let controller = serde_json::from_value(self.controller.clone()).unwrap_or_else(|e| {
+            broken("hysteresis controller", e.to_string());
+            Controller {
+                state,
+                ..Controller::default()
             }
+        });
+        let policy = match &self.policy {
+            Some(document) => Policy::from_document(document).unwrap_or_else(|e| {
+                broken("policy in force", e.to_string());
+                Policy::default()
+            }),
             None => Policy::default(),
         };
         let pin = match (&self.override_state, self.override_until) {
-            (Some(s), Some(until)) => Some(Override {
-                state: State::parse(s).ok_or_else(|| broken("override", s.clone()))?,
-                until,
-            }),
+            (Some(s), Some(until)) => match State::parse(s) {
+                Some(state) => Some(Override { state, until }),
+                None => {
+                    broken("override", s.clone());
+                    None
+                }
+            },
             _ => None,
         };
-        Ok(Collection {
+        Collection {
             id: self.id,
             relid: oid(self.relid),
             schema: self.schema,
@@ -117,8 +134,9 @@ impl Row {
             pin,
             policy_name: self.policy_name,
             policy,
+            damage,
             name: self.name,
-        })
+        }
     }
 }
 
@@ -146,7 +164,7 @@ impl Collection {
 /// Every registered collection, or the one named `name`.
 pub fn load(name: Option<&str>) -> SqlResult<Vec<Collection>> {
     let rows: Vec<Row> = document(super::COLLECTIONS, &[name.into()])?;
-    rows.into_iter().map(Row::decode).collect()
+    Ok(rows.into_iter().map(Row::decode).collect())
 }
 
 /// The collection named `name`, or `42704 undefined_object`.

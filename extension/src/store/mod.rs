@@ -97,13 +97,49 @@ queries! {
 }
 
 /// A statement that names a user's table: `{table}`, `{column}` and
-/// `{method}` filled in. `table` and `column` are quoted here; `method` is one
-/// of the extension's own words.
+/// `{method}` filled in, in one pass over the template (so that nothing
+/// filled in is read as a placeholder). `table` comes quoted; `column` is
+/// quoted here; `method` is one of the extension's own words.
 fn template(query: &str, table: &str, column: &str, method: &str) -> String {
-    query
-        .replace("{table}", table)
-        .replace("{column}", &pgrx::spi::quote_identifier(column))
-        .replace("{method}", method)
+    let column = pgrx::spi::quote_identifier(column);
+    let mut filled = String::with_capacity(query.len() + table.len() + 2 * column.len());
+    let mut rest = query;
+    while let Some(at) = rest.find('{') {
+        filled.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let (value, placeholder) = [
+            ("{table}", table),
+            ("{column}", column.as_str()),
+            ("{method}", method),
+        ]
+        .into_iter()
+        .find(|(placeholder, _)| rest.starts_with(placeholder))
+        .map_or(("{", "{"), |(placeholder, value)| (value, placeholder));
+        filled.push_str(value);
+        rest = &rest[placeholder.len()..];
+    }
+    filled.push_str(rest);
+    filled
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn a_name_filled_into_a_template_is_never_read_as_a_placeholder() {
+        let filled = super::template(
+            "SELECT {column} FROM {table} TABLESAMPLE {method} (1) WHERE {column} IS NOT NULL",
+            r#""s"."x{column}{method}""#,
+            "e{table}",
+            "SYSTEM",
+        );
+        assert_eq!(
+            filled,
+            r#"SELECT "e{table}" FROM "s"."x{column}{method}" TABLESAMPLE SYSTEM (1) WHERE "e{table}" IS NOT NULL"#
+        );
+    }
 }
 
 /// The one row, one `jsonb` column of `query`, decoded.

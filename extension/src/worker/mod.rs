@@ -229,6 +229,8 @@ struct Worker {
     last_errors: HashMap<i32, String>,
     /// The last error of each of the worker's own steps, logged once too.
     last_step_errors: HashMap<&'static str, String>,
+    /// What of each collection's stored row did not decode, logged once.
+    reported_damage: HashMap<i32, String>,
     /// Notifications the step under way will send once it has committed.
     outbox: RefCell<Vec<Value>>,
     warned_relations_full: bool,
@@ -246,6 +248,7 @@ impl Worker {
             last_prune: 0,
             last_errors: HashMap::new(),
             last_step_errors: HashMap::new(),
+            reported_damage: HashMap::new(),
             outbox: RefCell::new(Vec::new()),
             warned_relations_full: false,
         }
@@ -282,6 +285,7 @@ impl Worker {
         }
         self.last_sampled
             .retain(|id, _| collections.iter().any(|c| c.id == *id));
+        self.report_damage(&collections);
 
         self.sign_pending(shared);
         self.record_settings();
@@ -334,6 +338,27 @@ impl Worker {
                 self.last_step_errors.remove("notifying");
             }
             Err(e) => self.warn_once("notifying", e),
+        }
+    }
+
+    /// Says, once, what of a collection's stored row was replaced by its
+    /// default because it did not decode (a sample writes the state and the
+    /// controller again; a policy stays replaced until it is set again).
+    fn report_damage(&mut self, collections: &[Collection]) {
+        self.reported_damage.retain(|id, _| {
+            collections
+                .iter()
+                .any(|c| c.id == *id && !c.damage.is_empty())
+        });
+        for c in collections.iter().filter(|c| !c.damage.is_empty()) {
+            let what = c.damage.join("; ");
+            if self.reported_damage.get(&c.id) != Some(&what) {
+                warning!(
+                    "ruvector: collection \"{}\": {what}: its default is used instead",
+                    c.name
+                );
+                self.reported_damage.insert(c.id, what);
+            }
         }
     }
 
