@@ -224,6 +224,8 @@ CREATE TABLE ruvector.integrity_samples (
 -- events outlive the collections they are about.
 CREATE TABLE ruvector.integrity_events (
     seq             bigint PRIMARY KEY CHECK (seq >= 1),
+    -- the design document's name for seq (its usage examples read it)
+    id              bigint NOT NULL GENERATED ALWAYS AS (seq) STORED,
     collection_id   integer,
     collection_name text NOT NULL,
     event_type      text NOT NULL CHECK (event_type IN

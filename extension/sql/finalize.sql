@@ -87,6 +87,26 @@ CREATE FUNCTION ruvector_integrity_policy_set(collection text, policy_name text,
 RETURNS jsonb LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT ruvector._policy_set(collection, policy_name, policy) $$;
 
+-- Every stored policy of a collection; the one in force comes first.
+CREATE FUNCTION ruvector_integrity_policy_list(collection text)
+RETURNS TABLE (policy_name text, in_force boolean, enabled boolean, priority integer,
+               policy jsonb, updated_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT p.policy_name, p.in_force, p.enabled, p.priority, p.policy,
+           ruvector._at_unix_us(p.updated_at_unix_us)
+    FROM ruvector._policy_list(collection) p
+$$;
+
+-- Puts a stored policy of a collection in force. Audited.
+CREATE FUNCTION ruvector_integrity_policy_activate(collection text, policy_name text)
+RETURNS jsonb LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ruvector._policy_activate(collection, policy_name) $$;
+
+-- Deletes a stored policy of a collection, not the one in force. Audited.
+CREATE FUNCTION ruvector_integrity_policy_drop(collection text, policy_name text)
+RETURNS jsonb LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ruvector._policy_drop(collection, policy_name) $$;
+
 -- Pins the state of a collection for ttl (NULL state clears the pin). Audited.
 CREATE FUNCTION ruvector_integrity_override(
     collection text, state text, ttl interval DEFAULT '1 hour', reason text DEFAULT NULL)
@@ -213,6 +233,38 @@ CREATE VIEW ruvector.integrity_gate_stats AS
            ruvector._at_unix_us(s.last_at_unix_us) AS last_at
     FROM ruvector._integrity_gate_stats() s;
 
+-- One row per collection, in the style of pg_stat_*: the state the gate acts
+-- on now (an override or staleness included; shared memory, as every session
+-- sees it), the last sample's, and the policy and override in force. Where
+-- shared memory does not hold the collection (outside the watched database),
+-- the stored state, and enforced is false.
+CREATE VIEW ruvector.collections_status AS
+    SELECT c.name AS collection,
+           c.table_oid::pg_catalog.regclass AS "table",
+           coalesce(l.state, s.state) AS state,
+           s.state AS sampled_state,
+           l.stale,
+           s.lambda_cut AS lambda,
+           s.lambda_norm,
+           s.witness_edges AS witness,
+           s.last_sample,
+           s.sample_count,
+           p.name AS policy,
+           CASE WHEN l.state IS NOT NULL THEN l.override_state
+                WHEN s.override_until > pg_catalog.now() THEN s.override_state END AS override_state,
+           CASE WHEN l.state IS NOT NULL THEN ruvector._at_unix_us(l.override_until_unix_us)
+                WHEN s.override_until > pg_catalog.now() THEN s.override_until END AS override_until,
+           coalesce(l.enforced, false) AS enforced
+    FROM ruvector.collections c
+    JOIN ruvector.integrity_state s ON s.collection_id = c.id
+    LEFT JOIN LATERAL (
+        SELECT policy.name FROM ruvector.integrity_policies policy
+        WHERE policy.collection_id = c.id AND policy.enabled
+        ORDER BY policy.priority DESC, policy.id DESC
+        LIMIT 1
+    ) p ON true
+    LEFT JOIN LATERAL ruvector._live_state(c.name) l ON true;
+
 -- Sets the counters of a collection (NULL: of every collection) back to zero.
 CREATE FUNCTION ruvector_integrity_gate_stats_reset(collection text DEFAULT NULL)
 RETURNS integer LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -230,6 +282,10 @@ REVOKE ALL ON FUNCTION ruvector._integrity_simulate FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._rebuild_contracted_graph FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._policy_set FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._override FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._policy_list FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._policy_activate FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._policy_drop FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._live_state FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._verify_event FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._verify_audit_chain FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._audit_checkpoint FROM PUBLIC;
@@ -253,6 +309,9 @@ REVOKE ALL ON FUNCTION ruvector_rebuild_contracted_graph FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_ivf_train FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_integrity_policy_set FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_integrity_override FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_integrity_policy_list FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_integrity_policy_activate FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_integrity_policy_drop FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_verify_event_signature FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_verify_audit_chain FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_audit_checkpoint FROM PUBLIC;
@@ -267,17 +326,20 @@ REVOKE ALL ON FUNCTION ruvector_integrity_gate FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_integrity_allowed FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_integrity_gate_stats_reset FROM PUBLIC;
 REVOKE ALL ON ruvector.integrity_gate_stats FROM PUBLIC;
+REVOKE ALL ON ruvector.collections_status FROM PUBLIC;
 
 GRANT EXECUTE ON FUNCTION
     ruvector_integrity_status, ruvector_integrity_gate, ruvector_integrity_allowed, ruvector_integrity_simulate,
     ruvector_integrity_history, ruvector_contracted_graph, ruvector_contracted_graph_dot,
     ruvector_verify_event_signature,
     ruvector_verify_audit_chain, ruvector_audit_checkpoint, ruvector_audit_export,
-    ruvector._integrity_gate_stats, ruvector._shared_memory
+    ruvector_integrity_policy_list,
+    ruvector._integrity_gate_stats, ruvector._shared_memory, ruvector._live_state
     TO ruvector_reader;
-GRANT SELECT ON ruvector.integrity_gate_stats TO ruvector_reader;
+GRANT SELECT ON ruvector.integrity_gate_stats, ruvector.collections_status TO ruvector_reader;
 GRANT EXECUTE ON FUNCTION
     ruvector_register_collection, ruvector_unregister_collection, ruvector_integrity_policy_set,
+    ruvector_integrity_policy_activate, ruvector_integrity_policy_drop,
     ruvector_rebuild_contracted_graph, ruvector_integrity_sample, ruvector_integrity_override,
     ruvector_ivf_train, ruvector_integrity_gate_stats_reset
     TO ruvector_admin;

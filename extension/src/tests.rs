@@ -220,6 +220,148 @@ mod tests {
         );
     }
 
+    /// The policy names of `collection` as listed, and the one in force.
+    fn policies_of(collection: &str) -> (Vec<String>, Option<String>) {
+        let names = Spi::get_one::<Vec<String>>(&format!(
+            "SELECT array_agg(policy_name) FROM ruvector_integrity_policy_list('{collection}')"
+        ))
+        .unwrap()
+        .unwrap_or_default();
+        let in_force = Spi::get_one::<String>(&format!(
+            "SELECT policy_name FROM ruvector_integrity_policy_list('{collection}') WHERE in_force"
+        ))
+        .unwrap();
+        (names, in_force)
+    }
+
+    #[pg_test]
+    fn policies_are_listed_put_back_in_force_and_dropped_audited() {
+        collection("pol_life", 1);
+        json_of("SELECT ruvector_integrity_policy_set('pol_life', 'strict', '{\"threshold_high\": 0.9}')");
+        assert_eq!(
+            policies_of("pol_life"),
+            (
+                vec!["strict".into(), "default".into()],
+                Some("strict".into())
+            )
+        );
+
+        // The default is put back in force; again, it changes nothing.
+        let activated = json_of("SELECT ruvector_integrity_policy_activate('pol_life', 'default')");
+        assert_eq!(
+            (&activated["previous"], &activated["changed"]),
+            (&json!("strict"), &json!(true))
+        );
+        assert_eq!(policies_of("pol_life").1, Some("default".into()));
+        let status = json_of("SELECT ruvector_integrity_status('pol_life')");
+        assert_eq!(status["policy"]["name"], "default");
+        assert_eq!(status["policy"]["threshold_high"], 0.8);
+        let again = json_of("SELECT ruvector_integrity_policy_activate('pol_life', 'default')");
+        assert_eq!(again["changed"], false);
+        // Setting a stored policy that is not in force leaves it so, and says so.
+        let set = json_of("SELECT ruvector_integrity_policy_set('pol_life', 'strict', '{\"threshold_high\": 0.85}')");
+        assert_eq!(set["in_force"], false);
+
+        // Errors change nothing.
+        for (sql, code, hint) in [
+            (
+                "SELECT ruvector_integrity_policy_drop('pol_life', 'default')",
+                "55000",
+                "ruvector_integrity_policy_activate",
+            ),
+            (
+                "SELECT ruvector_integrity_policy_drop('pol_life', 'nope')",
+                "42704",
+                "ruvector_integrity_policy_list('pol_life')",
+            ),
+            (
+                "SELECT ruvector_integrity_policy_activate('pol_life', 'nope')",
+                "42704",
+                "ruvector_integrity_policy_list('pol_life')",
+            ),
+            (
+                "SELECT * FROM ruvector_integrity_policy_list('nope')",
+                "42704",
+                "",
+            ),
+            (
+                "SELECT ruvector_integrity_policy_activate('nope', 'default')",
+                "42704",
+                "",
+            ),
+        ] {
+            let (state, message, found) = error_of(sql);
+            assert_eq!(state, code, "{sql}: {message}");
+            assert!(found.contains(hint), "{sql}: {found}");
+        }
+        assert_eq!(
+            policies_of("pol_life"),
+            (
+                vec!["default".into(), "strict".into()],
+                Some("default".into())
+            )
+        );
+        // Only the table's owner changes its policies.
+        Spi::run("CREATE ROLE pol_other IN ROLE ruvector_admin; GRANT ALL ON caught TO pol_other; SET LOCAL ROLE pol_other").unwrap();
+        assert_eq!(
+            error_of("SELECT ruvector_integrity_policy_activate('pol_life', 'strict')").0,
+            "42501"
+        );
+        assert_eq!(
+            error_of("SELECT ruvector_integrity_policy_drop('pol_life', 'strict')").0,
+            "42501"
+        );
+        Spi::run("RESET ROLE").unwrap();
+
+        let dropped = json_of("SELECT ruvector_integrity_policy_drop('pol_life', 'strict')");
+        assert_eq!(dropped["document"]["threshold_high"], 0.85);
+        assert_eq!(policies_of("pol_life").0, vec!["default".to_owned()]);
+        // Every change is audited, with who and what (the no-op is not).
+        let audited = json_of(
+            "SELECT jsonb_agg(jsonb_build_array(metadata->>'action', metadata->>'policy', metadata->>'in_force') ORDER BY id)
+             FROM ruvector.pending_events WHERE collection_name = 'pol_life' AND event_type = 'policy_update'",
+        );
+        assert_eq!(
+            audited,
+            json!([
+                ["set", "strict", "strict"],
+                ["activate", "default", "default"],
+                ["set", "strict", "default"],
+                ["drop", "strict", "default"]
+            ])
+        );
+        let by = Spi::get_one::<i64>(
+            "SELECT count(*) FROM ruvector.pending_events WHERE collection_name = 'pol_life'
+             AND event_type = 'policy_update' AND metadata->>'by' = current_user",
+        )
+        .unwrap();
+        assert_eq!(by, Some(4));
+    }
+
+    #[pg_test]
+    fn the_status_view_has_a_row_per_collection_for_readers() {
+        collection("view_docs", 1);
+        let row = json_of(
+            "SELECT to_jsonb(s) FROM ruvector.collections_status s WHERE collection = 'view_docs'",
+        );
+        // Shared memory learns of the collection at commit: until then, the
+        // stored state, not enforced.
+        assert_eq!(row["table"], "view_docs");
+        assert_eq!(row["state"], "unknown");
+        assert_eq!(row["sample_count"], 0);
+        assert_eq!(row["policy"], "default");
+        assert_eq!(row["enforced"], false);
+        assert_eq!(row["override_state"], Value::Null);
+        let can = |role: &str| {
+            Spi::get_one::<bool>(&format!(
+                "SELECT has_table_privilege('{role}', 'ruvector.collections_status', 'SELECT')"
+            ))
+            .unwrap()
+        };
+        assert_eq!(can("ruvector_reader"), Some(true));
+        assert_eq!(can("public"), Some(false));
+    }
+
     #[pg_test]
     fn override_needs_a_valid_state_ttl_and_reason() {
         collection("ovr_docs", 1);
@@ -505,6 +647,40 @@ mod tests {
         )
         .unwrap();
         assert_eq!(reader_can, Some(true));
+    }
+
+    /// A vector column of any type that casts to real[] (pgvector's `vector`
+    /// does; pgvector is not in this machine's archive, so a type of our own).
+    #[pg_test]
+    fn a_type_that_casts_to_real_arrays_registers_and_trains() {
+        Spi::run(
+            "CREATE TYPE my_vector AS (v real[]);
+             CREATE FUNCTION my_vector_values(my_vector) RETURNS real[]
+                 LANGUAGE sql IMMUTABLE STRICT RETURN ($1).v;
+             CREATE CAST (my_vector AS real[]) WITH FUNCTION my_vector_values(my_vector);
+             CREATE TYPE no_vector AS (v real[]);
+             CREATE TABLE own_docs (id bigserial PRIMARY KEY, embedding my_vector, other no_vector);
+             INSERT INTO own_docs (embedding)
+             SELECT ROW(ARRAY[(i % 4) * 10, (i % 4) * 10, 1])::my_vector FROM generate_series(1, 200) i",
+        )
+        .unwrap();
+        let (code, message, hint) = error_of(
+            "SELECT ruvector_register_collection('own_docs', 'own_docs', 'other', dimensions => 3)",
+        );
+        assert_eq!(code, "42804", "{message}");
+        assert!(hint.contains("casts to real[]"), "{hint}");
+        // The dimensions come from the first vector, through the cast.
+        let registered =
+            json_of("SELECT ruvector_register_collection('own_docs', 'own_docs', 'embedding')");
+        assert_eq!(registered["dimensions"], 3);
+        let trained = json_of("SELECT ruvector_ivf_train('own_docs', 4)");
+        assert_eq!(trained["trained_rows"], 200);
+        let counts = Spi::get_one::<Vec<i64>>(
+            "SELECT array_agg(vector_count ORDER BY vector_count) FROM ruvector.ivf_lists",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(counts, vec![50, 50, 50, 50]);
     }
 
     #[pg_test]

@@ -29,6 +29,29 @@ fn a_reader_reads_and_gates_but_is_refused_admin_functions() {
         json(&mut app, "SELECT ruvector_verify_audit_chain()")["ok"],
         true
     );
+    let row = json(
+        &mut app,
+        "SELECT to_jsonb(s) FROM ruvector.collections_status s WHERE collection = 'docs'",
+    );
+    assert_eq!(
+        (
+            &row["state"],
+            &row["sampled_state"],
+            &row["stale"],
+            &row["enforced"]
+        ),
+        (
+            &json!("normal"),
+            &json!("normal"),
+            &json!(false),
+            &json!(true)
+        ),
+        "{row}"
+    );
+    assert_eq!(row["lambda_norm"], 1.0, "{row}");
+    assert_eq!(row["policy"], "default", "{row}");
+    app.query("SELECT * FROM ruvector_integrity_policy_list('docs')", &[])
+        .unwrap();
     app.query("SELECT * FROM ruvector_integrity_history('docs')", &[])
         .unwrap();
     app.query("SELECT * FROM ruvector.integrity_events", &[])
@@ -76,14 +99,13 @@ fn a_reader_reads_and_gates_but_is_refused_admin_functions() {
     );
 
     let mut nobody = cluster.client_as("nobody");
-    assert_eq!(
-        error(
-            &mut nobody,
-            "SELECT ruvector_integrity_gate('docs', 'search')"
-        )
-        .0,
-        "42501"
-    );
+    for sql in [
+        "SELECT ruvector_integrity_gate('docs', 'search')",
+        "SELECT * FROM ruvector.collections_status",
+        "SELECT * FROM ruvector_integrity_policy_list('docs')",
+    ] {
+        assert_eq!(error(&mut nobody, sql).0, "42501", "{sql}");
+    }
     // The solvers are pure functions anyone may call.
     assert_eq!(
         json(
@@ -96,7 +118,7 @@ fn a_reader_reads_and_gates_but_is_refused_admin_functions() {
 
 #[test]
 fn bad_policy_json_names_the_key_and_leaves_the_policy_in_force() {
-    let (_cluster, mut db) = cluster_with_docs("bad-policy", &[]);
+    let (cluster, mut db) = cluster_with_docs("bad-policy", &[]);
     pin(&mut db, "stress");
     let before = json(&mut db, "SELECT ruvector_integrity_gate('docs', 'insert')");
     assert_eq!(before["throttle_pct"], 50);
@@ -142,6 +164,27 @@ fn bad_policy_json_names_the_key_and_leaves_the_policy_in_force() {
         after["throttle_pct"], 50,
         "shared memory kept the policy too"
     );
+
+    // Another policy, then the default put back in force: every session's
+    // gate follows at commit.
+    let throttle = |cluster: &Cluster| {
+        json(
+            &mut cluster.client(),
+            "SELECT ruvector_integrity_gate('docs', 'insert')",
+        )["throttle_pct"]
+            .clone()
+    };
+    db.batch_execute(
+        "SELECT ruvector_integrity_policy_set('docs', 'gentle', '{\"stress_actions\": {\"throttle_inserts_pct\": 10}}')",
+    )
+    .unwrap();
+    assert_eq!(throttle(&cluster), 10);
+    db.batch_execute("SELECT ruvector_integrity_policy_activate('docs', 'default')")
+        .unwrap();
+    assert_eq!(throttle(&cluster), 50);
+    db.batch_execute("SELECT ruvector_integrity_policy_drop('docs', 'gentle')")
+        .unwrap();
+    assert_eq!(throttle(&cluster), 50);
 }
 
 #[test]

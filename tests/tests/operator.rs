@@ -126,9 +126,52 @@ fn the_lambda_chart_holds_both_thresholds_and_every_state_change() {
 }
 
 #[test]
-fn every_sql_function_is_documented() {
+fn every_sql_function_is_documented_and_the_seeds_examples_run_as_written() {
     let cluster = Cluster::start("documented", &[]);
     let mut db = cluster.client();
+    // The design document's usage examples, on a cluster whose first
+    // collection is named as there (they read collection_id = 1).
+    collection(&mut db, "embeddings", 100);
+    wait_for_state(&mut db, "embeddings", "normal", 30);
+    wait_signed(&mut db);
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+    let examples = std::fs::read_to_string(docs.join("seed-examples.sql")).unwrap();
+    let statements: Vec<&str> = examples
+        .split(";\n")
+        .map(str::trim)
+        .filter(|s| {
+            s.lines()
+                .any(|l| !l.trim().is_empty() && !l.starts_with("--"))
+        })
+        .collect();
+    assert_eq!(statements.len(), 6, "{statements:#?}");
+    let mut answers = Vec::new();
+    for sql in statements {
+        let rows = db
+            .query(sql, &[])
+            .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)));
+        answers.push(rows);
+    }
+    let status: Value = answers[0][0].get(0);
+    assert_eq!(status["state"], "normal", "{status}");
+    let gate: Value = answers[1][0].get(0);
+    assert_eq!(gate["allowed"], true, "{gate}");
+    let history = &answers[3];
+    assert!(
+        history
+            .iter()
+            .any(|r| r.get::<_, String>("event_type") == "state_change"),
+        "the first sample's state change is in the history"
+    );
+    let signatures = &answers[4];
+    assert!(!signatures.is_empty());
+    assert!(signatures
+        .iter()
+        .all(|r| r.get::<_, bool>("signature_valid")));
+    let policy: Value = answers[5][0].get(0);
+    assert_eq!(policy["in_force"], true, "{policy}");
+    assert_eq!(policy["document"]["threshold_high"], 0.7, "{policy}");
+
     let functions: Vec<String> = db
         .query(
             "SELECT DISTINCT p.proname::text FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid
@@ -142,7 +185,6 @@ fn every_sql_function_is_documented() {
         .map(|r| r.get(0))
         .collect();
     assert!(functions.len() > 20, "{functions:?}");
-    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
     let text: String = std::fs::read_dir(&docs)
         .expect("docs/")
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())

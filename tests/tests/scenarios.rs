@@ -106,14 +106,20 @@ fn insert_vectors(db: &mut Client, table: &str, rows: i32, dim: i32, shift: f64)
 /// A table of `partitions` hash partitions (a plain table for 1) registered as
 /// collection `name`, with `rows` 8-dimensional vectors.
 fn partitioned_collection(db: &mut Client, name: &str, partitions: u32, rows: i32) {
+    collection_of_type(db, name, partitions, rows, "real[]");
+}
+
+/// As [`partitioned_collection`], with vectors of `column_type` (one that
+/// real[] is assigned to).
+fn collection_of_type(db: &mut Client, name: &str, partitions: u32, rows: i32, column_type: &str) {
     if partitions == 1 {
         db.batch_execute(&format!(
-            "CREATE TABLE {name} (id bigserial PRIMARY KEY, embedding real[])"
+            "CREATE TABLE {name} (id bigserial PRIMARY KEY, embedding {column_type})"
         ))
         .unwrap();
     } else {
         db.batch_execute(&format!(
-            "CREATE TABLE {name} (id bigserial PRIMARY KEY, embedding real[]) PARTITION BY HASH (id)"
+            "CREATE TABLE {name} (id bigserial PRIMARY KEY, embedding {column_type}) PARTITION BY HASH (id)"
         ))
         .unwrap();
         for i in 0..partitions {
@@ -427,11 +433,23 @@ fn a_foreign_shard_down_is_critical_and_named_and_never_stalls_the_worker() {
     drop(black_hole);
 }
 
+/// The drift is read through the column type's cast to real[] (as pgvector's
+/// `vector` is read; pgvector is not in this machine's package archive).
 #[test]
-fn ivf_lists_drifted_by_shifted_inserts_are_stress() {
+fn ivf_lists_drifted_by_shifted_inserts_are_stress_whatever_the_vector_type() {
     let cluster = Cluster::start("ivf-drift", &[]);
     let mut db = cluster.client();
-    partitioned_collection(&mut db, "docs", 4, 3000);
+    db.batch_execute(
+        "CREATE TYPE my_vector AS (v real[]);
+         CREATE FUNCTION my_vector_values(my_vector) RETURNS real[]
+             LANGUAGE sql IMMUTABLE STRICT RETURN ($1).v;
+         CREATE FUNCTION my_vector_of(real[]) RETURNS my_vector
+             LANGUAGE sql IMMUTABLE STRICT RETURN ROW($1)::my_vector;
+         CREATE CAST (my_vector AS real[]) WITH FUNCTION my_vector_values(my_vector);
+         CREATE CAST (real[] AS my_vector) WITH FUNCTION my_vector_of(real[]) AS ASSIGNMENT;",
+    )
+    .unwrap();
+    collection_of_type(&mut db, "docs", 4, 3000, "my_vector");
     fast_policy(&mut db, "docs");
     let trained = json(&mut db, "SELECT ruvector_ivf_train('docs', 16)");
     assert_eq!(trained["lists"], 16);

@@ -111,6 +111,10 @@ pub struct TableFacts {
     pub column_typmod: Option<i32>,
     /// The column is pgvector's `vector` (found by its extension, not a name).
     pub pgvector: bool,
+    /// The column's type casts to `real[]` (pgvector's `vector` does), or is a
+    /// domain over it: vectors are read through that cast.
+    #[serde(default)]
+    pub casts_to_real_array: bool,
     pub database: String,
 }
 
@@ -179,8 +183,8 @@ impl TableFacts {
         }
     }
 
-    /// The column exists and holds vectors: `real[]` (by type OID), or
-    /// pgvector's `vector`.
+    /// The column exists and holds vectors: `real[]` (by type OID),
+    /// pgvector's `vector`, or any type that casts to `real[]`.
     pub fn check_column(&self, column: &str) -> Result<(), Refusal> {
         let Some(column_type) = &self.column_type else {
             return Err(Refusal::new(
@@ -191,14 +195,14 @@ impl TableFacts {
                 ),
             ));
         };
-        if self.column_type_oid == Some(FLOAT4_ARRAY) || self.pgvector {
+        if self.column_type_oid == Some(FLOAT4_ARRAY) || self.pgvector || self.casts_to_real_array {
             return Ok(());
         }
         Err(Refusal::new(
             RefusalKind::DatatypeMismatch,
             format!("column \"{column}\" is of type {column_type}, not a vector"),
         )
-        .hint("A collection's column is real[] (or pgvector's vector where it is installed)."))
+        .hint("A collection's column is real[], or of a type that casts to real[] (pgvector's vector does)."))
     }
 
     /// Whether the number of dimensions must be read from the data: none was
@@ -282,6 +286,7 @@ mod tests {
             column_type: Some("real[]".into()),
             column_typmod: Some(-1),
             pgvector: false,
+            casts_to_real_array: false,
             database: "app".into(),
         }
     }
@@ -363,8 +368,14 @@ mod tests {
             text.check_column("x").unwrap_err().kind,
             RefusalKind::DatatypeMismatch
         );
+        let mut own = text.clone();
         text.pgvector = true;
         assert_eq!(text.check_column("x"), Ok(()));
+        // A type of one's own with a cast to real[]: read through the cast.
+        own.column_type = Some("my_vector".into());
+        own.casts_to_real_array = true;
+        assert_eq!(own.check_column("x"), Ok(()));
+        assert!(own.needs_a_vector(None));
     }
 
     #[test]

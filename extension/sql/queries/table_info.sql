@@ -1,7 +1,8 @@
 -- What registration needs to know about table $1 and its column $2: its kind,
--- the column's type by OID (and whether it is pgvector's vector type, found by
--- the vector extension's membership rather than by name), and how the table
--- sits among others (partition, inheritance, other collections).
+-- the column's type by OID (whether it is pgvector's vector type, found by the
+-- vector extension's membership rather than by name, and whether it casts to
+-- real[]), and how the table sits among others (partition, inheritance, other
+-- collections).
 SELECT jsonb_build_object(
     'schema', n.nspname,
     'table', c.relname,
@@ -18,6 +19,11 @@ SELECT jsonb_build_object(
                         WHERE d.classid = 'pg_type'::regclass AND d.objid = a.atttypid
                           AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
                           AND e.extname = 'vector'),
+    'casts_to_real_array', EXISTS (SELECT 1 FROM pg_cast k
+                                   WHERE k.castsource = a.atttypid
+                                     AND k.casttarget = 'real[]'::regtype)
+                           OR EXISTS (SELECT 1 FROM pg_type t
+                                      WHERE t.oid = a.atttypid AND t.typbasetype = 'real[]'::regtype),
     'database', current_database())
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace

@@ -78,6 +78,45 @@ fn status(name: &str) -> SqlResult<JsonB> {
     })))
 }
 
+/// What shared memory says of `collection` now, for the
+/// `ruvector.collections_status` view: the state the gate acts on, whether
+/// the last sample is stale, whether statements are gated, and the override in
+/// force. No row where shared memory does not hold the collection.
+/// Granted to `ruvector_reader`, as the status is.
+#[pg_extern(schema = "ruvector", name = "_live_state")]
+#[allow(clippy::type_complexity)] // the columns must be spelled here for pgrx
+fn live_state(
+    collection: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(state, String),
+        name!(stale, bool),
+        name!(enforced, bool),
+        name!(override_state, Option<String>),
+        name!(override_until_unix_us, Option<i64>),
+    ),
+> {
+    // (Without the preloaded library there is no shared memory: no row.)
+    let shared = shmem::shared().ok();
+    if let Some(shared) = shared {
+        sync::ensure(shared);
+    }
+    let now = clock::now();
+    let row = shared.and_then(|s| s.view(collection)).map(|(_, view)| {
+        let (state, stale) = view.in_force(now);
+        let pin = view.pin.filter(|p| p.in_force(now));
+        (
+            state.as_str().to_owned(),
+            stale,
+            gucs::INTEGRITY_ENABLED.get(),
+            pin.map(|p| p.state.as_str().to_owned()),
+            pin.map(|p| p.until),
+        )
+    });
+    TableIterator::new(row)
+}
+
 /// How full ruvector's shared memory is (all databases): collection slots and
 /// relation entries used and reserved by transactions in progress, the
 /// relation map's version, the solvers' memory held, and the pending audit

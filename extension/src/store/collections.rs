@@ -266,6 +266,42 @@ pub fn upsert_policy(id: i32, name: &str, policy: &Policy) -> SqlResult<()> {
     Ok(())
 }
 
+/// A stored policy of a collection, as `policies.sql` lists it.
+#[derive(Deserialize)]
+pub struct StoredPolicy {
+    pub name: String,
+    pub enabled: bool,
+    pub priority: i32,
+    /// The policy document (see `Policy::from_document`), as stored.
+    pub policy: Value,
+    pub updated_at: Micros,
+}
+
+/// Every stored policy of collection `id`, the one in force first.
+pub fn policies(id: i32) -> SqlResult<Vec<StoredPolicy>> {
+    document(super::POLICIES, &[id.into()])
+}
+
+/// Puts policy `name` of collection `id` in force; false when it has none
+/// of that name.
+pub fn activate_policy(id: i32, name: &str) -> SqlResult<bool> {
+    Ok(
+        Spi::get_one_with_args::<i32>(super::ACTIVATE_POLICY, &[id.into(), name.into()])
+            .optional()?
+            .is_some(),
+    )
+}
+
+/// Deletes policy `name` of collection `id`; returns its document (`None`:
+/// it has none of that name).
+pub fn drop_policy(id: i32, name: &str) -> SqlResult<Option<Value>> {
+    Ok(
+        Spi::get_one_with_args::<JsonB>(super::DROP_POLICY, &[id.into(), name.into()])
+            .optional()?
+            .map(|j| j.0),
+    )
+}
+
 /// Whether the override in force on collection `id` was set by a superuser.
 pub fn pinned_by_superuser(id: i32) -> SqlResult<bool> {
     Ok(

@@ -40,6 +40,7 @@ macro_rules! queries {
 }
 
 queries! {
+    ACTIVATE_POLICY = "activate_policy";
     AUDIT_ROWS = "audit_rows";
     CHAIN_HEAD = "chain_head";
     CITUS_INSTALLED = "citus_installed";
@@ -52,6 +53,7 @@ queries! {
     DELETE_IVF_LISTS = "delete_ivf_lists";
     DELETE_PENDING = "delete_pending";
     DRIFT_SAMPLE = "drift_sample";
+    DROP_POLICY = "drop_policy";
     DROPPED_COLLECTIONS = "dropped_collections";
     DUPLICATE_COLLECTION = "duplicate_collection";
     END_OVERRIDE = "end_override";
@@ -76,6 +78,7 @@ queries! {
     OVERRIDE_BY_SUPERUSER = "override_by_superuser";
     PARTITIONS = "partitions";
     PENDING_BATCH = "pending_batch";
+    POLICIES = "policies";
     PRUNE_SAMPLES = "prune_samples";
     RECORD_SAMPLE = "record_sample";
     RECORD_SAMPLE_ERROR = "record_sample_error";
