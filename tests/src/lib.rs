@@ -82,7 +82,8 @@ fn chown_to_runner(path: &Path) {
     }
 }
 
-fn free_port() -> u16 {
+/// A TCP port on loopback that nothing listens on now.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
