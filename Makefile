@@ -17,13 +17,11 @@ setup:
 build: setup
 	cargo build --workspace
 
-# Builds the extension (release) and installs it into the system PostgreSQL 15. The old
-# library is removed first, so that running servers keep their mapped copy
-# instead of crashing on a file rewritten under them.
-SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+# Builds the extension (release) and installs it into the system PostgreSQL 15,
+# with the previous releases' install scripts (see install_release in
+# scripts/lib.sh).
 install: setup
-	$(SUDO) rm -f $$($(PG_CONFIG) --pkglibdir)/ruvector.so
-	cd extension && cargo pgrx install --release --pg-config $(PG_CONFIG) $(if $(SUDO),--sudo)
+	set -euo pipefail; source scripts/lib.sh; install_release
 
 # Starts a cluster with ruvector preloaded, runs the integrity control plane on
 # a demo collection and shows what it decided. Leaves the cluster running.

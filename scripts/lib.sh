@@ -16,11 +16,18 @@ as_runner() {
   if [ "$(id -u)" = 0 ]; then runuser -u "$RUNNER" -- "$@"; else "$@"; fi
 }
 
-# Installs a release build of the extension (the benchmarks' build).
+# Installs a release build of the extension into the system PostgreSQL 15,
+# with the previous releases' install scripts (extension/sql/releases: so that
+# a database can be created at an older version and updated). The old library
+# is removed first, so that running servers keep their mapped copy instead of
+# crashing on a file rewritten under them.
 install_release() {
   say "installing a release build"
-  if [ "$(id -u)" = 0 ]; then rm -f "$("$PG_CONFIG" --pkglibdir)/ruvector.so"; else sudo rm -f "$("$PG_CONFIG" --pkglibdir)/ruvector.so"; fi
-  (cd extension && cargo pgrx install --release --pg-config "$PG_CONFIG" $([ "$(id -u)" = 0 ] || echo --sudo) >/dev/null)
+  local sudo=()
+  [ "$(id -u)" = 0 ] || sudo=(sudo)
+  "${sudo[@]}" rm -f "$("$PG_CONFIG" --pkglibdir)/ruvector.so"
+  (cd extension && cargo pgrx install --release --pg-config "$PG_CONFIG" ${sudo:+--sudo} >/dev/null)
+  "${sudo[@]}" install -m 644 extension/sql/releases/ruvector--*.sql "$("$PG_CONFIG" --sharedir)/extension/"
 }
 
 as_root_chown() {

@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 
 use crate::errors::{OrRaise, SqlError, SqlResult};
 use crate::store::events::{Head, Pending, SignedRow};
-use crate::{catalog, clock, installation, store};
+use crate::{catalog, clock, gucs, installation, privileges, shmem, store};
 
 /// Rows read per query while verifying: memory stays bounded.
 const PAGE: i64 = 2_000;
@@ -325,12 +325,13 @@ fn audit_export_header() -> String {
 
 /// One entry's line of `ruvector_audit_export()` (`export::ExportedEntry`),
 /// from its row's columns: the format has one definition, the core's, used
-/// here and by the verifier that reads it.
+/// here and by the verifier that reads it. Notes in shared memory that the
+/// entry was exported (see [`check_drop`]).
 #[allow(clippy::too_many_arguments)]
 #[pg_extern(
     schema = "ruvector",
     name = "_audit_export_line",
-    immutable,
+    volatile,
     parallel_safe
 )]
 fn audit_export_line(
@@ -360,7 +361,44 @@ fn audit_export_line(
         signer_id,
         signature: hex(&signature),
     };
-    serde_json::to_string(&exported).or_raise()
+    let line = serde_json::to_string(&exported).or_raise();
+    if let (Ok(shared), Some(installed)) = (shmem::shared(), installation::installed()) {
+        shared.note_exported(installed.extension, exported.seq);
+    }
+    line
+}
+
+/// Refuses `DROP EXTENSION ruvector` (with `55000`) while the signed trail
+/// holds entries that `ruvector_audit_export()` has not produced since the
+/// server started, unless a superuser set `ruvector.allow_unexported_drop`.
+/// Only for the extension's owner: anyone else meets PostgreSQL's refusal.
+pub fn check_drop() -> SqlResult<()> {
+    let Some(installed) = installation::installed() else {
+        return Ok(());
+    };
+    if gucs::ALLOW_UNEXPORTED_DROP.get()
+        || !privileges::owns_extension(installed.extension, privileges::current())
+    {
+        return Ok(());
+    }
+    let Some(head) = installation::as_owner(installed, store::events::head)? else {
+        return Ok(());
+    };
+    let exported = shmem::shared().map_or(0, |s| s.exported_through(installed.extension));
+    if head.seq <= exported {
+        return Ok(());
+    }
+    Err(SqlError::new(
+        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        format!(
+            "dropping ruvector would delete {} signed audit entries that were never exported (seq {} to {})",
+            head.seq - exported,
+            exported + 1,
+            head.seq
+        ),
+    )
+    .detail("Entries count as exported once ruvector_audit_export() produced them since the server started.")
+    .hint("Export the trail first, to a file kept elsewhere: \\copy (SELECT ruvector_audit_export()) TO 'audit.jsonl'. Or, as a superuser, SET ruvector.allow_unexported_drop = on."))
 }
 
 /// The latest signed checkpoint and the chain's root fingerprint, for

@@ -22,6 +22,7 @@ pub static REPLICATION_LAG_BUDGET: GucSetting<i32> = GucSetting::<i32>::new(64 *
 pub static STARTUP_GRACE: GucSetting<i32> = GucSetting::<i32>::new(60);
 pub static GATE_SEARCHES: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static INTEGRITY_BYPASS: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static ALLOW_UNEXPORTED_DROP: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// kB.
 pub static SOLVER_MEMORY_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(2 * 1024 * 1024);
 pub static SOLVER_MAX_EDGES: GucSetting<i32> =
@@ -159,6 +160,14 @@ pub fn define() {
         i32::MAX,
         GucContext::Sighup,
         GucFlags::UNIT_KB,
+    );
+    GucRegistry::define_bool_guc(
+        c"ruvector.allow_unexported_drop",
+        c"Let DROP EXTENSION ruvector delete signed audit entries that were never exported.",
+        c"Off: DROP EXTENSION ruvector is refused while the signed trail holds entries that ruvector_audit_export() has not produced since the server started.",
+        &ALLOW_UNEXPORTED_DROP,
+        GucContext::Suset,
+        GucFlags::default(),
     );
     GucRegistry::define_bool_guc(
         c"ruvector.gate_searches",

@@ -66,6 +66,12 @@ pub fn owns_database(role: pg_sys::Oid) -> bool {
     unsafe { pg_sys::pg_database_ownercheck(pg_sys::MyDatabaseId, role) }
 }
 
+/// Whether `role` owns extension `extension` (or is a superuser).
+pub fn owns_extension(extension: pg_sys::Oid, role: pg_sys::Oid) -> bool {
+    // SAFETY: a catalog lookup of an extension that exists (the caller found it).
+    unsafe { pg_sys::pg_extension_ownercheck(extension, role) }
+}
+
 pub fn owns_schema(namespace: pg_sys::Oid, role: pg_sys::Oid) -> bool {
     // SAFETY: a syscache lookup; a schema that does not exist is nobody's.
     namespace != pg_sys::InvalidOid && unsafe { pg_sys::pg_namespace_ownercheck(namespace, role) }

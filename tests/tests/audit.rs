@@ -467,6 +467,8 @@ fn a_reinstalled_extension_starts_a_new_chain_without_a_false_alarm() {
     let (_cluster, mut db) = cluster_with_docs("reinstall", &[]);
     pin(&mut db, "stress");
     wait_signed(&mut db);
+    // The old chain is exported first (DROP EXTENSION waits for that).
+    assert!(exported(&mut db).lines().count() > 1);
     db.batch_execute("DROP EXTENSION ruvector CASCADE").unwrap();
     db.batch_execute("CREATE EXTENSION ruvector").unwrap();
     db.batch_execute("SELECT ruvector_register_collection('docs', 'docs', 'embedding')")

@@ -98,6 +98,9 @@ impl Decisions {
 /// decides, nor counts, nor names the collection: PostgreSQL refuses the
 /// statement itself, as it would on any other table.
 fn before(fx: &Effects, tag: &str) -> SqlResult<()> {
+    if fx.drops_extension {
+        crate::audit::check_drop()?;
+    }
     let role = privileges::current();
     let owns = |relid: pg_sys::Oid| catalog::exists(relid) && privileges::owns(relid, role);
     let database_owner = privileges::owns_database(role);

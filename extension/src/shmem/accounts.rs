@@ -9,7 +9,10 @@
 //!   backend's exit, should a FATAL end it mid-call);
 //! - the pending audit events committed in this server run and not yet
 //!   signed, by database: the worker checks each one is signed, and records
-//!   those that vanish before it could.
+//!   those that vanish before it could;
+//! - how far the audit trail was exported in this server run (the
+//!   installation exported last): DROP EXTENSION is refused while signed
+//!   entries were not.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -37,6 +40,10 @@ pub(super) struct Accounts {
     tracked_pending: [(pg_sys::Oid, i64); TRACKED_PENDING],
     tracked_pending_len: u32,
     untracked_pending: u64,
+    /// Under the lock: the installation (database, extension) whose trail
+    /// `ruvector_audit_export()` produced last, and the highest seq it
+    /// produced there (a new installation's chain starts at seq 1 again).
+    exported: (pg_sys::Oid, pg_sys::Oid, u64),
 }
 
 /// What shared memory cannot hold.
@@ -269,5 +276,31 @@ impl Shared {
         }
         accounts.tracked_pending_len = kept as u32;
         accounts.untracked_pending = accounts.untracked_pending.saturating_sub(untracked);
+    }
+
+    /// Notes that `ruvector_audit_export()` produced entry `seq` of the trail
+    /// of `extension` in this database (entries come in seq order: every one
+    /// before it was produced).
+    pub fn note_exported(&self, extension: pg_sys::Oid, seq: u64) {
+        let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let db = database();
+        let exported = &mut self.accounts_mut().exported;
+        if (exported.0, exported.1) != (db, extension) {
+            *exported = (db, extension, seq);
+        } else if seq > exported.2 {
+            exported.2 = seq;
+        }
+    }
+
+    /// The highest seq of the trail of `extension` in this database exported
+    /// in this server run (0: none, or another installation's since).
+    pub fn exported_through(&self, extension: pg_sys::Oid) -> u64 {
+        let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
+        let (db, ext, seq) = self.accounts().exported;
+        if (db, ext) == (database(), extension) {
+            seq
+        } else {
+            0
+        }
     }
 }
