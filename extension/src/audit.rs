@@ -362,7 +362,9 @@ fn audit_export_line(
         signature: hex(&signature),
     };
     let line = serde_json::to_string(&exported).or_raise();
-    if let (Ok(shared), Some(installed)) = (shmem::shared(), installation::installed()) {
+    if let (true, Ok(shared), Some(installed)) =
+        (seq > 0, shmem::shared(), installation::installed())
+    {
         shared.note_exported(installed.extension, exported.seq);
     }
     line
@@ -372,6 +374,7 @@ fn audit_export_line(
 /// holds entries that `ruvector_audit_export()` has not produced since the
 /// server started, unless a superuser set `ruvector.allow_unexported_drop`.
 /// Only for the extension's owner: anyone else meets PostgreSQL's refusal.
+/// A guard-rail against a mistake, not a control: the owner is a superuser.
 pub fn check_drop() -> SqlResult<()> {
     let Some(installed) = installation::installed() else {
         return Ok(());
@@ -380,6 +383,13 @@ pub fn check_drop() -> SqlResult<()> {
         || !privileges::owns_extension(installed.extension, privileges::current())
     {
         return Ok(());
+    }
+    // No entry is signed between the check and the drop.
+    // SAFETY: a catalog lookup by name in the extension's own schema.
+    let events =
+        unsafe { pg_sys::get_relname_relid(c"integrity_events".as_ptr(), installed.schema) };
+    if events != pg_sys::InvalidOid {
+        catalog::lock(events, pg_sys::ShareLock as pg_sys::LOCKMODE);
     }
     let Some(head) = installation::as_owner(installed, store::events::head)? else {
         return Ok(());

@@ -143,6 +143,11 @@ fn pg_class_oid(
     }
 }
 
+/// The role that owns `relid` (InvalidOid when there is no such relation).
+pub fn owner(relid: pg_sys::Oid) -> pg_sys::Oid {
+    pg_class_oid(relid, |c| c.relowner)
+}
+
 /// The composite type a typed table (`CREATE TABLE ... OF type`) is of.
 pub fn typed_table_type(relid: pg_sys::Oid) -> pg_sys::Oid {
     pg_class_oid(relid, |c| c.reloftype)

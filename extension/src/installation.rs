@@ -8,7 +8,7 @@
 //!   changes (CREATE and DROP EXTENSION create and drop `ruvector`), through a
 //!   syscache callback, so the common answer costs no catalog access. The one
 //!   "is it installed" check there is.
-//! - [`as_owner`], [`as_caller`], [`as_role`]: run SQL the extension runs on
+//! - [`as_owner`], [`as_role`]: run SQL the extension runs on
 //!   someone's behalf (an audit event, filling the relation map, reading a
 //!   collection's vectors) as that role, in a security-restricted context, with
 //!   `search_path = pg_catalog, pg_temp`.
@@ -107,15 +107,9 @@ pub fn as_owner<R>(installed: Installed, body: impl FnOnce() -> R) -> R {
     as_role(installed.owner, body)
 }
 
-/// Runs `body` as the role that called into a SECURITY DEFINER function,
-/// restricted as [`as_owner`] is: for reading a user's own data, where any
-/// code the data brings along (a cast, a function) runs with the user's
-/// rights, not the extension owner's.
-pub fn as_caller<R>(body: impl FnOnce() -> R) -> R {
-    as_role(crate::privileges::caller(), body)
-}
-
-/// Runs `body` as `role`, restricted as [`as_owner`] is.
+/// Runs `body` as `role`, restricted as [`as_owner`] is: for reading a
+/// table's rows as its owner, so that any code the data brings along (a cast,
+/// a function) runs with the owner's rights, whoever asked.
 pub fn as_role<R>(role: pg_sys::Oid, body: impl FnOnce() -> R) -> R {
     let mut saved_user = pg_sys::InvalidOid;
     let mut saved_context = 0;

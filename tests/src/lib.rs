@@ -321,6 +321,19 @@ impl Cluster {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// Waits until the server has become ready `times` times since it was
+    /// made (its log says so): 2 after one crash. A connection made before
+    /// the postmaster noticed a crash would be ended by the restart.
+    pub fn wait_ready(&self, times: usize) {
+        wait_for(60, "the server to be ready again", || {
+            let ready = self
+                .log()
+                .matches("database system is ready to accept connections")
+                .count();
+            (ready >= times).then_some(())
+        });
+    }
+
     pub fn client(&self) -> Client {
         self.client_as("postgres")
     }

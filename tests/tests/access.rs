@@ -185,6 +185,40 @@ fn bad_policy_json_names_the_key_and_leaves_the_policy_in_force() {
     db.batch_execute("SELECT ruvector_integrity_policy_drop('docs', 'gentle')")
         .unwrap();
     assert_eq!(throttle(&cluster), 50);
+
+    // A drop waits for an activation in flight, then refuses the policy that
+    // activation put in force.
+    db.batch_execute(
+        "SELECT ruvector_integrity_policy_set('docs', 'gentle', '{}');
+         SELECT ruvector_integrity_policy_activate('docs', 'default');",
+    )
+    .unwrap();
+    let mut first = cluster.client();
+    first
+        .batch_execute("BEGIN; SELECT ruvector_integrity_policy_activate('docs', 'gentle')")
+        .unwrap();
+    let mut second = cluster.client();
+    let pid: i32 = second
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let dropping = std::thread::spawn(move || {
+        error(
+            &mut second,
+            "SELECT ruvector_integrity_policy_drop('docs', 'gentle')",
+        )
+    });
+    wait_blocked_on_lock(&mut db, pid);
+    first.batch_execute("COMMIT").unwrap();
+    let (state, message) = dropping.join().unwrap();
+    assert_eq!(state, "55000", "{message}");
+    assert_eq!(
+        json(
+            &mut db,
+            "SELECT to_jsonb(policy_name) FROM ruvector_integrity_policy_list('docs') WHERE in_force"
+        ),
+        "gentle"
+    );
 }
 
 #[test]

@@ -29,10 +29,8 @@ fn a_crash_loses_nothing_committed_and_shared_memory_is_refilled() {
         .status()
         .unwrap();
     drop(victim);
-    let mut db = wait_for(30, "the server to accept connections again", || {
-        let mut c = cluster.client();
-        c.query_one("SELECT 1", &[]).ok().map(|_| c)
-    });
+    cluster.wait_ready(2);
+    let mut db = cluster.client();
     assert!(cluster.log().contains("terminated by signal 9"));
     // The worker refills shared memory from the tables: the pin is back.
     wait_for_state(&mut db, "docs", "critical", 30);

@@ -267,10 +267,8 @@ fn a_search_gives_its_place_back_however_it_ends() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let mut after = wait_for(60, "the server to restart after the crash", || {
-        let mut client = cluster.client();
-        client.batch_execute("SELECT 1").ok().map(|_| client)
-    });
+    cluster.wait_ready(2);
+    let mut after = cluster.client();
     wait_for(30, "docs to be back in shared memory", || {
         json(&mut after, "SELECT ruvector_integrity_status('docs')")["enforced"]
             .as_bool()

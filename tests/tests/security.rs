@@ -657,7 +657,37 @@ fn registration_never_runs_the_callers_code_as_the_owner_and_keeps_one_collectio
     assert!(message.contains("must be superuser"), "{message}");
     let mut db = cluster.client();
     assert!(!is_superuser(&mut db, "owner"));
-    // Reading a real[] column to count its dimensions runs as the caller.
+    // Nor when a superuser registers or trains the owner's table: the cast
+    // runs as the table's owner, whoever asks (it would escalate as the
+    // caller). Armed only while public.armed exists.
+    owner
+        .batch_execute(
+        "CREATE TYPE lure_vector AS (a int);
+         CREATE FUNCTION lure_values(lure_vector) RETURNS real[] LANGUAGE plpgsql AS
+             $$BEGIN
+                 IF to_regclass('public.armed') IS NOT NULL THEN EXECUTE 'ALTER ROLE owner SUPERUSER'; END IF;
+                 RETURN ARRAY[($1).a, 1, 1]::real[];
+             END$$;
+         CREATE CAST (lure_vector AS real[]) WITH FUNCTION lure_values(lure_vector);
+         CREATE TABLE lure (id int, embedding lure_vector);
+         INSERT INTO lure SELECT i, ROW(i % 4 * 10)::lure_vector FROM generate_series(1, 40) i;
+         CREATE TABLE armed ();",
+        )
+        .unwrap();
+    let (state, message) = error(
+        &mut db,
+        "SELECT ruvector_register_collection('lure', 'lure', 'embedding')",
+    );
+    assert_eq!(state, "42501", "{message}");
+    assert!(!is_superuser(&mut db, "owner"));
+    execute_each(&mut owner, "DROP TABLE armed;");
+    db.batch_execute("SELECT ruvector_register_collection('lure', 'lure', 'embedding')")
+        .unwrap();
+    execute_each(&mut owner, "CREATE TABLE armed ();");
+    let (state, message) = error(&mut db, "SELECT ruvector_ivf_train('lure', 2)");
+    assert_eq!(state, "42501", "{message}");
+    assert!(!is_superuser(&mut db, "owner"));
+    // Reading a real[] column to count its dimensions runs as its owner.
     execute_each(
         &mut owner,
         "CREATE TABLE own_vectors (id int, embedding real[]);

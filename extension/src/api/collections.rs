@@ -100,12 +100,16 @@ fn register_collection(
             return Err(registration::partition(&facts.qualified()).into());
         }
         facts.check_column(column)?;
-        // The first vector is read as the caller (it is their table: whatever its
-        // reading runs, runs with their rights), and is no search.
+        // The first vector is read as the table's owner, in a restricted
+        // context (whatever its reading runs, a type's cast to real[] included,
+        // runs with the owner's rights, even when a superuser registers), and
+        // is no search.
         let first = if facts.needs_a_vector(dimensions) {
             let qualified = pgrx::spi::quote_qualified_identifier(&facts.schema, &facts.table);
             installation::reading_for_itself(|| {
-                installation::as_caller(|| store::collections::first_vector(&qualified, column))
+                installation::as_role(catalog::owner(table), || {
+                    store::collections::first_vector(&qualified, column)
+                })
             })?
         } else {
             None

@@ -67,13 +67,16 @@ fn train(name: &str, lists: i32) -> SqlResult<JsonB> {
             format!("the table of collection \"{name}\" no longer exists"),
         )
     })?;
-    let as_caller = |read: &mut dyn FnMut() -> SqlResult<()>| {
-        installation::reading_for_itself(|| installation::as_caller(read))
+    // Read as the table's owner (a type's cast to real[] runs with the
+    // owner's rights, even when a superuser trains), and no search.
+    let owner = catalog::owner(collection.relid);
+    let as_owner = |read: &mut dyn FnMut() -> SqlResult<()>| {
+        installation::reading_for_itself(|| installation::as_role(owner, read))
     };
 
     let sample_size = (SAMPLE_PER_LIST * lists as i64).clamp(MIN_SAMPLE, MAX_SAMPLE);
     let mut sample = Vec::with_capacity(sample_size as usize * dim);
-    as_caller(&mut || {
+    as_owner(&mut || {
         store::ivf::random_vectors(&table, &collection.column, sample_size, |values| {
             if let Some(x) = values.and_then(|v| kmeans::usable(v, dim, cosine)) {
                 sample.extend(x);
@@ -118,7 +121,7 @@ fn train(name: &str, lists: i32) -> SqlResult<JsonB> {
     let mut distance_sums = vec![0f64; k];
     let (assigned, mut skipped) = (Cell::new(0i64), 0i64);
     let mut next_notice = 0.1;
-    as_caller(&mut || {
+    as_owner(&mut || {
         store::ivf::every_vector(
             &table,
             &collection.column,

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use super::collections::require_owner;
 use crate::errors::{OrRaise, SqlError, SqlResult};
 use crate::jsonb::{JsonbArg, SMALL_DOCUMENT};
+use crate::store::collections::Collection;
 use crate::{clock, privileges, shmem, store, xact};
 
 #[pg_extern(schema = "ruvector", name = "_policy_set")]
@@ -23,12 +24,21 @@ fn policy_set(collection: &str, policy_name: &str, patch: JsonbArg) -> JsonB {
     set_policy(collection, policy_name, &patch).or_raise()
 }
 
-fn set_policy(name: &str, policy_name: &str, patch: &Value) -> SqlResult<JsonB> {
+/// The collection named `name`, once the caller is found to own its table
+/// (`what` says what they asked to do) and its policies are locked: what it
+/// says of the policy in force stays true until the transaction ends.
+fn locked_for_policies(name: &str, policy_name: &str, what: &str) -> SqlResult<Collection> {
     if policy_name.is_empty() || policy_name.len() > NAME_MAX {
         return Err(SqlError::invalid("a policy name has 1 to 63 bytes"));
     }
     let collection = store::collections::find(name)?;
-    require_owner(&collection, "set a policy of")?;
+    require_owner(&collection, what)?;
+    store::collections::lock_policies(collection.id)?;
+    store::collections::find(name)
+}
+
+fn set_policy(name: &str, policy_name: &str, patch: &Value) -> SqlResult<JsonB> {
+    let collection = locked_for_policies(name, policy_name, "set a policy of")?;
     let stored = store::collections::stored_policy(collection.id, policy_name)?;
     let created = stored.is_none();
     let policy = stored.unwrap_or_default().merged(patch).map_err(|e| {
@@ -124,8 +134,7 @@ fn policy_activate(collection: &str, policy_name: &str) -> JsonB {
 }
 
 fn activate(name: &str, policy_name: &str) -> SqlResult<JsonB> {
-    let collection = store::collections::find(name)?;
-    require_owner(&collection, "activate a policy of")?;
+    let collection = locked_for_policies(name, policy_name, "activate a policy of")?;
     let previous = collection.policy_name.clone();
     if previous.as_deref() == Some(policy_name) {
         // Already in force: nothing changes, nothing to audit.
@@ -155,8 +164,7 @@ fn policy_drop(collection: &str, policy_name: &str) -> JsonB {
 }
 
 fn drop_policy(name: &str, policy_name: &str) -> SqlResult<JsonB> {
-    let collection = store::collections::find(name)?;
-    require_owner(&collection, "drop a policy of")?;
+    let collection = locked_for_policies(name, policy_name, "drop a policy of")?;
     if collection.policy_name.as_deref() == Some(policy_name) {
         return Err(SqlError::new(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,

@@ -282,6 +282,13 @@ pub fn policies(id: i32) -> SqlResult<Vec<StoredPolicy>> {
     document(super::POLICIES, &[id.into()])
 }
 
+/// Locks collection `id` against concurrent changes to its policies, to the
+/// end of the transaction: take it before reading which policy is in force.
+pub fn lock_policies(id: i32) -> SqlResult<()> {
+    Spi::run_with_args(super::LOCK_POLICIES, &[id.into()])?;
+    Ok(())
+}
+
 /// Puts policy `name` of collection `id` in force; false when it has none
 /// of that name.
 pub fn activate_policy(id: i32, name: &str) -> SqlResult<bool> {

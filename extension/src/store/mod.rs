@@ -71,6 +71,7 @@ queries! {
     IVF_SAMPLE = "ivf_sample";
     IVF_TRAINED_AT = "ivf_trained_at";
     KEY_EVENTS = "key_events";
+    LOCK_POLICIES = "lock_policies";
     LOCK_GRAPH = "lock_graph";
     LOCK_KEY = "lock_key";
     MAINTENANCE = "maintenance";
