@@ -107,7 +107,6 @@ impl From<ruvector_integrity::registration::Refusal> for SqlError {
             WrongObjectType => PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
             UndefinedColumn => PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
             DatatypeMismatch => PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-            WrongDatabase => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
         };
         let mut error = SqlError::new(code, r.message);
         error.detail = r.detail;

@@ -6,6 +6,7 @@ use std::ffi::CString;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 
 pub static INTEGRITY_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
+/// No longer read (0.3): kept so that a 0.2 configuration still loads.
 pub static INTEGRITY_DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 pub static SAMPLE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(60);
@@ -14,6 +15,7 @@ pub static SIGNING_KEY_PATH: GucSetting<Option<CString>> = GucSetting::<Option<C
 pub static MAX_COLLECTIONS: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static SAMPLE_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
 pub static MAX_RELATIONS: GucSetting<i32> = GucSetting::<i32>::new(16_384);
+pub static MAX_DATABASES: GucSetting<i32> = GucSetting::<i32>::new(32);
 pub static WORKER_STATEMENT_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(60_000);
 pub static EXPECTED_STANDBYS: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
@@ -39,8 +41,8 @@ pub fn define() {
     );
     GucRegistry::define_string_guc(
         c"ruvector.integrity_database",
-        c"Database the integrity worker connects to.",
-        c"Collections can only be registered in this database.",
+        c"No longer used: every database with the extension has its own integrity worker.",
+        c"Kept so that a configuration written for ruvector 0.2 still loads.",
         &INTEGRITY_DATABASE,
         GucContext::Postmaster,
         GucFlags::default(),
@@ -100,6 +102,16 @@ pub fn define() {
         &MAX_RELATIONS,
         16,
         10_000_000,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.max_databases",
+        c"Databases with the extension that can have an integrity worker at once.",
+        c"Sizes shared memory at server start. Each worker also takes one of max_worker_processes.",
+        &MAX_DATABASES,
+        1,
+        4096,
         GucContext::Postmaster,
         GucFlags::default(),
     );
@@ -231,14 +243,6 @@ unsafe extern "C-unwind" fn check_bypass(
     }
 }
 
-/// `ruvector.integrity_database`.
-pub fn integrity_database() -> String {
-    INTEGRITY_DATABASE
-        .get()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "postgres".to_owned())
-}
-
 /// `ruvector.expected_standbys` (empty when unset).
 pub fn expected_standbys() -> String {
     EXPECTED_STANDBYS
@@ -247,7 +251,16 @@ pub fn expected_standbys() -> String {
         .unwrap_or_default()
 }
 
-/// `ruvector.signing_key_path`, with the data-directory default applied.
+/// The key file of database `database`: `ruvector.signing_key_path` (see
+/// [`signing_key_path`]) followed by `.` and the database's OID.
+pub fn database_key_path(database: pgrx::pg_sys::Oid) -> std::path::PathBuf {
+    let mut path = signing_key_path().into_os_string();
+    path.push(format!(".{}", u32::from(database)));
+    path.into()
+}
+
+/// `ruvector.signing_key_path`, with the data-directory default applied:
+/// where a key is adopted from (see `keys`).
 pub fn signing_key_path() -> std::path::PathBuf {
     match SIGNING_KEY_PATH.get() {
         Some(path) if !path.as_bytes().is_empty() => {

@@ -38,7 +38,39 @@ use serde_json::{json, Value};
 
 use crate::errors::{OrRaise, SqlError, SqlResult};
 use crate::store::events::Pending;
-use crate::{audit, clock, installation, privileges, store, xact};
+use crate::{audit, catalog, clock, gucs, installation, privileges, store, xact};
+
+/// Moves the key at `ruvector.signing_key_path` to `path` (this database's
+/// key file) when there is none at `path` yet and it is the chain's current
+/// key (`current`): the key of a database upgraded from 0.2 (one key file
+/// per cluster), or of a database restored from a dump, whose key was copied
+/// there. Any other key there stays for the database it belongs to.
+fn adopt(path: &Path, current: Option<&str>) -> SqlResult<()> {
+    let offered = gucs::signing_key_path();
+    if path.exists() || !offered.exists() {
+        return Ok(());
+    }
+    match read_key(&offered) {
+        Ok(key) if current == Some(key.id()) => {
+            std::fs::rename(&offered, path)
+                .and_then(|()| sync_directory(path))
+                .map_err(|e| {
+                    SqlError::internal(format!(
+                        "cannot move the signing key {} to {}: {e}",
+                        offered.display(),
+                        path.display()
+                    ))
+                })?;
+            pgrx::log!(
+                "ruvector: the signing key {} moved to {}, this database's key file",
+                key.id(),
+                path.display()
+            );
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
 
 /// Reads the key at `path`, or creates it there if there is none. The error is
 /// a sentence for the server log.
@@ -187,6 +219,13 @@ impl KeyHolder {
         event
             .details
             .insert("timeline".into(), json!(context.timeline));
+        // The chain says which database it is: its root, and every key after.
+        event
+            .details
+            .insert("database".into(), json!(catalog::database_name()));
+        event
+            .details
+            .insert("database_oid".into(), json!(u32::from(catalog::database())));
         if !on_file {
             let next = next_path(&self.path);
             let _ = std::fs::remove_file(&next);
@@ -265,6 +304,9 @@ impl KeyHolder {
         }
         self.signer = None;
         self.root = None;
+        let events = store::events::key_events(None)?;
+        let current = events.last().map(|(_, k)| k.key.clone());
+        adopt(&self.path, current.as_deref())?;
         let file = match load_or_create(&self.path) {
             Ok(file) => file,
             Err(problem) => {
@@ -274,8 +316,6 @@ impl KeyHolder {
                 return Ok(false);
             }
         };
-        let events = store::events::key_events(None)?;
-        let current = events.last().map(|(_, k)| k.key.clone());
         self.root = events
             .iter()
             .rev()

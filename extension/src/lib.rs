@@ -80,7 +80,6 @@ pub mod pg_test {
     pub fn postgresql_conf_options() -> Vec<&'static str> {
         vec![
             "shared_preload_libraries = 'ruvector'",
-            "ruvector.integrity_database = 'pgrx_tests'",
             "ruvector.integrity_sample_interval = 1",
         ]
     }

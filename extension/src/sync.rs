@@ -11,7 +11,7 @@ use pgrx::prelude::*;
 use crate::errors::{OrRaise, SqlResult};
 use crate::shmem::Shared;
 use crate::store::collections::Collection;
-use crate::{catalog, gucs, installation, store};
+use crate::{installation, store};
 
 /// What a refresh could not fit in shared memory.
 #[derive(Default)]
@@ -42,19 +42,7 @@ pub fn refresh(shared: Shared) -> SqlResult<(Vec<Collection>, Overflow)> {
 }
 
 thread_local! {
-    /// Whether this backend's database is the one the worker watches (the
-    /// only one that can hold collections), once known.
-    static WATCHED: Cell<Option<bool>> = const { Cell::new(None) };
     static REFRESHING: Cell<bool> = const { Cell::new(false) };
-}
-
-fn watched_database() -> bool {
-    if let Some(known) = WATCHED.with(Cell::get) {
-        return known;
-    }
-    let here = catalog::database_name() == gucs::integrity_database();
-    WATCHED.with(|w| w.set(Some(here)));
-    here
 }
 
 /// Whether this backend may fill shared memory now: in a transaction, not
@@ -68,12 +56,12 @@ fn may_refresh() -> bool {
 }
 
 /// Fills shared memory from the tables unless that was done since the server
-/// started; true when it did. Only in the watched database with the extension
-/// installed, as the extension's owner.
+/// started; true when it did. Only where the extension is installed, as the
+/// extension's owner.
 /// A failure (a cancel, a timeout) fails the caller's statement: a relation
 /// must not pass for ungated because the map could not be read.
 pub fn ensure(shared: Shared) -> bool {
-    if shared.synced() || REFRESHING.with(Cell::get) || !may_refresh() || !watched_database() {
+    if shared.synced() || REFRESHING.with(Cell::get) || !may_refresh() {
         return false;
     }
     let Some(installed) = installation::installed() else {

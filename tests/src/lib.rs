@@ -154,7 +154,7 @@ impl Cluster {
         let port = free_port();
         let mut conf = format!(
             "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
-             shared_preload_libraries = 'ruvector'\nruvector.integrity_database = '{DATABASE}'\n\
+             shared_preload_libraries = 'ruvector'\n\
              ruvector.integrity_sample_interval = 1\nfsync = off\n",
             dir.display()
         );
@@ -332,6 +332,18 @@ impl Cluster {
                 .count();
             (ready >= times).then_some(())
         });
+    }
+
+    /// The signing key file of the database `db` is connected to.
+    pub fn key_path(&self, db: &mut Client) -> PathBuf {
+        let oid: u32 = db
+            .query_one(
+                "SELECT oid FROM pg_database WHERE datname = current_database()",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        self.data_dir().join(format!("ruvector_signing.key.{oid}"))
     }
 
     pub fn client(&self) -> Client {

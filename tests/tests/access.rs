@@ -250,33 +250,6 @@ fn unknown_collections_and_operations_get_the_documented_answers() {
 }
 
 #[test]
-fn collections_can_only_live_in_the_watched_database() {
-    let cluster = Cluster::start("other-db", &[]);
-    let mut db = cluster.client();
-    db.batch_execute("CREATE DATABASE elsewhere").unwrap();
-    let mut other = Client::connect(
-        &format!(
-            "host=127.0.0.1 port={} user=postgres dbname=elsewhere",
-            cluster.port
-        ),
-        NoTls,
-    )
-    .unwrap();
-    other
-        .batch_execute("CREATE EXTENSION ruvector; CREATE TABLE t (id int, embedding real[]);")
-        .unwrap();
-    let (state, message) = error(
-        &mut other,
-        "SELECT ruvector_register_collection('t', 't', 'embedding', 3)",
-    );
-    assert_eq!(state, "55000");
-    assert!(
-        message.contains(&format!("only be registered in database \"{DATABASE}\"")),
-        "{message}"
-    );
-}
-
-#[test]
 fn without_preloading_the_library_refuses_to_load() {
     let cluster = Cluster::init("no-preload", &["shared_preload_libraries = ''"]);
     cluster.pg_ctl_start();

@@ -42,9 +42,10 @@ fn pinned(roots: &[[u8; 32]]) -> Trust {
     }
 }
 
-/// The signing key the worker holds now (read as the server's owner would).
-fn key_file(cluster: &Cluster) -> Signer {
-    let bytes = std::fs::read(cluster.data_dir().join("ruvector_signing.key")).unwrap();
+/// The signing key the worker of `db`'s database holds now (read as the
+/// server's owner would).
+fn key_file(cluster: &Cluster, db: &mut Client) -> Signer {
+    let bytes = std::fs::read(cluster.key_path(db)).unwrap();
     Signer::from_secret(&bytes.try_into().unwrap())
 }
 
@@ -277,7 +278,7 @@ fn a_revoked_key_signs_nothing_that_verifies_whatever_its_date() {
     let (cluster, mut db) = cluster_with_docs("revoked", &[]);
     wait_signed(&mut db);
     // The key in use leaks; the operator revokes it.
-    let leaked = key_file(&cluster);
+    let leaked = key_file(&cluster, &mut db);
     let before: i64 = db
         .query_one("SELECT max(seq) FROM ruvector.integrity_events", &[])
         .unwrap()
@@ -313,7 +314,7 @@ fn a_revoked_key_signs_nothing_that_verifies_whatever_its_date() {
 fn a_revocation_held_open_never_invalidates_what_is_signed_meanwhile() {
     let (cluster, mut db) = cluster_with_docs("revoke-race", &[]);
     wait_signed(&mut db);
-    let current = key_file(&cluster);
+    let current = key_file(&cluster, &mut db);
     let mut revoker = cluster.client();
     revoker.batch_execute("BEGIN").unwrap();
     revoker
@@ -338,7 +339,7 @@ fn a_revocation_held_open_never_invalidates_what_is_signed_meanwhile() {
 #[test]
 fn a_key_file_readable_by_others_is_refused_and_events_wait_unsigned() {
     let cluster = Cluster::start("key-mode", &[]);
-    let key = cluster.data_dir().join("ruvector_signing.key");
+    let key = cluster.key_path(&mut cluster.client());
     wait_for(15, "the key file", || key.exists().then_some(()));
     cluster.stop();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -385,7 +386,7 @@ fn a_key_file_readable_by_others_is_refused_and_events_wait_unsigned() {
 #[test]
 fn no_sql_function_or_log_line_shows_the_private_key() {
     let cluster = Cluster::start("secret", &[]);
-    let key = cluster.data_dir().join("ruvector_signing.key");
+    let key = cluster.key_path(&mut cluster.client());
     wait_for(15, "the key file", || key.exists().then_some(()));
     let mut db = cluster.client();
     collection(&mut db, "docs", 10);
@@ -416,11 +417,11 @@ fn rotation_and_restarts_introduce_each_key_in_the_chain() {
     let (cluster, mut db) = cluster_with_docs("rotate", &[]);
     wait_signed(&mut db);
     let root = root_of(&mut db);
-    let first = key_file(&cluster);
+    let first = key_file(&cluster, &mut db);
     db.execute("SELECT ruvector_rotate_signing_key('yearly rotation')", &[])
         .unwrap();
     wait_signed(&mut db);
-    let second = key_file(&cluster);
+    let second = key_file(&cluster, &mut db);
     assert_ne!(first.id(), second.id());
     pin(&mut db, "stress");
     wait_signed(&mut db);
@@ -436,7 +437,7 @@ fn rotation_and_restarts_introduce_each_key_in_the_chain() {
     cluster.restart();
     let mut db = cluster.client();
     wait_for(20, "a key for the new run", || {
-        (key_file(&cluster).id() != second.id()).then_some(())
+        (key_file(&cluster, &mut db).id() != second.id()).then_some(())
     });
     pin(&mut db, "normal");
     wait_signed(&mut db);
@@ -445,7 +446,7 @@ fn rotation_and_restarts_introduce_each_key_in_the_chain() {
     let verdict = offline(&exported(&mut db), pinned(&[root])).unwrap();
     assert_eq!(
         verdict.current_key.as_deref(),
-        Some(key_file(&cluster).id())
+        Some(key_file(&cluster, &mut db).id())
     );
     let rotations: i64 = db
         .query_one(

@@ -91,7 +91,11 @@ fn the_exporter_serves_every_documented_series() {
     });
     let docs = r#"collection="docs""#;
     assert_eq!(
-        value(&metrics, "ruvector_collection_state", &[docs]),
+        value(
+            &metrics,
+            "ruvector_collection_state",
+            &[docs, r#"database="ruvector_test""#]
+        ),
         Some(1.0),
         "{metrics}"
     );

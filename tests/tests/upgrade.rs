@@ -1,4 +1,4 @@
-//! Upgrades: the previous release's SQL (`extension/sql/releases/`, installed
+//! Upgrades: each earlier release's SQL (`extension/sql/releases/`, installed
 //! by `make install`) filled with collections, policies and signed entries,
 //! then `ALTER EXTENSION ruvector UPDATE`; and `DROP EXTENSION` refused while
 //! the signed trail was not exported.
@@ -8,8 +8,9 @@ use ruvector_integrity::audit::export;
 use ruvector_integrity::audit::from_hex_array;
 use ruvector_tests::*;
 
-/// The release before this one.
-const PREVIOUS: &str = "0.1.0";
+/// The earlier releases, each with its install script in
+/// `extension/sql/releases/`.
+const EARLIER: [&str; 2] = ["0.1.0", "0.2.0"];
 
 /// The exported trail, as `psql -Atc "SELECT ruvector_audit_export()"` writes it.
 fn exported(db: &mut Client) -> String {
@@ -74,10 +75,21 @@ fn schema(db: &mut Client) -> Vec<String> {
 }
 
 #[test]
-fn an_update_from_the_previous_release_keeps_the_data_and_the_chain() {
-    let cluster = Cluster::start_without_extension("upgrade", &[]);
+fn an_update_from_0_1_0_keeps_the_data_and_the_chain() {
+    update_from(EARLIER[0]);
+}
+
+#[test]
+fn an_update_from_0_2_0_keeps_the_data_and_the_chain() {
+    update_from(EARLIER[1]);
+}
+
+/// Installs release `previous`, fills it with a collection, policies, an
+/// override and signed entries, updates it, and checks what was kept.
+fn update_from(previous: &str) {
+    let cluster = Cluster::start_without_extension(&format!("upgrade-{previous}"), &[]);
     let mut db = cluster.client();
-    db.batch_execute(&format!("CREATE EXTENSION ruvector VERSION '{PREVIOUS}'"))
+    db.batch_execute(&format!("CREATE EXTENSION ruvector VERSION '{previous}'"))
         .unwrap();
     collection(&mut db, "docs", 10);
     wait_for_state(&mut db, "docs", "normal", 30);
@@ -106,7 +118,7 @@ fn an_update_from_the_previous_release_keeps_the_data_and_the_chain() {
             .unwrap();
         (row.get(0), row.get(1))
     };
-    assert_ne!(version, PREVIOUS);
+    assert_ne!(version, previous);
     assert_eq!(version, default);
 
     // Everything is kept, and the new API works on it.

@@ -26,7 +26,6 @@ pub enum RefusalKind {
     WrongObjectType,
     UndefinedColumn,
     DatatypeMismatch,
-    WrongDatabase,
 }
 
 /// Why a registration is refused.
@@ -115,27 +114,11 @@ pub struct TableFacts {
     /// domain over it: vectors are read through that cast.
     #[serde(default)]
     pub casts_to_real_array: bool,
-    pub database: String,
 }
 
 impl TableFacts {
     pub fn qualified(&self) -> String {
         format!("{}.{}", self.schema, self.table)
-    }
-
-    /// Collections live in the database the worker watches.
-    pub fn check_database(&self, watched: &str) -> Result<(), Refusal> {
-        if self.database == watched {
-            return Ok(());
-        }
-        Err(Refusal::new(
-            RefusalKind::WrongDatabase,
-            format!(
-                "collections can only be registered in database \"{watched}\", not \"{}\"",
-                self.database
-            ),
-        )
-        .hint("The integrity worker watches the database named by ruvector.integrity_database; set it and restart the server to watch another."))
     }
 
     /// Refuses what cannot be a collection's table: views, materialized
@@ -287,7 +270,6 @@ mod tests {
             column_typmod: Some(-1),
             pgvector: false,
             casts_to_real_array: false,
-            database: "app".into(),
         }
     }
 
@@ -344,11 +326,6 @@ mod tests {
         assert_eq!(
             with(|f| f.relkind = "S".into()).kind,
             RefusalKind::WrongObjectType
-        );
-        assert_eq!(facts().check_database("app"), Ok(()));
-        assert_eq!(
-            facts().check_database("other").unwrap_err().kind,
-            RefusalKind::WrongDatabase
         );
     }
 

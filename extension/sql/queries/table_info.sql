@@ -23,8 +23,7 @@ SELECT jsonb_build_object(
                                    WHERE k.castsource = a.atttypid
                                      AND k.casttarget = 'real[]'::regtype)
                            OR EXISTS (SELECT 1 FROM pg_type t
-                                      WHERE t.oid = a.atttypid AND t.typbasetype = 'real[]'::regtype),
-    'database', current_database())
+                                      WHERE t.oid = a.atttypid AND t.typbasetype = 'real[]'::regtype))
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped

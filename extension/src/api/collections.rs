@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use crate::errors::{OrRaise, SqlError, SqlResult};
 use crate::jsonb::{JsonbArg, SMALL_DOCUMENT};
 use crate::store::collections::{Collection, NewCollection};
-use crate::{catalog, clock, gucs, installation, privileges, shmem, store, xact};
+use crate::{catalog, clock, installation, privileges, shmem, store, xact};
 
 /// The lock a registration takes on the table and each partition:
 /// SHARE UPDATE EXCLUSIVE conflicts with ATTACH and DETACH PARTITION and
@@ -81,7 +81,6 @@ fn register_collection(
                 format!("relation with OID {} does not exist", u32::from(table)),
             )
         })?;
-        facts.check_database(&gucs::integrity_database())?;
         facts.check_kind()?;
         if !owned {
             return Err(SqlError::new(

@@ -131,6 +131,7 @@ fn shared_memory() -> JsonB {
         "solver_memory": {"limit_bytes": gucs::SOLVER_MEMORY_LIMIT.get() as u64 * 1024,
                           "held_bytes": usage.solver_memory_held},
         "pending_events": {"tracked": usage.pending_tracked, "untracked": usage.pending_untracked},
+        "databases": {"capacity": usage.database_capacity, "used": usage.databases_used},
     }))
 }
 

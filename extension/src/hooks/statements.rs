@@ -71,6 +71,12 @@ pub struct Effects {
     pub detached: Vec<pg_sys::Oid>,
     /// `DROP EXTENSION ruvector`.
     pub drops_extension: bool,
+    /// `CREATE EXTENSION ruvector`: the launcher starts a worker at commit.
+    pub creates_extension: bool,
+    /// A database the statement needs without connections (DROP DATABASE,
+    /// ALTER DATABASE ... RENAME or SET TABLESPACE, CREATE DATABASE ...
+    /// TEMPLATE), when the caller owns it: its worker leaves first.
+    pub vacated_database: Option<pg_sys::Oid>,
 }
 
 impl Effects {
@@ -87,6 +93,8 @@ impl Effects {
             && self.bypasses.is_empty()
             && self.new_partition.is_none()
             && !self.drops_extension
+            && !self.creates_extension
+            && self.vacated_database.is_none()
     }
 }
 
@@ -131,7 +139,34 @@ pub unsafe fn effects(stmt: *mut pg_sys::Node) -> Effects {
                 fx.bypasses
                     .push((bind((*s).relation, ACCESS_EXCLUSIVE), "CREATE RULE"));
             }
-            T_RenameStmt => rename(&mut fx, stmt.cast()),
+            T_RenameStmt => {
+                let s = stmt.cast::<pg_sys::RenameStmt>();
+                if (*s).renameType == pg_sys::ObjectType::OBJECT_DATABASE {
+                    fx.vacated_database = owned_database((*s).subname);
+                }
+                rename(&mut fx, s)
+            }
+            T_DropdbStmt => {
+                fx.vacated_database = owned_database((*stmt.cast::<pg_sys::DropdbStmt>()).dbname)
+            }
+            T_CreatedbStmt => {
+                let s = stmt.cast::<pg_sys::CreatedbStmt>();
+                if let Some(template) = option((*s).options, "template") {
+                    if !(*template).arg.is_null() {
+                        fx.vacated_database = owned_database(pg_sys::defGetString(template));
+                    }
+                }
+            }
+            T_AlterDatabaseStmt => {
+                let s = stmt.cast::<pg_sys::AlterDatabaseStmt>();
+                if option((*s).options, "tablespace").is_some() {
+                    fx.vacated_database = owned_database((*s).dbname);
+                }
+            }
+            T_CreateExtensionStmt => {
+                let s = stmt.cast::<pg_sys::CreateExtensionStmt>();
+                fx.creates_extension = text((*s).extname) == "ruvector";
+            }
             T_AlterObjectSchemaStmt => set_schema(&mut fx, stmt.cast()),
             T_AlterExtensionContentsStmt => extension_contents(&mut fx, stmt.cast()),
             T_AlterForeignServerStmt => {
@@ -483,6 +518,37 @@ unsafe fn rename(fx: &mut Effects, s: *mut pg_sys::RenameStmt) {
             OBJECT_SCHEMA => fx.renamed_schema = Some(catalog::schema_named((*s).subname)),
             _ => {}
         }
+    }
+}
+
+/// The database named `name`, if it exists and the current role owns it
+/// (a superuser owns every one): who may not run the statement must not stop
+/// the database's worker either.
+///
+/// # Safety
+/// `name` is NULL or a C string.
+unsafe fn owned_database(name: *const std::ffi::c_char) -> Option<pg_sys::Oid> {
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: syscache lookups, no SQL.
+    unsafe {
+        let oid = pg_sys::get_database_oid(name, true);
+        (oid != pg_sys::InvalidOid && pg_sys::pg_database_ownercheck(oid, pg_sys::GetUserId()))
+            .then_some(oid)
+    }
+}
+
+/// The option `name` of a statement's `DefElem` list.
+///
+/// # Safety
+/// `options` is NULL or a valid `List` of `DefElem`.
+unsafe fn option(options: *mut pg_sys::List, name: &str) -> Option<*mut pg_sys::DefElem> {
+    // SAFETY: per the function's contract.
+    unsafe {
+        list::<pg_sys::DefElem>(options)
+            .into_iter()
+            .find(|&d| text((*d).defname) == name)
     }
 }
 

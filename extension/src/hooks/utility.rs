@@ -101,6 +101,9 @@ fn before(fx: &Effects, tag: &str) -> SqlResult<()> {
     if fx.drops_extension {
         crate::audit::check_drop()?;
     }
+    if let Some(database) = fx.vacated_database {
+        vacate(database);
+    }
     let role = privileges::current();
     let owns = |relid: pg_sys::Oid| catalog::exists(relid) && privileges::owns(relid, role);
     let database_owner = privileges::owns_database(role);
@@ -306,7 +309,53 @@ fn after(flight: &InFlight, rows: Rows) -> SqlResult<()> {
     if fx.drops_extension {
         xact::at_commit(|shared| shared.clear_database());
     }
+    if fx.creates_extension && installation::installed().is_some() {
+        xact::at_commit(|shared| {
+            if !shared.want_worker() {
+                pgrx::warning!(
+                    "ruvector: this database gets no integrity worker: ruvector.max_databases ({}) databases already have one",
+                    shared.database_capacity()
+                );
+            }
+        });
+    }
     Ok(())
+}
+
+/// How long the launcher leaves a vacated database without a worker: the
+/// statement that asked has had its chance by then (DROP DATABASE waits
+/// 5 s for other sessions to leave).
+const HOLD_OFF: i64 = 15 * ruvector_integrity::SECOND;
+
+/// Stops the integrity worker of `database` (if it has one) and waits, up to
+/// 10 s, for it to leave, so that a statement that needs the database without
+/// connections can run. The launcher starts it again after [`HOLD_OFF`] if
+/// the database is still there.
+fn vacate(database: pg_sys::Oid) {
+    let Ok(shared) = shmem::shared() else {
+        return;
+    };
+    let pid = shared.hold_off_worker(database, crate::clock::now() + HOLD_OFF);
+    if pid == 0 {
+        return;
+    }
+    for _ in 0..100 {
+        if shared.worker_gone(database, pid) {
+            return;
+        }
+        // SAFETY: waits on this backend's own latch for 100 ms; interrupts
+        // (a cancel) are served after each wait.
+        unsafe {
+            pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                100,
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+        }
+        pgrx::check_for_interrupts!();
+    }
 }
 
 /// A statement between its check and its after-work: its effects, and the

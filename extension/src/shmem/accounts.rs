@@ -66,6 +66,8 @@ pub struct Usage {
     pub solver_memory_held: u64,
     pub pending_tracked: usize,
     pub pending_untracked: u64,
+    pub database_capacity: usize,
+    pub databases_used: usize,
 }
 
 impl Shared {
@@ -134,6 +136,8 @@ impl Shared {
             solver_memory_held: accounts.solver_memory.load(Ordering::Acquire),
             pending_tracked: accounts.tracked_pending_len as usize,
             pending_untracked: accounts.untracked_pending,
+            database_capacity: self.database_capacity(),
+            databases_used: self.databases_used(),
         }
     }
 }

@@ -10,11 +10,12 @@
 //! - what is reserved and held ([`accounts`]): entries promised to
 //!   transactions in progress, the solvers' memory, the pending audit events
 //!   the worker follows;
-//! - the worker's pid, latch, heartbeat and signing note.
+//! - one entry per database with a worker ([`databases`]): its pid, latch,
+//!   heartbeat and signing note; and the launcher's pid and latch.
 //!
-//! Layout, sized at server start by `ruvector.max_collections` and
-//! `ruvector.max_relations`:
-//! `Header | Slot × slots | i32 × 2·slots | RelationEntry × relations | i32 × 2·relations`
+//! Layout, sized at server start by `ruvector.max_collections`,
+//! `ruvector.max_relations` and `ruvector.max_databases`:
+//! `Header | Slot × slots | i32 × 2·slots | RelationEntry × relations | i32 × 2·relations | DatabaseEntry × databases`
 //! (the `i32` arrays are open-addressing indexes of entry + 1, 0 for empty).
 //! One LWLock guards slots, relations and both indexes: readers take it
 //! shared, writers (the worker, and backends at commit) exclusive. Live search
@@ -28,10 +29,11 @@
 
 mod accounts;
 mod cache;
+mod databases;
 mod relations;
 mod slots;
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, Ordering};
 
 use pgrx::pg_sys;
 use pgrx::pg_sys::ffi::pg_guard_ffi_boundary;
@@ -44,6 +46,7 @@ use crate::errors::SqlError;
 use crate::gucs;
 
 pub use accounts::Full;
+pub use databases::{forget_launcher, forget_worker, Claim};
 pub use slots::SlotRef;
 
 const SHMEM_NAME: &std::ffi::CStr = c"ruvector integrity";
@@ -88,21 +91,11 @@ struct Header {
     /// (under the exclusive lock): what a backend read at one value is
     /// still true while it stays there (see [`cache`]).
     changes: AtomicU64,
-    worker_pid: AtomicI32,
-    worker_latch: AtomicPtr<pg_sys::Latch>,
-    /// When the worker's last loop began.
-    heartbeat: AtomicI64,
-    /// Set once the relation map was filled from the tables since the server
-    /// started (by the worker, or by a backend that could not wait for it).
-    synced: AtomicBool,
-    /// The worker's signing state, as JSON text (under the lock).
-    signing_note_len: u32,
-    signing_note: [u8; SIGNING_NOTE_MAX],
+    database_capacity: u32,
+    launcher_pid: AtomicI32,
+    launcher_latch: AtomicPtr<pg_sys::Latch>,
     accounts: accounts::Accounts,
 }
-
-/// Room for the worker's signing state in shared memory.
-const SIGNING_NOTE_MAX: usize = 1024;
 
 /// The segment, set once by `shmem_startup` in the postmaster (inherited by
 /// every process) or when a backend attaches; never changed after.
@@ -111,28 +104,32 @@ static mut HEADER: *mut Header = std::ptr::null_mut();
 static mut PREV_SHMEM_REQUEST: pg_sys::shmem_request_hook_type = None;
 static mut PREV_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
 
-/// Byte offsets of the four arrays, and the total size.
+/// Byte offsets of the five arrays, and the total size.
 struct Layout {
     slots: usize,
     slot_index: usize,
     relations: usize,
     relation_index: usize,
+    databases: usize,
     total: usize,
 }
 
-fn layout(slots: usize, relations: usize) -> Layout {
+fn layout(slots: usize, relations: usize, databases: usize) -> Layout {
     use std::mem::{align_of, size_of};
     let slots_at = size_of::<Header>().next_multiple_of(align_of::<slots::Slot>());
     let slot_index = slots_at + slots * size_of::<slots::Slot>();
     let relations_at = (slot_index + 2 * slots * size_of::<i32>())
         .next_multiple_of(align_of::<relations::RelationEntry>());
     let relation_index = relations_at + relations * size_of::<relations::RelationEntry>();
+    let databases_at = (relation_index + 2 * relations * size_of::<i32>())
+        .next_multiple_of(align_of::<databases::DatabaseEntry>());
     Layout {
         slots: slots_at,
         slot_index,
         relations: relations_at,
         relation_index,
-        total: relation_index + 2 * relations * size_of::<i32>(),
+        databases: databases_at,
+        total: databases_at + databases * size_of::<databases::DatabaseEntry>(),
     }
 }
 
@@ -140,6 +137,7 @@ fn layout_from_settings() -> Layout {
     layout(
         gucs::MAX_COLLECTIONS.get() as usize,
         gucs::MAX_RELATIONS.get() as usize,
+        gucs::MAX_DATABASES.get() as usize,
     )
 }
 
@@ -193,6 +191,7 @@ unsafe extern "C-unwind" fn shmem_startup() {
             (*header).lock = &raw mut (*pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr())).lock;
             (*header).slot_capacity = gucs::MAX_COLLECTIONS.get() as u32;
             (*header).relation_capacity = gucs::MAX_RELATIONS.get() as u32;
+            (*header).database_capacity = gucs::MAX_DATABASES.get() as u32;
         }
         HEADER = base.cast::<Header>();
         pg_sys::LWLockRelease(init_lock);
@@ -262,7 +261,11 @@ impl Shared {
 
     fn layout(&self) -> Layout {
         let h = self.header();
-        layout(h.slot_capacity as usize, h.relation_capacity as usize)
+        layout(
+            h.slot_capacity as usize,
+            h.relation_capacity as usize,
+            h.database_capacity as usize,
+        )
     }
 
     /// A pointer `offset` bytes into the segment (within its layout).
@@ -291,34 +294,6 @@ impl Shared {
         self.header().changes.load(Ordering::Acquire)
     }
 
-    pub fn set_worker(&self, pid: i32, latch: *mut pg_sys::Latch) {
-        self.header().worker_latch.store(latch, Ordering::Release);
-        self.header().worker_pid.store(pid, Ordering::Release);
-    }
-
-    pub fn worker_pid(&self) -> i32 {
-        self.header().worker_pid.load(Ordering::Acquire)
-    }
-
-    pub fn beat(&self, now: Micros) {
-        self.header().heartbeat.store(now, Ordering::Release);
-    }
-
-    /// When the worker's last loop began (`None`: it never ran).
-    pub fn heartbeat(&self) -> Option<Micros> {
-        Some(self.header().heartbeat.load(Ordering::Acquire)).filter(|&b| b != 0)
-    }
-
-    /// Wakes the worker so that it acts before its next tick.
-    pub fn wake_worker(&self) {
-        let latch = self.header().worker_latch.load(Ordering::Acquire);
-        if !latch.is_null() && self.worker_pid() != 0 {
-            // SAFETY: the worker's own latch, published while it lives and
-            // cleared (by `forget_worker`) before it exits.
-            unsafe { pg_sys::SetLatch(latch) };
-        }
-    }
-
     /// The extension was dropped from this database: forget its collections
     /// and relations (and only this database's).
     pub fn clear_database(&self) {
@@ -326,41 +301,6 @@ impl Shared {
         let db = database();
         self.remove_slots_where(|_| true);
         self.remove_relations_where(|e| e.database == db);
-    }
-
-    /// The worker publishes its signing state (JSON text, cut to fit).
-    pub fn set_signing_note(&self, note: &str) {
-        let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
-        let mut len = note.len().min(SIGNING_NOTE_MAX);
-        while !note.is_char_boundary(len) {
-            len -= 1;
-        }
-        let header = self.header_mut();
-        header.signing_note[..len].copy_from_slice(&note.as_bytes()[..len]);
-        header.signing_note_len = len as u32;
-    }
-
-    pub fn signing_note(&self) -> String {
-        let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
-        let header = self.header();
-        String::from_utf8_lossy(&header.signing_note[..header.signing_note_len as usize])
-            .into_owned()
-    }
-
-    /// Whether the relation map has been filled from the tables since the
-    /// server started.
-    pub fn synced(&self) -> bool {
-        self.header().synced.load(Ordering::Acquire)
-    }
-
-    pub fn mark_synced(&self) {
-        self.header().synced.store(true, Ordering::Release);
-    }
-}
-
-/// Called by the worker on exit so that no backend signals a latch it left.
-pub extern "C-unwind" fn forget_worker(_code: i32, _arg: pg_sys::Datum) {
-    if let Ok(shared) = shared() {
-        shared.set_worker(0, std::ptr::null_mut());
+        self.set_synced(false);
     }
 }

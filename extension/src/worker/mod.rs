@@ -1,5 +1,6 @@
-//! The integrity worker: one background worker, connected to
-//! `ruvector.integrity_database`, that alone holds the signing key.
+//! The integrity worker: one background worker per database that has the
+//! extension, started by the [`launcher`], that alone holds its database's
+//! signing key.
 //!
 //! Each tick, every step in its own transaction, so that an ERROR in one
 //! collection is logged and the others go on:
@@ -13,8 +14,12 @@
 //!    `NOTIFY ruvector_integrity` ([`sampling`]).
 //!
 //! It then sleeps on its latch until the next collection is due, a backend
-//! wakes it, or SIGHUP (which reloads the settings) or SIGTERM arrives.
+//! wakes it, or SIGHUP (which reloads the settings) or SIGTERM arrives. When
+//! it finds the extension is not installed (or no longer is), it gives up its
+//! entry in shared memory and leaves: the launcher starts no other there
+//! until a CREATE EXTENSION commits.
 
+mod launcher;
 mod sampling;
 mod settings;
 mod signing;
@@ -25,9 +30,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pgrx::bgworkers::{
-    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
-};
+use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
@@ -37,58 +40,83 @@ use serde_json::{json, Value};
 
 use crate::errors::{OrRaise, SqlResult};
 use crate::keys::KeyHolder;
-use crate::shmem::{self, Shared};
+use crate::shmem::{self, Claim, Shared};
 use crate::store::collections::Collection;
 use crate::{audit, clock, graph_builder, gucs, installation, store, sync};
 
 /// The longest the worker sleeps between ticks, in µs.
 const MAX_SLEEP: Micros = 5 * SECOND;
 
-/// Registers the worker; called from `_PG_init` while preloading.
-pub fn register() {
-    BackgroundWorkerBuilder::new("ruvector integrity worker")
-        .set_type("ruvector integrity worker")
-        .set_library("ruvector")
-        .set_function("ruvector_integrity_worker_main")
-        .enable_spi_access()
-        .set_start_time(BgWorkerStartTime::RecoveryFinished)
-        .set_restart_time(Some(Duration::from_secs(5)))
-        .load();
-}
+pub use launcher::register;
 
 #[pg_guard]
 #[unsafe(no_mangle)]
-pub extern "C-unwind" fn ruvector_integrity_worker_main(_arg: pg_sys::Datum) {
+pub extern "C-unwind" fn ruvector_integrity_worker_main(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    let database = gucs::integrity_database();
-    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    let database = pg_sys::Oid::from(arg.value() as u32);
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(database), None);
     let shared = shmem::shared().or_raise();
-    pin_settings();
+    // SAFETY: a catalog lookup in a transaction of its own.
+    let name = unsafe {
+        pg_sys::StartTransactionCommand();
+        let name = crate::catalog::database_name();
+        pg_sys::CommitTransactionCommand();
+        name
+    };
     // SAFETY: the worker's own pid and latch, published until the exit
-    // callback registered here clears them.
-    unsafe {
-        shared.set_worker(pg_sys::MyProcPid, pg_sys::MyLatch);
-        pg_sys::before_shmem_exit(Some(shmem::forget_worker), pg_sys::Datum::from(0));
+    // callback registered below clears them.
+    let claim = unsafe { shared.claim_worker(pg_sys::MyProcPid, pg_sys::MyLatch) };
+    match claim {
+        Claim::Taken => {}
+        Claim::Duplicate(pid) => {
+            log!("ruvector: the integrity worker of this database is already running (pid {pid})");
+            // SAFETY: ends the process before it did anything.
+            unsafe { pg_sys::proc_exit(0) };
+        }
+        Claim::Full => {
+            warning!(
+                "ruvector: no integrity worker for database \"{name}\": ruvector.max_databases ({}) databases already have one",
+                shared.database_capacity()
+            );
+            // SAFETY: as above.
+            unsafe { pg_sys::proc_exit(0) };
+        }
     }
-    log!("ruvector integrity worker started on database \"{database}\"");
-    let mut worker = Worker::new();
+    // SAFETY: the callback clears what `claim_worker` published.
+    unsafe { pg_sys::before_shmem_exit(Some(shmem::forget_worker), pg_sys::Datum::from(0)) };
+    pin_settings();
+    let mut worker = Worker::new(database);
+    let mut announced = false;
     loop {
         if BackgroundWorker::sighup_received() {
             // SAFETY: between transactions, as PostgreSQL's own processes do.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
         // The worker's reads of collection data are not searches.
-        let wait = installation::reading_for_itself(|| worker.tick(shared));
+        let Some(wait) = installation::reading_for_itself(|| worker.tick(shared)) else {
+            // The extension is not installed here: nothing to watch.
+            shared.release_worker(true);
+            if announced {
+                log!("ruvector integrity worker of database \"{name}\" stopping: the extension was dropped");
+            }
+            // SAFETY: ends the process, as a background worker's main may.
+            unsafe { pg_sys::proc_exit(0) };
+        };
+        if !announced {
+            log!("ruvector integrity worker started on database \"{name}\"");
+            announced = true;
+        }
         if !BackgroundWorker::wait_latch(Some(wait)) {
             break;
         }
     }
-    // Exit code 1: the postmaster starts the worker again after its restart
-    // time, unless the server is shutting down. A worker stopped by
-    // pg_terminate_backend() comes back; integrity control is not optional.
-    log!("ruvector integrity worker stopping");
+    // The launcher starts the worker again after a pause, unless the server
+    // is shutting down or an owner's statement (DROP DATABASE...) stopped it:
+    // a worker stopped by pg_terminate_backend() comes back; integrity
+    // control is not optional.
+    log!("ruvector integrity worker of database \"{name}\" stopping");
     // SAFETY: ends the process, as a background worker's main may.
-    unsafe { pg_sys::proc_exit(1) };
+    unsafe { pg_sys::proc_exit(0) };
 }
 
 /// The database's settings are not ours to trust: `ALTER DATABASE ... SET`
@@ -237,9 +265,9 @@ struct Worker {
 }
 
 impl Worker {
-    fn new() -> Worker {
+    fn new(database: pg_sys::Oid) -> Worker {
         Worker {
-            keys: KeyHolder::new(gucs::signing_key_path()),
+            keys: KeyHolder::new(gucs::database_key_path(database)),
             checkpoint_path: None,
             alive_path: None,
             last_alive_note: 0,
@@ -254,8 +282,9 @@ impl Worker {
         }
     }
 
-    /// One tick; returns how long to sleep.
-    fn tick(&mut self, shared: Shared) -> Duration {
+    /// One tick; returns how long to sleep, or `None` when the extension is
+    /// not installed here.
+    fn tick(&mut self, shared: Shared) -> Option<Duration> {
         shared.beat(clock::now());
         graph_builder::forget_probes();
         let idle = Duration::from_secs(gucs::SAMPLE_INTERVAL.get().clamp(1, 5) as u64);
@@ -269,11 +298,11 @@ impl Worker {
             Ok(None) => {
                 // The extension is not installed (or was dropped) here.
                 shared.clear_database();
-                return idle;
+                return None;
             }
             Err(e) => {
                 self.warn_once("loading", e);
-                return idle;
+                return Some(idle);
             }
         };
         for name in overflow.collections {
@@ -314,7 +343,7 @@ impl Worker {
             .filter_map(|c| self.due(c))
             .min()
             .map_or(Micros::MAX, |due| due - now);
-        Duration::from_micros(next.clamp(10_000, MAX_SLEEP) as u64)
+        Some(Duration::from_micros(next.clamp(10_000, MAX_SLEEP) as u64))
     }
 
     /// Queues a notification for listeners, sent when the step commits.
