@@ -6,7 +6,7 @@ use std::ffi::CString;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 
 pub static INTEGRITY_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
-/// No longer read (0.3): kept so that a 0.2 configuration still loads.
+/// 0.2's watched database: the one that takes 0.2's key file (see `keys`).
 pub static INTEGRITY_DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 pub static SAMPLE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(60);
@@ -41,8 +41,8 @@ pub fn define() {
     );
     GucRegistry::define_string_guc(
         c"ruvector.integrity_database",
-        c"No longer used: every database with the extension has its own integrity worker.",
-        c"Kept so that a configuration written for ruvector 0.2 still loads.",
+        c"The database ruvector 0.2 watched: its worker takes 0.2's signing key file.",
+        c"Every database with the extension has its own integrity worker since 0.3.",
         &INTEGRITY_DATABASE,
         GucContext::Postmaster,
         GucFlags::default(),
@@ -249,6 +249,14 @@ pub fn expected_standbys() -> String {
         .get()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+/// `ruvector.integrity_database` (0.2's watched database).
+pub fn integrity_database() -> String {
+    INTEGRITY_DATABASE
+        .get()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "postgres".to_owned())
 }
 
 /// The key file of database `database`: `ruvector.signing_key_path` (see

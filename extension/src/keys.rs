@@ -40,35 +40,59 @@ use crate::errors::{OrRaise, SqlError, SqlResult};
 use crate::store::events::Pending;
 use crate::{audit, catalog, clock, gucs, installation, privileges, store, xact};
 
-/// Moves the key at `ruvector.signing_key_path` to `path` (this database's
-/// key file) when there is none at `path` yet and it is the chain's current
-/// key (`current`): the key of a database upgraded from 0.2 (one key file
-/// per cluster), or of a database restored from a dump, whose key was copied
-/// there. Any other key there stays for the database it belongs to.
+/// Moves 0.2's key file (at `ruvector.signing_key_path` itself, one per
+/// cluster) to `path`, this database's key file, when this is the database
+/// 0.2 watched (`ruvector.integrity_database`), it has no key file of its own
+/// yet, and that key (or the one a rotation left beside it, `.next`) is its
+/// chain's current key (`current`). No other database takes it: a copy of
+/// the watched database has the same chain, and must not sign as it.
 fn adopt(path: &Path, current: Option<&str>) -> SqlResult<()> {
-    let offered = gucs::signing_key_path();
-    if path.exists() || !offered.exists() {
+    let old = gucs::signing_key_path();
+    if path.exists() || catalog::database_name() != gucs::integrity_database() {
         return Ok(());
     }
-    match read_key(&offered) {
-        Ok(key) if current == Some(key.id()) => {
-            std::fs::rename(&offered, path)
-                .and_then(|()| sync_directory(path))
-                .map_err(|e| {
-                    SqlError::internal(format!(
-                        "cannot move the signing key {} to {}: {e}",
-                        offered.display(),
-                        path.display()
-                    ))
-                })?;
-            pgrx::log!(
-                "ruvector: the signing key {} moved to {}, this database's key file",
-                key.id(),
-                path.display()
-            );
-            Ok(())
+    for offered in [next_path(&old), old.clone()] {
+        if !offered.exists() {
+            continue;
         }
-        _ => Ok(()),
+        match read_key(&offered) {
+            Ok(key) if current == Some(key.id()) => {
+                std::fs::rename(&offered, path)
+                    .and_then(|()| sync_directory(path))
+                    .map_err(|e| {
+                        SqlError::internal(format!(
+                            "cannot move the signing key {} to {}: {e}",
+                            offered.display(),
+                            path.display()
+                        ))
+                    })?;
+                pgrx::log!(
+                    "ruvector: 0.2's signing key {} moved from {} to {}, this database's key file",
+                    key.id(),
+                    offered.display(),
+                    path.display()
+                );
+                return Ok(());
+            }
+            _ => continue,
+        }
+    }
+    Ok(())
+}
+
+/// Removes the key files of a database that was just dropped: no secret
+/// outlives its chain, nor is found by a later database given the same OID.
+pub fn forget_database_key(database: pg_sys::Oid) {
+    let path = gucs::database_key_path(database);
+    for file in [next_path(&path), path] {
+        match std::fs::remove_file(&file) {
+            Ok(()) => pgrx::log!("ruvector: removed the signing key file {}", file.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => pgrx::warning!(
+                "ruvector: cannot remove the signing key file {} of a dropped database: {e}",
+                file.display()
+            ),
+        }
     }
 }
 

@@ -172,6 +172,8 @@ fn two_databases_each_have_a_worker_and_a_fault_in_one_leaves_the_other_alone() 
     wait_worker(&mut first, "second");
     first.batch_execute("DROP DATABASE second").unwrap();
     first.batch_execute("DROP DATABASE third").unwrap();
+    // No key outlives its database.
+    assert!(!second_key.exists());
     assert_eq!(worker_pid(&mut first, DATABASE), Some(restarted));
 }
 
@@ -221,5 +223,86 @@ fn a_role_that_may_not_drop_a_database_cannot_stop_its_worker() {
         let (state, _) = error(&mut stranger, &sql);
         assert_eq!(state, "42501", "{sql}");
     }
+    // Nor can its owner with a statement PostgreSQL refuses: in a transaction
+    // block, in a function, without CREATEDB, or of the database it is in.
+    db.batch_execute(&format!(
+        "CREATE ROLE owner LOGIN; ALTER DATABASE {DATABASE} OWNER TO owner"
+    ))
+    .unwrap();
+    let mut owner = cluster.connect("owner", "postgres");
+    for (sql, expected) in [
+        (format!("BEGIN; DROP DATABASE {DATABASE}"), "25001"),
+        (
+            format!("DO $$ BEGIN EXECUTE 'DROP DATABASE {DATABASE}'; END $$"),
+            "25001",
+        ),
+        (
+            format!("ALTER DATABASE {DATABASE} RENAME TO elsewhere"),
+            "42501",
+        ),
+        (format!("CREATE DATABASE copy TEMPLATE {DATABASE}"), "42501"),
+    ] {
+        let (state, _) = error(&mut owner, &sql);
+        assert_eq!(state, expected, "{sql}");
+        owner.batch_execute("ROLLBACK").unwrap();
+    }
+    let mut inside = cluster.connect("owner", DATABASE);
+    let (state, _) = error(&mut inside, &format!("DROP DATABASE {DATABASE}"));
+    assert_eq!(state, "55006");
     assert_eq!(worker_pid(&mut db, DATABASE), Some(worker));
+    assert!(!cluster.log().contains("stopping the integrity worker"));
+}
+
+#[test]
+fn a_0_2_key_file_goes_to_the_database_0_2_watched_and_to_no_copy() {
+    let cluster = Cluster::start("adopt", &["ruvector.integrity_database = 'ruvector_test'"]);
+    let mut db = cluster.client();
+    collection(&mut db, "docs", 10);
+    wait_for_state(&mut db, "docs", "normal", 30);
+    wait_signed(&mut db);
+    let key = cluster.key_path(&mut db);
+    drop(db);
+    let mut admin = cluster.connect("postgres", "postgres");
+    admin
+        .batch_execute(&format!("CREATE DATABASE copy TEMPLATE {DATABASE}"))
+        .unwrap();
+    let copy_key = cluster.key_path(&mut cluster.connect("postgres", "copy"));
+
+    // 0.2's layout: one key file, named by ruvector.signing_key_path itself,
+    // and no other.
+    cluster.stop();
+    let old = cluster.data_dir().join("ruvector_signing.key");
+    std::fs::rename(&key, &old).unwrap();
+    let _ = std::fs::remove_file(&copy_key);
+    cluster.pg_ctl_start();
+    let mut db = cluster.client();
+    wait_for(30, "the watched database to take the key", || {
+        (key.exists() && !old.exists()).then_some(())
+    });
+    // Its chain goes on under it, with no new root.
+    pin(&mut db, "stress");
+    wait_signed(&mut db);
+    let verdict = json(&mut db, "SELECT ruvector_verify_audit_chain()");
+    assert_eq!(verdict["ok"], true, "{verdict}");
+    let reroots: i64 = db
+        .query_one(
+            "SELECT count(*) FROM ruvector.integrity_events WHERE metadata->>'action' = 'reroot'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(reroots, 0);
+    // The copy, whose chain had the same current key, did not take it.
+    let mut copy = cluster.connect("postgres", "copy");
+    let note = wait_for(30, "the copy's worker to check its key", || {
+        Some(json(&mut copy, "SELECT ruvector_integrity_status('docs')")["worker"]["audit"].clone())
+            .filter(|n| n["signing"] == false && n["reason"].is_string())
+    });
+    assert!(
+        note["reason"]
+            .as_str()
+            .unwrap()
+            .contains("ruvector_reroot_audit_chain"),
+        "{note}"
+    );
 }

@@ -71,12 +71,24 @@ pub struct Effects {
     pub detached: Vec<pg_sys::Oid>,
     /// `DROP EXTENSION ruvector`.
     pub drops_extension: bool,
-    /// `CREATE EXTENSION ruvector`: the launcher starts a worker at commit.
+    /// `CREATE EXTENSION ruvector` where it is not installed: the launcher
+    /// starts a worker at commit.
     pub creates_extension: bool,
-    /// A database the statement needs without connections (DROP DATABASE,
-    /// ALTER DATABASE ... RENAME or SET TABLESPACE, CREATE DATABASE ...
-    /// TEMPLATE), when the caller owns it: its worker leaves first.
-    pub vacated_database: Option<pg_sys::Oid>,
+    /// A database the statement needs without connections, when PostgreSQL
+    /// would run it: its worker leaves first (see [`Vacated`]).
+    pub vacated_database: Option<Vacated>,
+}
+
+/// DROP DATABASE, ALTER DATABASE ... RENAME or SET TABLESPACE, or CREATE
+/// DATABASE ... TEMPLATE of a database the current role owns, outside a
+/// transaction block, not the database it is connected to, with CREATEDB
+/// where the statement needs it: PostgreSQL's own preconditions, so that a
+/// statement sure to fail stops no worker.
+#[derive(Clone, Copy)]
+pub struct Vacated {
+    pub database: pg_sys::Oid,
+    /// DROP DATABASE: the database's key file goes with it.
+    pub dropped: bool,
 }
 
 impl Effects {
@@ -141,31 +153,33 @@ pub unsafe fn effects(stmt: *mut pg_sys::Node) -> Effects {
             }
             T_RenameStmt => {
                 let s = stmt.cast::<pg_sys::RenameStmt>();
-                if (*s).renameType == pg_sys::ObjectType::OBJECT_DATABASE {
-                    fx.vacated_database = owned_database((*s).subname);
+                if (*s).renameType == pg_sys::ObjectType::OBJECT_DATABASE && may_create_databases()
+                {
+                    fx.vacated_database = vacated((*s).subname, false);
                 }
                 rename(&mut fx, s)
             }
             T_DropdbStmt => {
-                fx.vacated_database = owned_database((*stmt.cast::<pg_sys::DropdbStmt>()).dbname)
+                fx.vacated_database = vacated((*stmt.cast::<pg_sys::DropdbStmt>()).dbname, true)
             }
             T_CreatedbStmt => {
                 let s = stmt.cast::<pg_sys::CreatedbStmt>();
                 if let Some(template) = option((*s).options, "template") {
-                    if !(*template).arg.is_null() {
-                        fx.vacated_database = owned_database(pg_sys::defGetString(template));
+                    if !(*template).arg.is_null() && may_create_databases() {
+                        fx.vacated_database = vacated(pg_sys::defGetString(template), false);
                     }
                 }
             }
             T_AlterDatabaseStmt => {
                 let s = stmt.cast::<pg_sys::AlterDatabaseStmt>();
                 if option((*s).options, "tablespace").is_some() {
-                    fx.vacated_database = owned_database((*s).dbname);
+                    fx.vacated_database = vacated((*s).dbname, false);
                 }
             }
             T_CreateExtensionStmt => {
                 let s = stmt.cast::<pg_sys::CreateExtensionStmt>();
-                fx.creates_extension = text((*s).extname) == "ruvector";
+                fx.creates_extension =
+                    text((*s).extname) == "ruvector" && installation::installed().is_none();
             }
             T_AlterObjectSchemaStmt => set_schema(&mut fx, stmt.cast()),
             T_AlterExtensionContentsStmt => extension_contents(&mut fx, stmt.cast()),
@@ -521,21 +535,45 @@ unsafe fn rename(fx: &mut Effects, s: *mut pg_sys::RenameStmt) {
     }
 }
 
-/// The database named `name`, if it exists and the current role owns it
-/// (a superuser owns every one): who may not run the statement must not stop
-/// the database's worker either.
+/// The database named `name` as [`Vacated`], when the statement would run
+/// (see there).
 ///
 /// # Safety
 /// `name` is NULL or a C string.
-unsafe fn owned_database(name: *const std::ffi::c_char) -> Option<pg_sys::Oid> {
+unsafe fn vacated(name: *const std::ffi::c_char, dropped: bool) -> Option<Vacated> {
     if name.is_null() {
         return None;
     }
-    // SAFETY: syscache lookups, no SQL.
+    // SAFETY: syscache lookups and the backend's transaction state, no SQL.
     unsafe {
-        let oid = pg_sys::get_database_oid(name, true);
-        (oid != pg_sys::InvalidOid && pg_sys::pg_database_ownercheck(oid, pg_sys::GetUserId()))
-            .then_some(oid)
+        let database = pg_sys::get_database_oid(name, true);
+        (database != pg_sys::InvalidOid
+            && database != pg_sys::MyDatabaseId
+            && !pg_sys::IsTransactionBlock()
+            && pg_sys::pg_database_ownercheck(database, pg_sys::GetUserId()))
+        .then_some(Vacated { database, dropped })
+    }
+}
+
+/// Whether the current role may create databases (`CREATEDB`, or a
+/// superuser), as RENAME and CREATE DATABASE require.
+fn may_create_databases() -> bool {
+    // SAFETY: a syscache lookup of the current role, released before return.
+    unsafe {
+        let role = pg_sys::GetUserId();
+        if pg_sys::superuser_arg(role) {
+            return true;
+        }
+        let tuple = pg_sys::SearchSysCache1(
+            pg_sys::SysCacheIdentifier::AUTHOID as i32,
+            pg_sys::Datum::from(role),
+        );
+        if tuple.is_null() {
+            return false;
+        }
+        let may = (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_authid>(tuple)).rolcreatedb;
+        pg_sys::ReleaseSysCache(tuple);
+        may
     }
 }
 

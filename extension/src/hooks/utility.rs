@@ -101,8 +101,8 @@ fn before(fx: &Effects, tag: &str) -> SqlResult<()> {
     if fx.drops_extension {
         crate::audit::check_drop()?;
     }
-    if let Some(database) = fx.vacated_database {
-        vacate(database);
+    if let Some(vacated) = fx.vacated_database {
+        vacate(vacated.database, tag);
     }
     let role = privileges::current();
     let owns = |relid: pg_sys::Oid| catalog::exists(relid) && privileges::owns(relid, role);
@@ -310,14 +310,10 @@ fn after(flight: &InFlight, rows: Rows) -> SqlResult<()> {
         xact::at_commit(|shared| shared.clear_database());
     }
     if fx.creates_extension && installation::installed().is_some() {
-        xact::at_commit(|shared| {
-            if !shared.want_worker() {
-                pgrx::warning!(
-                    "ruvector: this database gets no integrity worker: ruvector.max_databases ({}) databases already have one",
-                    shared.database_capacity()
-                );
-            }
-        });
+        xact::at_commit(|shared| shared.want_worker());
+    }
+    if let Some(vacated) = fx.vacated_database.filter(|v| v.dropped) {
+        xact::at_commit(move |_| crate::keys::forget_database_key(vacated.database));
     }
     Ok(())
 }
@@ -327,11 +323,11 @@ fn after(flight: &InFlight, rows: Rows) -> SqlResult<()> {
 /// 5 s for other sessions to leave).
 const HOLD_OFF: i64 = 15 * ruvector_integrity::SECOND;
 
-/// Stops the integrity worker of `database` (if it has one) and waits, up to
-/// 10 s, for it to leave, so that a statement that needs the database without
-/// connections can run. The launcher starts it again after [`HOLD_OFF`] if
-/// the database is still there.
-fn vacate(database: pg_sys::Oid) {
+/// Stops the integrity worker of `database` (if it has one) for the
+/// statement `tag`, and waits, up to 10 s, for it to leave, so that a
+/// statement that needs the database without connections can run. The
+/// launcher starts it again after [`HOLD_OFF`] if the database is still there.
+fn vacate(database: pg_sys::Oid, tag: &str) {
     let Ok(shared) = shmem::shared() else {
         return;
     };
@@ -339,6 +335,12 @@ fn vacate(database: pg_sys::Oid) {
     if pid == 0 {
         return;
     }
+    // SAFETY: a syscache lookup of a database the caller owns.
+    let name = unsafe { text(pg_sys::get_database_name(database)) };
+    pgrx::log!(
+        "ruvector: stopping the integrity worker of database \"{name}\" (pid {pid}) for {tag} by role \"{}\"",
+        privileges::caller_name()
+    );
     for _ in 0..100 {
         if shared.worker_gone(database, pid) {
             return;
@@ -356,6 +358,9 @@ fn vacate(database: pg_sys::Oid) {
         }
         pgrx::check_for_interrupts!();
     }
+    pgrx::notice!(
+        "ruvector: the integrity worker of database \"{name}\" (pid {pid}) has not stopped after 10 s: it is finishing a step"
+    );
 }
 
 /// A statement between its check and its after-work: its effects, and the
@@ -382,7 +387,10 @@ pub fn forget_in_flight() {
 /// # Safety
 /// `pstmt` is the statement PostgreSQL is about to run.
 #[pg_guard]
-unsafe extern "C-unwind" fn utility_before(pstmt: *mut pg_sys::PlannedStmt) -> usize {
+unsafe extern "C-unwind" fn utility_before(
+    pstmt: *mut pg_sys::PlannedStmt,
+    context: pg_sys::ProcessUtilityContext::Type,
+) -> usize {
     // SAFETY: per the function's contract; the statement's tree lives for
     // the statement.
     unsafe {
@@ -391,7 +399,11 @@ unsafe extern "C-unwind" fn utility_before(pstmt: *mut pg_sys::PlannedStmt) -> u
             return 0;
         }
         let stmt = (*pstmt).utilityStmt;
-        let fx = statements::effects(stmt);
+        let mut fx = statements::effects(stmt);
+        if context != pg_sys::ProcessUtilityContext::PROCESS_UTILITY_TOPLEVEL {
+            // (PostgreSQL runs none of them from a function.)
+            fx.vacated_database = None;
+        }
         if fx.is_empty() {
             return 0;
         }
@@ -465,7 +477,7 @@ unsafe extern "C-unwind" fn process_utility(
     // SAFETY: ours before and after, the previous hook (or PostgreSQL's own)
     // in between, with the arguments PostgreSQL passed.
     unsafe {
-        let depth = utility_before(pstmt);
+        let depth = utility_before(pstmt, context);
         let run = PREV_PROCESS_UTILITY.unwrap_or(standard_process_utility);
         run(
             pstmt,

@@ -1,13 +1,19 @@
-//! One entry per database that has (or is about to have) an integrity
-//! worker: its pid and latch, heartbeat and signing note, whether its
-//! relation map was filled since the server started, and the launcher's
-//! orders for it (start it, hold it off). The launcher's own pid and latch
-//! are in the header.
+//! One entry per database that has the extension and a worker (or had one
+//! since the server started): its pid and latch, heartbeat and signing note,
+//! whether its relation map was filled since the server started, and until
+//! when the launcher must leave it without a worker. A database without the
+//! extension has no entry.
+//!
+//! Two mailboxes in the header carry what the launcher must learn: the
+//! databases whose CREATE EXTENSION committed (`wanted`), and those where a
+//! worker found no extension (`absent`). The launcher's own pid and latch are
+//! in the header too.
 //!
 //! Entries are found by a linear scan (there are at most
 //! `ruvector.max_databases`), under the segment's lock; the fields that
 //! backends read on their way (pid, latch, `synced`) are atomics.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicPtr, AtomicU32, Ordering};
 
 use pgrx::pg_sys;
@@ -17,6 +23,23 @@ use super::{database, Shared};
 
 /// Room for a worker's signing state.
 const SIGNING_NOTE_MAX: usize = 1024;
+
+/// Databases a mailbox holds until the launcher reads it.
+pub(super) const MAILBOX: usize = 64;
+
+/// A set of database OIDs (0: an empty place), written and emptied under the
+/// exclusive lock; `overflowed` when one did not fit.
+#[repr(C)]
+pub(super) struct Mailbox {
+    databases: [u32; MAILBOX],
+    overflowed: bool,
+}
+
+thread_local! {
+    /// This backend filled its database's relation map while no entry could
+    /// note it (every entry in use): it need not do it again.
+    static SYNCED_HERE: Cell<bool> = const { Cell::new(false) };
+}
 
 #[repr(C)]
 pub(super) struct DatabaseEntry {
@@ -31,9 +54,6 @@ pub(super) struct DatabaseEntry {
     /// since the server started (by the worker, or a backend that could not
     /// wait for it).
     synced: AtomicBool,
-    /// Set by a backend whose CREATE EXTENSION committed: the launcher
-    /// starts a worker for the database.
-    wanted: AtomicBool,
     /// Until when the launcher must not start a worker for the database
     /// (a statement that needs it without connections is running).
     held_off_until: AtomicI64,
@@ -49,6 +69,16 @@ pub struct DatabaseWorker {
     pub held_off_until: Micros,
 }
 
+/// What the launcher learns from its mailboxes.
+pub struct Mail {
+    /// Databases whose CREATE EXTENSION committed.
+    pub wanted: Vec<pg_sys::Oid>,
+    /// More did than the mailbox held: look everywhere again.
+    pub wanted_overflowed: bool,
+    /// Databases where a worker found no extension.
+    pub absent: Vec<pg_sys::Oid>,
+}
+
 /// Why a worker may not take its database's entry.
 pub enum Claim {
     Taken,
@@ -56,6 +86,32 @@ pub enum Claim {
     Duplicate(i32),
     /// Every entry is in use.
     Full,
+    /// An owner's statement needs the database without connections.
+    HeldOff,
+}
+
+impl Mailbox {
+    fn post(&mut self, database: pg_sys::Oid) {
+        let oid = u32::from(database);
+        if self.databases.contains(&oid) {
+            return;
+        }
+        match self.databases.iter_mut().find(|d| **d == 0) {
+            Some(place) => *place = oid,
+            None => self.overflowed = true,
+        }
+    }
+
+    fn take(&mut self) -> (Vec<pg_sys::Oid>, bool) {
+        let taken = self
+            .databases
+            .iter()
+            .filter(|&&d| d != 0)
+            .map(|&d| pg_sys::Oid::from(d))
+            .collect();
+        self.databases = [0; MAILBOX];
+        (taken, std::mem::take(&mut self.overflowed))
+    }
 }
 
 impl Shared {
@@ -110,7 +166,6 @@ impl Shared {
                 .store(std::ptr::null_mut(), Ordering::Release);
             entry.heartbeat.store(0, Ordering::Release);
             entry.synced.store(false, Ordering::Release);
-            entry.wanted.store(false, Ordering::Release);
             entry.held_off_until.store(0, Ordering::Release);
             entry.signing_note_len = 0;
             entry.database.store(wanted, Ordering::Release);
@@ -119,12 +174,15 @@ impl Shared {
     }
 
     /// The worker of this database takes its entry.
-    pub fn claim_worker(&self, pid: i32, latch: *mut pg_sys::Latch) -> Claim {
+    pub fn claim_worker(&self, pid: i32, latch: *mut pg_sys::Latch, now: Micros) -> Claim {
         let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
         let Some(i) = self.entry_for(database()) else {
             return Claim::Full;
         };
         let entry = self.database_entry(i);
+        if entry.held_off_until.load(Ordering::Acquire) > now {
+            return Claim::HeldOff;
+        }
         let other = entry.worker_pid.load(Ordering::Acquire);
         // SAFETY: kill with signal 0 only asks whether the process exists.
         if other != 0 && other != pid && unsafe { libc::kill(other, 0) } == 0 {
@@ -132,24 +190,35 @@ impl Shared {
         }
         entry.worker_latch.store(latch, Ordering::Release);
         entry.worker_pid.store(pid, Ordering::Release);
-        entry.wanted.store(false, Ordering::Release);
         Claim::Taken
     }
 
-    /// The worker of this database is leaving; with `for_good` (the
-    /// extension is not installed here) its entry goes too, and the
-    /// launcher starts no other until a CREATE EXTENSION commits.
-    pub fn release_worker(&self, for_good: bool) {
+    /// The worker `pid` of this database is leaving (a newer one's entry is
+    /// left alone). With `for_good` (the extension is not installed here)
+    /// its entry goes too, and the launcher is told.
+    pub fn release_worker(&self, pid: i32, for_good: bool) {
         let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
         if let Some(entry) = self.entry_of(database()) {
-            entry
-                .worker_latch
-                .store(std::ptr::null_mut(), Ordering::Release);
-            entry.worker_pid.store(0, Ordering::Release);
-            if for_good {
-                entry.database.store(0, Ordering::Release);
+            if entry.worker_pid.load(Ordering::Acquire) == pid {
+                entry
+                    .worker_latch
+                    .store(std::ptr::null_mut(), Ordering::Release);
+                entry.worker_pid.store(0, Ordering::Release);
+                if for_good {
+                    entry.database.store(0, Ordering::Release);
+                }
             }
         }
+        if for_good {
+            self.header_mut().absent.post(database());
+        }
+    }
+
+    /// A worker found no extension here before taking an entry: the
+    /// launcher is told.
+    pub fn report_absent(&self) {
+        let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
+        self.header_mut().absent.post(database());
     }
 
     /// The pid of this database's worker (0: none).
@@ -208,38 +277,38 @@ impl Shared {
     /// Whether this database's relation map has been filled from its tables
     /// since the server started.
     pub fn synced(&self) -> bool {
-        self.entry_of(database())
-            .is_some_and(|e| e.synced.load(Ordering::Acquire))
+        SYNCED_HERE.with(Cell::get)
+            || self
+                .entry_of(database())
+                .is_some_and(|e| e.synced.load(Ordering::Acquire))
     }
 
-    /// Notes that this database's relation map was filled (nothing is noted
-    /// when every entry is in use: backends then fill it themselves).
+    /// Notes that this database's relation map was filled (in this backend
+    /// alone when every entry is in use).
     pub fn mark_synced(&self) {
-        self.set_synced(true);
-    }
-
-    pub(super) fn set_synced(&self, synced: bool) {
-        if let Some(entry) = self.entry_of(database()) {
-            entry.synced.store(synced, Ordering::Release);
-        } else if synced {
-            let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
-            if let Some(i) = self.entry_for(database()) {
-                self.database_entry(i).synced.store(true, Ordering::Release);
-            }
+        let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
+        match self.entry_for(database()) {
+            Some(i) => self.database_entry(i).synced.store(true, Ordering::Release),
+            None => SYNCED_HERE.with(|s| s.set(true)),
         }
     }
 
-    /// CREATE EXTENSION committed here: asks the launcher for a worker.
-    /// False when every entry is in use.
-    pub fn want_worker(&self) -> bool {
-        let taken = {
+    /// Forgets that this database's relation map was filled, under the
+    /// exclusive lock held by the caller.
+    pub(super) fn unmark_synced(&self) {
+        SYNCED_HERE.with(|s| s.set(false));
+        if let Some(entry) = self.entry_of(database()) {
+            entry.synced.store(false, Ordering::Release);
+        }
+    }
+
+    /// CREATE EXTENSION committed here: tells the launcher.
+    pub fn want_worker(&self) {
+        {
             let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
-            self.entry_for(database())
-                .map(|i| self.database_entry(i).wanted.store(true, Ordering::Release))
-                .is_some()
-        };
+            self.header_mut().wanted.post(database());
+        }
         self.wake_launcher();
-        taken
     }
 
     /// Stops the worker of `db` and keeps the launcher from starting another
@@ -265,31 +334,35 @@ impl Shared {
             .is_none_or(|e| e.worker_pid.load(Ordering::Acquire) != pid)
     }
 
-    /// For the launcher: every entry in use, and the databases whose
-    /// CREATE EXTENSION committed since it last asked.
-    pub fn database_workers(&self) -> (Vec<DatabaseWorker>, Vec<pg_sys::Oid>) {
+    /// For the launcher: every entry in use.
+    pub fn database_workers(&self) -> Vec<DatabaseWorker> {
         let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
-        let mut wanted = Vec::new();
-        let workers = (0..self.database_capacity())
+        (0..self.database_capacity())
             .map(|i| self.database_entry(i))
             .filter(|e| e.database.load(Ordering::Acquire) != 0)
-            .map(|e| {
-                let database = pg_sys::Oid::from(e.database.load(Ordering::Acquire));
-                if e.wanted.swap(false, Ordering::AcqRel) {
-                    wanted.push(database);
-                }
-                DatabaseWorker {
-                    database,
-                    pid: e.worker_pid.load(Ordering::Acquire),
-                    held_off_until: e.held_off_until.load(Ordering::Acquire),
-                }
+            .map(|e| DatabaseWorker {
+                database: pg_sys::Oid::from(e.database.load(Ordering::Acquire)),
+                pid: e.worker_pid.load(Ordering::Acquire),
+                held_off_until: e.held_off_until.load(Ordering::Acquire),
             })
-            .collect();
-        (workers, wanted)
+            .collect()
     }
 
-    /// For the launcher: `db` is gone; its entry goes unless a worker still
-    /// holds it.
+    /// For the launcher: what its mailboxes hold, emptied.
+    pub fn take_mail(&self) -> Mail {
+        let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let header = self.header_mut();
+        let (wanted, wanted_overflowed) = header.wanted.take();
+        let (absent, _) = header.absent.take();
+        Mail {
+            wanted,
+            wanted_overflowed,
+            absent,
+        }
+    }
+
+    /// For the launcher: `db` is gone (or has no extension); its entry goes
+    /// unless a worker still holds it.
     pub fn forget_database(&self, db: pg_sys::Oid) {
         let _guard = self.lock(pg_sys::LWLockMode::LW_EXCLUSIVE);
         if let Some(entry) = self.entry_of(db) {
@@ -320,7 +393,8 @@ impl Shared {
 /// Called by a worker on exit so that no backend signals a latch it left.
 pub extern "C-unwind" fn forget_worker(_code: i32, _arg: pg_sys::Datum) {
     if let Ok(shared) = super::shared() {
-        shared.release_worker(false);
+        // SAFETY: this process's pid.
+        shared.release_worker(unsafe { pg_sys::MyProcPid }, false);
     }
 }
 

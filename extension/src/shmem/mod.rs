@@ -94,6 +94,9 @@ struct Header {
     database_capacity: u32,
     launcher_pid: AtomicI32,
     launcher_latch: AtomicPtr<pg_sys::Latch>,
+    /// What the launcher must learn (under the lock).
+    wanted: databases::Mailbox,
+    absent: databases::Mailbox,
     accounts: accounts::Accounts,
 }
 
@@ -301,6 +304,6 @@ impl Shared {
         let db = database();
         self.remove_slots_where(|_| true);
         self.remove_relations_where(|e| e.database == db);
-        self.set_synced(false);
+        self.unmark_synced();
     }
 }

@@ -5,13 +5,15 @@
 //! a worker it started began or ended), it reads `pg_database` (a shared
 //! catalog) and:
 //! - starts a worker for each database that accepts connections and is not a
-//!   template, unless it already knows the extension is not installed there
-//!   (a worker that finds no extension leaves at once, and says so by giving
-//!   up its entry in shared memory);
+//!   template, unless it already knows the extension is not installed there:
+//!   a worker that finds no extension leaves at once and says so (a mailbox
+//!   in shared memory). Databases not yet known to have it are looked at one
+//!   at a time;
 //! - starts again, after a pause, a worker that ended while the extension
 //!   was still installed (an ERROR, `pg_terminate_backend()`): integrity
-//!   control is not optional;
-//! - forgets the databases that are gone.
+//!   control is not optional. The pause doubles (up to 5 minutes) each time
+//!   one ends within a minute of its start;
+//! - forgets the databases that are gone, and those without the extension.
 //!
 //! It is bounded by `max_worker_processes`: when no slot is free it says so
 //! in the log, once per database, and tries again on its next round. A
@@ -93,10 +95,19 @@ struct Database {
 struct Known {
     /// The worker it started, while it may still run.
     worker: Option<DynamicBackgroundWorker>,
-    /// The extension is not installed there (its worker said so).
+    /// When that worker started.
+    started_at: Micros,
+    /// The extension is not installed there (a worker said so).
     absent: bool,
+    /// A CREATE EXTENSION committed there since the server started.
+    created: bool,
+    /// A CREATE EXTENSION committed while the running worker may have looked
+    /// before it: a report that the extension is absent does not count.
+    wanted_since_start: bool,
     /// When a worker may be started there again.
     not_before: Micros,
+    /// Workers in a row that ended within a minute of their start.
+    failures: u32,
     /// Whether "no slot free" was logged since its last worker started.
     warned: bool,
 }
@@ -110,57 +121,85 @@ impl Launcher {
     fn round(&mut self, shared: Shared) {
         let databases = databases();
         let now = clock::now();
-        let (entries, wanted) = shared.database_workers();
-        let live: HashMap<pg_sys::Oid, i32> = entries.iter().map(|e| (e.database, e.pid)).collect();
-        let held_off: HashSet<pg_sys::Oid> = entries
-            .iter()
-            .filter(|e| e.held_off_until > now)
-            .map(|e| e.database)
-            .collect();
-        for db in wanted {
+        let mail = shared.take_mail();
+        for db in mail.absent {
+            let known = self.known.entry(db).or_default();
+            known.absent = !std::mem::take(&mut known.wanted_since_start);
+            known.created &= !known.absent;
+        }
+        if mail.wanted_overflowed {
+            self.known.values_mut().for_each(|k| k.absent = false);
+        }
+        for db in mail.wanted {
             let known = self.known.entry(db).or_default();
             known.absent = false;
+            known.created = true;
             known.not_before = 0;
+            known.failures = 0;
+            known.wanted_since_start = known.worker.is_some();
         }
         let exists: HashSet<pg_sys::Oid> = databases.iter().map(|d| d.oid).collect();
-        for gone in entries.iter().filter(|e| !exists.contains(&e.database)) {
-            shared.forget_database(gone.database);
-        }
         self.known.retain(|db, _| exists.contains(db));
+        let entries = shared.database_workers();
+        for entry in entries.iter().filter(|e| e.pid == 0) {
+            let absent = self.known.get(&entry.database).is_some_and(|k| k.absent);
+            if absent || !exists.contains(&entry.database) {
+                shared.forget_database(entry.database);
+            }
+        }
+        let entry = |db: pg_sys::Oid| entries.iter().find(|e| e.database == db);
 
+        // Databases not known to have the extension are looked at one at a
+        // time: a worker slot each, for the moment it takes to look.
+        let mut looking = self
+            .known
+            .iter()
+            .any(|(db, k)| k.worker.is_some() && !k.created && entry(*db).is_none());
         for database in &databases {
             let known = self.known.entry(database.oid).or_default();
             if let Some(worker) = &known.worker {
-                match worker.pid() {
-                    Ok(_) | Err(BackgroundWorkerStatus::NotYetStarted) => continue,
-                    Err(_) => {
-                        // It ended: on its own (the extension is not there,
-                        // and it gave up its entry), or not.
-                        known.worker = None;
-                        if live.contains_key(&database.oid) {
-                            known.not_before = now + RESTART_AFTER;
-                        } else {
-                            known.absent = true;
-                        }
-                    }
+                if matches!(
+                    worker.pid(),
+                    Ok(_) | Err(BackgroundWorkerStatus::NotYetStarted)
+                ) {
+                    continue;
+                }
+                known.worker = None;
+                if !known.absent {
+                    // It ended with the extension there: after a pause, longer
+                    // each time it ends soon after it started.
+                    known.failures = if now - known.started_at < 60 * SECOND {
+                        known.failures + 1
+                    } else {
+                        0
+                    };
+                    known.not_before =
+                        now + (RESTART_AFTER << known.failures.saturating_sub(1).min(6));
                 }
             }
-            // A worker this launcher did not start (an earlier launcher did)
-            // is left to run.
-            let running = live.get(&database.oid).is_some_and(|&pid| pid != 0);
-            if known.absent || running || now < known.not_before || held_off.contains(&database.oid)
-            {
+            let found = entry(database.oid);
+            let running = found.is_some_and(|e| e.pid != 0);
+            let held_off = found.is_some_and(|e| e.held_off_until > now);
+            let probe = found.is_none() && !known.created;
+            if known.absent || running || held_off || now < known.not_before || (probe && looking) {
                 continue;
             }
             match start_worker(database) {
                 Some(worker) => {
                     known.worker = Some(worker);
+                    known.started_at = now;
                     known.warned = false;
+                    looking |= probe;
                 }
                 None => {
                     if !known.warned {
+                        let what = if probe {
+                            "look for the extension in"
+                        } else {
+                            "start the integrity worker of"
+                        };
                         warning!(
-                            "ruvector: cannot start the integrity worker of database \"{}\": no background worker slot is free (max_worker_processes = {})",
+                            "ruvector: cannot {what} database \"{}\": no background worker slot is free (max_worker_processes = {})",
                             database.name,
                             max_worker_processes()
                         );

@@ -56,31 +56,48 @@ pub extern "C-unwind" fn ruvector_integrity_worker_main(arg: pg_sys::Datum) {
     let database = pg_sys::Oid::from(arg.value() as u32);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(database), None);
     let shared = shmem::shared().or_raise();
-    // SAFETY: a catalog lookup in a transaction of its own.
-    let name = unsafe {
+    // SAFETY: catalog lookups in a transaction of their own.
+    let (name, installed) = unsafe {
         pg_sys::StartTransactionCommand();
-        let name = crate::catalog::database_name();
+        let found = (
+            crate::catalog::database_name(),
+            installation::installed().is_some(),
+        );
         pg_sys::CommitTransactionCommand();
-        name
+        found
     };
+    if !installed {
+        // Nothing to watch here: the launcher is told, and starts none again
+        // until a CREATE EXTENSION commits.
+        shared.report_absent();
+        // SAFETY: ends the process before it did anything.
+        unsafe { pg_sys::proc_exit(0) };
+    }
     // SAFETY: the worker's own pid and latch, published until the exit
     // callback registered below clears them.
-    let claim = unsafe { shared.claim_worker(pg_sys::MyProcPid, pg_sys::MyLatch) };
-    match claim {
-        Claim::Taken => {}
-        Claim::Duplicate(pid) => {
-            log!("ruvector: the integrity worker of this database is already running (pid {pid})");
-            // SAFETY: ends the process before it did anything.
-            unsafe { pg_sys::proc_exit(0) };
+    let (pid, latch) = unsafe { (pg_sys::MyProcPid, pg_sys::MyLatch) };
+    let claim = shared.claim_worker(pid, latch, clock::now());
+    let refused = match claim {
+        Claim::Taken => None,
+        Claim::Duplicate(other) => Some(format!(
+            "the integrity worker of database \"{name}\" is already running (pid {other})"
+        )),
+        Claim::HeldOff => Some(format!(
+            "the integrity worker of database \"{name}\" waits: a statement needs the database without connections"
+        )),
+        Claim::Full => Some(format!(
+            "no integrity worker for database \"{name}\": ruvector.max_databases ({}) databases already have one",
+            shared.database_capacity()
+        )),
+    };
+    if let Some(why) = refused {
+        if matches!(claim, Claim::Full) {
+            warning!("ruvector: {why}");
+        } else {
+            log!("ruvector: {why}");
         }
-        Claim::Full => {
-            warning!(
-                "ruvector: no integrity worker for database \"{name}\": ruvector.max_databases ({}) databases already have one",
-                shared.database_capacity()
-            );
-            // SAFETY: as above.
-            unsafe { pg_sys::proc_exit(0) };
-        }
+        // SAFETY: ends the process before it did anything.
+        unsafe { pg_sys::proc_exit(0) };
     }
     // SAFETY: the callback clears what `claim_worker` published.
     unsafe { pg_sys::before_shmem_exit(Some(shmem::forget_worker), pg_sys::Datum::from(0)) };
@@ -94,11 +111,9 @@ pub extern "C-unwind" fn ruvector_integrity_worker_main(arg: pg_sys::Datum) {
         }
         // The worker's reads of collection data are not searches.
         let Some(wait) = installation::reading_for_itself(|| worker.tick(shared)) else {
-            // The extension is not installed here: nothing to watch.
-            shared.release_worker(true);
-            if announced {
-                log!("ruvector integrity worker of database \"{name}\" stopping: the extension was dropped");
-            }
+            // The extension was dropped: nothing to watch.
+            shared.release_worker(pid, true);
+            log!("ruvector integrity worker of database \"{name}\" stopping: the extension was dropped");
             // SAFETY: ends the process, as a background worker's main may.
             unsafe { pg_sys::proc_exit(0) };
         };
@@ -106,7 +121,7 @@ pub extern "C-unwind" fn ruvector_integrity_worker_main(arg: pg_sys::Datum) {
             log!("ruvector integrity worker started on database \"{name}\"");
             announced = true;
         }
-        if !BackgroundWorker::wait_latch(Some(wait)) {
+        if worker.stopping() || !BackgroundWorker::wait_latch(Some(wait)) {
             break;
         }
     }
@@ -262,6 +277,8 @@ struct Worker {
     /// Notifications the step under way will send once it has committed.
     outbox: RefCell<Vec<Value>>,
     warned_relations_full: bool,
+    /// SIGTERM arrived (it is looked at between steps too).
+    stopping: bool,
 }
 
 impl Worker {
@@ -279,7 +296,15 @@ impl Worker {
             reported_damage: HashMap::new(),
             outbox: RefCell::new(Vec::new()),
             warned_relations_full: false,
+            stopping: false,
         }
+    }
+
+    /// Whether SIGTERM arrived: the worker ends its tick early and leaves (an
+    /// owner's DROP DATABASE waits for it).
+    fn stopping(&mut self) -> bool {
+        self.stopping |= BackgroundWorker::sigterm_received();
+        self.stopping
     }
 
     /// One tick; returns how long to sleep, or `None` when the extension is
@@ -327,6 +352,9 @@ impl Worker {
         if gucs::INTEGRITY_ENABLED.get() {
             let requested = shared.take_sample_requests();
             for collection in &collections {
+                if self.stopping() {
+                    break;
+                }
                 let due = self.due(collection).is_none_or(|d| d <= clock::now());
                 if due || requested.contains(&collection.id) {
                     self.sample(shared, collection);
