@@ -337,6 +337,18 @@ GRANT SELECT ON ALL TABLES IN SCHEMA ruvector TO ruvector_reader;
 REVOKE SELECT ON ruvector.ivf_lists FROM ruvector_reader;
 GRANT SELECT (collection_id, list_id, vector_count, mean_distance, partition_counts, trained_at)
     ON ruvector.ivf_lists TO ruvector_reader;
+
+-- The successor key a standby takes over with once promoted (see keys.rs):
+-- its secret rides the WAL to every standby, including those made before it.
+-- Nobody is granted it, and row security with no policy hides its rows from
+-- pg_read_all_data: only the extension's owner and superusers read it. An
+-- extension member that pg_dump leaves out: a dump never carries it.
+CREATE TABLE ruvector.successor_keys (
+    id         text PRIMARY KEY,
+    secret     bytea NOT NULL CHECK (octet_length(secret) = 32),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE ruvector.successor_keys ENABLE ROW LEVEL SECURITY;
 REVOKE ALL ON FUNCTION ruvector.refuse_audit_change() FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector.forget_edges() FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector.guard_signing_key() FROM PUBLIC;

@@ -17,6 +17,8 @@ pub static SAMPLE_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400
 pub static MAX_RELATIONS: GucSetting<i32> = GucSetting::<i32>::new(16_384);
 pub static MAX_DATABASES: GucSetting<i32> = GucSetting::<i32>::new(32);
 pub static WORKER_STATEMENT_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(60_000);
+pub static CHECKPOINT_COMMAND: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
 pub static EXPECTED_STANDBYS: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
 /// kB.
@@ -124,6 +126,14 @@ pub fn define() {
         i32::MAX,
         GucContext::Sighup,
         GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_string_guc(
+        c"ruvector.checkpoint_command",
+        c"Shell command that ships each signed audit checkpoint out of the server (%p its file, %f its name, %d the database OID).",
+        c"Run by each database's integrity worker, as archive_command is by the archiver: a checkpoint is shipped, in order, when the command exits 0, and retried every tick until then. Empty: checkpoints are not shipped.",
+        &CHECKPOINT_COMMAND,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
     );
     GucRegistry::define_string_guc(
         c"ruvector.expected_standbys",
@@ -241,6 +251,14 @@ unsafe extern "C-unwind" fn check_bypass(
         );
         false
     }
+}
+
+/// `ruvector.checkpoint_command`, if set.
+pub fn checkpoint_command() -> Option<String> {
+    CHECKPOINT_COMMAND
+        .get()
+        .map(|s| s.to_string_lossy().into_owned())
+        .filter(|s| !s.trim().is_empty())
 }
 
 /// `ruvector.expected_standbys` (empty when unset).

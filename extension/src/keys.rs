@@ -18,6 +18,14 @@
 //!   from the seq of the key event that records it, so a revocation in flight
 //!   never invalidates what was signed before it.
 //!
+//! - A failover: each installation's chain also introduces a successor key,
+//!   whose secret is kept in `ruvector.successor_keys` (readable by the
+//!   extension's owner alone), so that the WAL carries it to every standby. A
+//!   standby promoted since (it writes on a later timeline than the chain's
+//!   last entry) whose key file is stale takes over: the successor signs a
+//!   `failover` introducing the new primary's key, and a new successor is
+//!   introduced after it.
+//!
 //! A new key is written beside the key file (`<file>.next`, synced) before the
 //! key event that introduces it commits, and renamed over the key file after:
 //! a crash in between leaves either the old key with no event, or the event
@@ -182,6 +190,8 @@ pub struct KeyHolder {
     /// The installation (extension OID) the start-up check ran for: a
     /// re-created extension starts a new chain, checked anew.
     prepared: Option<pg_sys::Oid>,
+    /// The successor key, while it signs a failover in the open transaction.
+    taking_over: Option<Signer>,
 }
 
 impl KeyHolder {
@@ -193,6 +203,7 @@ impl KeyHolder {
             stopped: None,
             next: None,
             prepared: None,
+            taking_over: None,
         }
     }
 
@@ -235,21 +246,7 @@ impl KeyHolder {
     /// unless it is the key file already; it is the key in force for the rest
     /// of the transaction, and for good when it commits.
     fn introduce(&mut self, new: Signer, mut event: KeyEvent, on_file: bool) -> SqlResult<()> {
-        let context = audit::context();
-        event.details.insert(
-            "system_identifier".into(),
-            json!(context.system_identifier.to_string()),
-        );
-        event
-            .details
-            .insert("timeline".into(), json!(context.timeline));
-        // The chain says which database it is: its root, and every key after.
-        event
-            .details
-            .insert("database".into(), json!(catalog::database_name()));
-        event
-            .details
-            .insert("database_oid".into(), json!(u32::from(catalog::database())));
+        describe(&mut event);
         if !on_file {
             let next = next_path(&self.path);
             let _ = std::fs::remove_file(&next);
@@ -263,6 +260,12 @@ impl KeyHolder {
         let record = event.to_event(clock::now());
         let seq = if event.action.self_signed() {
             audit::append_signed(&new, &record)?
+        } else if event.action == KeyAction::Failover {
+            let by = self
+                .taking_over
+                .as_ref()
+                .ok_or_else(|| SqlError::internal("no successor key to take over with"))?;
+            audit::append_signed(by, &record)?
         } else {
             let by = self
                 .signer()
@@ -275,8 +278,44 @@ impl KeyHolder {
         Ok(())
     }
 
+    /// Introduces a new successor key, signed by the key in force (which
+    /// stays in force), its secret kept in the same transaction.
+    fn introduce_successor(&mut self) -> SqlResult<()> {
+        let by = self
+            .signer()
+            .ok_or_else(|| SqlError::internal("no key to introduce a successor with"))?;
+        let successor = Signer::generate()?;
+        let mut event = KeyEvent::new(
+            KeyAction::Successor,
+            &successor.public_key(),
+            Some(by.id()),
+            "the key a standby of this server takes over with once promoted",
+        );
+        describe(&mut event);
+        let seq = audit::append_signed(by, &event.to_event(clock::now()))?;
+        store::events::register_key(&successor, seq, &event.why)?;
+        store::events::keep_successor(&successor)
+    }
+
+    /// The chain's successor key, if the chain may be taken over with it
+    /// now: its secret is here, and this server writes on a later timeline
+    /// than the chain's last entry (it was promoted since).
+    fn successor_to_take_over(&self, events: &[(u64, KeyEvent)]) -> SqlResult<Option<Signer>> {
+        let Some(successor) = keys::successor(events).filter(|_| store::events::keeps_successors())
+        else {
+            return Ok(None);
+        };
+        let Some(held) = store::events::successor(&successor.key)? else {
+            return Ok(None);
+        };
+        let head_timeline = store::events::head_timeline()?.unwrap_or(0);
+        let timeline = audit::context().timeline;
+        Ok(keys::may_take_over(held.id(), events, head_timeline, timeline).then_some(held))
+    }
+
     /// The transaction that introduced a key committed: it is the key now.
     pub fn committed(&mut self) {
+        self.taking_over = None;
         let Some((new, root, move_file)) = self.next.take() else {
             return;
         };
@@ -304,6 +343,7 @@ impl KeyHolder {
     /// The transaction that introduced a key rolled back (a start-up check
     /// that found no key is tried again).
     pub fn aborted(&mut self) {
+        self.taking_over = None;
         if let Some((_, _, true)) = self.next.take() {
             let _ = std::fs::remove_file(next_path(&self.path));
         }
@@ -329,7 +369,7 @@ impl KeyHolder {
         self.signer = None;
         self.root = None;
         let events = store::events::key_events(None)?;
-        let current = events.last().map(|(_, k)| k.key.clone());
+        let current = keys::current(&events).map(|k| k.key.clone());
         adopt(&self.path, current.as_deref())?;
         let file = match load_or_create(&self.path) {
             Ok(file) => file,
@@ -365,11 +405,38 @@ impl KeyHolder {
         };
         self.prepared = Some(installation);
         let head = store::events::head()?;
+        // (Before `ALTER EXTENSION ruvector UPDATE` to 0.3.0 there is no table
+        // to keep one in: no successor, as before.)
+        let successors = store::events::keeps_successors();
+        let has_successor = match keys::successor(&events) {
+            Some(k) if successors => store::events::successor(&k.key)?.is_some(),
+            _ => !successors,
+        };
         match keys::at_start(file.id(), current.as_deref(), head.is_some()) {
-            Start::Stop(why) => {
-                self.stop(why);
-                Ok(false)
-            }
+            Start::Stop(why) => match self.successor_to_take_over(&events)? {
+                Some(successor) => {
+                    let timeline = audit::context().timeline;
+                    let new = Signer::generate()?;
+                    let event = KeyEvent::new(
+                        KeyAction::Failover,
+                        &new.public_key(),
+                        current.as_deref(),
+                        &format!("this server was promoted: it signs on timeline {timeline}, under a key the chain's successor introduces"),
+                    );
+                    pgrx::log!(
+                        "ruvector: promoted to timeline {timeline}: taking the audit chain over with its successor key {}",
+                        successor.id()
+                    );
+                    self.taking_over = Some(successor);
+                    self.introduce(new, event, false)?;
+                    self.introduce_successor()?;
+                    Ok(true)
+                }
+                None => {
+                    self.stop(why);
+                    Ok(false)
+                }
+            },
             Start::Root => {
                 let root = KeyEvent::new(
                     KeyAction::Root,
@@ -384,6 +451,9 @@ impl KeyHolder {
                     hex(&file.fingerprint())
                 );
                 self.introduce(file, root, true)?;
+                if successors {
+                    self.introduce_successor()?;
+                }
                 Ok(true)
             }
             Start::Carry => {
@@ -397,6 +467,9 @@ impl KeyHolder {
                 }
                 self.signer = Some(file);
                 self.rotate(KeyAction::Rotate, None, &why)?;
+                if !has_successor {
+                    self.introduce_successor()?;
+                }
                 Ok(true)
             }
         }
@@ -420,9 +493,8 @@ impl KeyHolder {
             match request {
                 Request::Reroot => {
                     let new = Signer::generate()?;
-                    let previous = store::events::key_events(None)?
-                        .last()
-                        .map(|(_, k)| k.key.clone());
+                    let events = store::events::key_events(None)?;
+                    let previous = keys::current(&events).map(|k| k.key.clone());
                     let event = KeyEvent::new(
                         KeyAction::Reroot,
                         &new.public_key(),
@@ -430,6 +502,9 @@ impl KeyHolder {
                         "a superuser started a new root",
                     );
                     self.introduce(new, event, false)?;
+                    if store::events::keeps_successors() {
+                        self.introduce_successor()?;
+                    }
                 }
                 _ if self.signer().is_none() => continue,
                 Request::Rotate => {
@@ -461,6 +536,25 @@ impl KeyHolder {
             store::events::lock_key(signer.id())?;
         }
         Ok(())
+    }
+}
+
+/// Writes into a key event where it was made: the cluster, the timeline and
+/// the database (the chain says which database it is: its root, and every
+/// key after).
+fn describe(event: &mut KeyEvent) {
+    let context = audit::context();
+    let details = [
+        (
+            "system_identifier",
+            json!(context.system_identifier.to_string()),
+        ),
+        ("timeline", json!(context.timeline)),
+        ("database", json!(catalog::database_name())),
+        ("database_oid", json!(u32::from(catalog::database()))),
+    ];
+    for (name, value) in details {
+        event.details.insert(name.into(), value);
     }
 }
 

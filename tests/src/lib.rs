@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 pub use postgres::{Client, NoTls};
 pub use serde_json::{json, Value};
 
+use ruvector_integrity::audit::{Context, Event, Signer};
+
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 /// The database every test cluster watches.
@@ -70,7 +72,7 @@ fn run(program: &str, args: &[&str]) -> String {
     text
 }
 
-fn chown_to_runner(path: &Path) {
+pub fn chown_to_runner(path: &Path) {
     if let (Some(user), true) = (runner(), is_root()) {
         let status = Command::new("chown")
             .arg("-R")
@@ -566,3 +568,70 @@ pub const CUBIC_GRAPH: &str = "
             SELECT row_number() OVER () r, i a, lead(i) OVER () b
             FROM (SELECT i FROM generate_series(0, 999999) i ORDER BY random()) x) y
         WHERE r % 2 = 1) z";
+
+/// Appends an event signed by `signer` after the chain's head, as someone who
+/// can write the tables (and holds that key) would; returns its seq.
+pub fn append_forged(db: &mut Client, signer: &Signer, signed_at: Option<i64>) -> i64 {
+    let row = db
+        .query_one(
+            "SELECT seq, entry_hash, (extract(epoch FROM signed_at) * 1000000)::bigint,
+                    system_identifier::text, timeline
+             FROM ruvector.integrity_events ORDER BY seq DESC LIMIT 1",
+            &[],
+        )
+        .unwrap();
+    let (seq, hash, last_signed): (i64, Vec<u8>, i64) = (row.get(0), row.get(1), row.get(2));
+    let context = Context {
+        system_identifier: row.get::<_, String>(3).parse().unwrap(),
+        timeline: row.get::<_, i32>(4) as u32,
+    };
+    let event = Event::new(
+        None,
+        "",
+        "audit",
+        None,
+        None,
+        &json!({"forged": true}),
+        last_signed,
+    );
+    let signed_at = signed_at.unwrap_or(last_signed + 1);
+    let entry = signer.seal(
+        Some((seq as u64, hash.try_into().unwrap())),
+        signed_at,
+        context,
+        event.encode().unwrap(),
+    );
+    db.execute(
+        "INSERT INTO ruvector.integrity_events
+             (seq, collection_name, event_type, metadata, payload, prev_hash, entry_hash, signature, signer_id,
+              created_at, signed_at, system_identifier, timeline)
+         VALUES ($1, '', 'audit', '{\"forged\": true}', $2, $3, $4, $5, $6,
+                 'epoch'::timestamptz + $7::bigint * interval '1 microsecond',
+                 'epoch'::timestamptz + $8::bigint * interval '1 microsecond', $9::text::numeric, $10)",
+        &[
+            &(entry.seq as i64),
+            &entry.payload,
+            &entry.prev_hash.to_vec(),
+            &entry.entry_hash.to_vec(),
+            &entry.signature,
+            &entry.signer_id,
+            &last_signed,
+            &signed_at,
+            &context.system_identifier.to_string(),
+            &(context.timeline as i32),
+        ],
+    )
+    .unwrap();
+    entry.seq as i64
+}
+
+/// The exported audit trail, as `psql -Atc "SELECT ruvector_audit_export()"`
+/// writes it.
+pub fn exported(db: &mut Client) -> String {
+    db.query("SELECT ruvector_audit_export()", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -7,21 +7,11 @@ use std::os::unix::fs::PermissionsExt;
 
 use ruvector_integrity::audit::chain::{Trust, Verdict};
 use ruvector_integrity::audit::export::{self, Failure};
-use ruvector_integrity::audit::{from_hex_array, Context, Event, Fault, Signer};
+use ruvector_integrity::audit::{from_hex_array, Fault, Signer};
 use ruvector_tests::*;
 
 fn chain(db: &mut Client) -> Value {
     json(db, "SELECT ruvector_verify_audit_chain()")
-}
-
-/// The exported log, as `psql -Atc "SELECT ruvector_audit_export()"` writes it.
-fn exported(db: &mut Client) -> String {
-    db.query("SELECT ruvector_audit_export()", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get::<_, String>(0))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 fn offline(text: &str, trust: Trust) -> Result<Verdict, (u64, Fault)> {
@@ -47,62 +37,6 @@ fn pinned(roots: &[[u8; 32]]) -> Trust {
 fn key_file(cluster: &Cluster, db: &mut Client) -> Signer {
     let bytes = std::fs::read(cluster.key_path(db)).unwrap();
     Signer::from_secret(&bytes.try_into().unwrap())
-}
-
-/// Appends an event signed by `signer` after the chain's head, as someone who
-/// can write the tables (and holds that key) would; returns its seq.
-fn append_forged(db: &mut Client, signer: &Signer, signed_at: Option<i64>) -> i64 {
-    let row = db
-        .query_one(
-            "SELECT seq, entry_hash, (extract(epoch FROM signed_at) * 1000000)::bigint,
-                    system_identifier::text, timeline
-             FROM ruvector.integrity_events ORDER BY seq DESC LIMIT 1",
-            &[],
-        )
-        .unwrap();
-    let (seq, hash, last_signed): (i64, Vec<u8>, i64) = (row.get(0), row.get(1), row.get(2));
-    let context = Context {
-        system_identifier: row.get::<_, String>(3).parse().unwrap(),
-        timeline: row.get::<_, i32>(4) as u32,
-    };
-    let event = Event::new(
-        None,
-        "",
-        "audit",
-        None,
-        None,
-        &json!({"forged": true}),
-        last_signed,
-    );
-    let signed_at = signed_at.unwrap_or(last_signed + 1);
-    let entry = signer.seal(
-        Some((seq as u64, hash.try_into().unwrap())),
-        signed_at,
-        context,
-        event.encode().unwrap(),
-    );
-    db.execute(
-        "INSERT INTO ruvector.integrity_events
-             (seq, collection_name, event_type, metadata, payload, prev_hash, entry_hash, signature, signer_id,
-              created_at, signed_at, system_identifier, timeline)
-         VALUES ($1, '', 'audit', '{\"forged\": true}', $2, $3, $4, $5, $6,
-                 'epoch'::timestamptz + $7::bigint * interval '1 microsecond',
-                 'epoch'::timestamptz + $8::bigint * interval '1 microsecond', $9::text::numeric, $10)",
-        &[
-            &(entry.seq as i64),
-            &entry.payload,
-            &entry.prev_hash.to_vec(),
-            &entry.entry_hash.to_vec(),
-            &entry.signature,
-            &entry.signer_id,
-            &last_signed,
-            &signed_at,
-            &context.system_identifier.to_string(),
-            &(context.timeline as i32),
-        ],
-    )
-    .unwrap();
-    entry.seq as i64
 }
 
 #[test]
@@ -450,12 +384,24 @@ fn rotation_and_restarts_introduce_each_key_in_the_chain() {
     );
     let rotations: i64 = db
         .query_one(
-            "SELECT count(*) FROM ruvector.integrity_events WHERE event_type = 'key_rotation'",
+            "SELECT count(*) FROM ruvector.integrity_events
+             WHERE event_type = 'key_rotation' AND metadata->>'action' <> 'successor'",
             &[],
         )
         .unwrap()
         .get(0);
     assert_eq!(rotations, 3, "root, the operator's rotation, the restart's");
+    let successors: i64 = db
+        .query_one(
+            "SELECT count(*) FROM ruvector.integrity_events WHERE metadata->>'action' = 'successor'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        successors, 1,
+        "one successor, kept across rotations and restarts"
+    );
     let (state, _) = error(
         &mut db,
         "SELECT ruvector_revoke_signing_key('ed25519:0000000000000000', 'typo')",

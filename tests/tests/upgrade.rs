@@ -12,16 +12,6 @@ use ruvector_tests::*;
 /// `extension/sql/releases/`.
 const EARLIER: [&str; 2] = ["0.1.0", "0.2.0"];
 
-/// The exported trail, as `psql -Atc "SELECT ruvector_audit_export()"` writes it.
-fn exported(db: &mut Client) -> String {
-    db.query("SELECT ruvector_audit_export()", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get::<_, String>(0))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 /// The signed entries of an export (its lines after the header).
 fn entries(export: &str) -> Vec<&str> {
     export.lines().skip(1).collect()

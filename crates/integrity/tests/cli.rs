@@ -9,6 +9,11 @@ use ruvector_integrity::audit::{hex, Context, Event, SignedEntry, Signer};
 
 /// An export of a root entry and three events signed by `signer`.
 fn export(signer: &Signer) -> String {
+    export_saying(signer, "as it happened")
+}
+
+/// As [`export`], the last event saying `last`.
+fn export_saying(signer: &Signer, last: &str) -> String {
     let context = Context {
         system_identifier: 7,
         timeline: 1,
@@ -23,7 +28,7 @@ fn export(signer: &Signer) -> String {
             "audit",
             None,
             None,
-            &serde_json::json!({"i": i}),
+            &serde_json::json!({"i": i, "said": if i == 2 { last } else { "" }}),
             i,
         );
         let last = entries.last().unwrap();
@@ -134,5 +139,64 @@ fn a_checkpoint_alone_never_makes_its_own_root_trusted() {
     );
     assert_eq!(status, 1, "{out}");
     assert!(out.contains("untrusted_root"), "{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A key holder rewrites the last entry and re-signs it: the history still
+/// verifies against the root, but not against the checkpoints shipped out of
+/// the server before the rewrite.
+#[test]
+fn a_witness_refuses_a_history_re_signed_with_the_stolen_key() {
+    let dir = std::env::temp_dir().join(format!("ruvector-audit-witness-{}", std::process::id()));
+    let witness = dir.join("witness");
+    std::fs::create_dir_all(&witness).unwrap();
+    let signer = Signer::from_secret(&[9; 32]);
+    let root = hex(&signer.fingerprint());
+    let context = Context {
+        system_identifier: 7,
+        timeline: 1,
+    };
+    // The worker's checkpoints of seq 2 and of the head (seq 4), shipped.
+    let honest = export(&signer);
+    let checkpoint_of = |text: &str, seq: u64| {
+        let mut at = text.lines().skip(1).map(|l| {
+            serde_json::from_str::<ExportedEntry>(l)
+                .unwrap()
+                .signed_entry()
+                .unwrap()
+        });
+        let entry = at.find(|e| e.seq == seq).unwrap();
+        signer.checkpoint(seq, entry.entry_hash, 20, context, &signer.fingerprint())
+    };
+    for seq in [2, 4] {
+        std::fs::write(
+            witness.join(format!("ruvector_audit_checkpoint_1_2_{seq:020}.json")),
+            serde_json::to_string(&checkpoint_of(&honest, seq)).unwrap(),
+        )
+        .unwrap();
+    }
+    let w = witness.to_str().unwrap();
+    let file = dir.join("audit.jsonl");
+    std::fs::write(&file, &honest).unwrap();
+    let (status, out) = verify(&file, &["--root", &root, "--witness", w]);
+    assert_eq!(status, 0, "{out}");
+    assert!(out.contains("2 checkpoint(s) agree"), "{out}");
+
+    std::fs::write(&file, export_saying(&signer, "rewritten")).unwrap();
+    let (status, out) = verify(&file, &["--root", &root]);
+    assert_eq!(
+        status, 0,
+        "the root alone accepts the re-signed history: {out}"
+    );
+    let (status, out) = verify(&file, &["--root", &root, "--witness", w]);
+    assert_eq!(status, 1, "{out}");
+    assert!(
+        out.contains("seq 4") && out.contains("checkpoint_mismatch"),
+        "{out}"
+    );
+
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    assert_eq!(verify(&file, &["--witness", empty.to_str().unwrap()]).0, 2);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -7,6 +7,7 @@ SELECT jsonb_build_object(
     'synchronous_standby_names', current_setting('synchronous_standby_names'),
     'lag_budget_bytes', $2,
     'in_startup_grace', clock_timestamp() - pg_postmaster_start_time() < make_interval(secs => $3),
+    'this_server', current_setting('cluster_name'),
     'standbys', coalesce((SELECT jsonb_agg(jsonb_build_object(
         'application_name', r.application_name,
         'state', r.state,

@@ -125,6 +125,47 @@ pub fn head() -> SqlResult<Option<Head>> {
     }
 }
 
+/// The timeline the chain's last entry was signed on, if it has any.
+pub fn head_timeline() -> SqlResult<Option<u32>> {
+    Ok(Spi::get_one::<i32>(super::CHAIN_HEAD_TIMELINE)
+        .optional()?
+        .map(|t| t as u32))
+}
+
+/// Whether this installation keeps successor keys: its SQL is 0.3.0's or
+/// later (a new library runs against the old objects until `ALTER EXTENSION
+/// ruvector UPDATE`).
+pub fn keeps_successors() -> bool {
+    let Some(installed) = crate::installation::installed() else {
+        return false;
+    };
+    // SAFETY: a syscache lookup by name in the extension's schema.
+    let table = unsafe { pg_sys::get_relname_relid(c"successor_keys".as_ptr(), installed.schema) };
+    table != pg_sys::InvalidOid
+}
+
+/// Keeps the secret of successor key `signer` (and no earlier one's).
+pub fn keep_successor(signer: &Signer) -> SqlResult<()> {
+    Spi::run_with_args(
+        super::INSERT_SUCCESSOR,
+        &[signer.id().into(), signer.secret().to_vec().into()],
+    )?;
+    Ok(())
+}
+
+/// The successor key `id`, if its secret is here.
+pub fn successor(id: &str) -> SqlResult<Option<Signer>> {
+    let secret =
+        Spi::get_one_with_args::<Vec<u8>>(super::SUCCESSOR_SECRET, &[id.into()]).optional()?;
+    let Some(secret) = secret else {
+        return Ok(None);
+    };
+    let secret: [u8; 32] = secret
+        .try_into()
+        .map_err(|_| SqlError::internal("a successor's secret is not 32 bytes"))?;
+    Ok(Some(Signer::from_secret(&secret)).filter(|s| s.id() == id))
+}
+
 /// Appends `entry`, the signed and chained `event`.
 pub fn insert_signed(entry: &SignedEntry, event: &Event) -> SqlResult<()> {
     let metadata: Value = serde_json::from_str(&event.metadata)?;

@@ -43,6 +43,7 @@ queries! {
     ACTIVATE_POLICY = "activate_policy";
     AUDIT_ROWS = "audit_rows";
     CHAIN_HEAD = "chain_head";
+    CHAIN_HEAD_TIMELINE = "chain_head_timeline";
     CITUS_INSTALLED = "citus_installed";
     CITUS_WORKERS = "citus_workers";
     COLLECTION_RELATIONS = "collection_relations";
@@ -56,6 +57,8 @@ queries! {
     DROP_POLICY = "drop_policy";
     DROPPED_COLLECTIONS = "dropped_collections";
     DUPLICATE_COLLECTION = "duplicate_collection";
+    INSERT_SUCCESSOR = "insert_successor";
+    SUCCESSOR_SECRET = "successor_secret";
     END_OVERRIDE = "end_override";
     FIRST_VECTOR = "first_vector";
     GATE_SETTINGS = "gate_settings";

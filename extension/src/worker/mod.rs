@@ -23,8 +23,9 @@ mod launcher;
 mod sampling;
 mod settings;
 mod signing;
+mod witness;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
@@ -244,6 +245,13 @@ fn transaction<R>(what: &str, body: impl FnOnce() -> SqlResult<R>) -> Result<R, 
     outcome.map_err(|e| format!("{what}: {e}"))
 }
 
+/// Whether SIGTERM arrived, noted in `flag` (pgrx's own flag is reset when
+/// read).
+fn stopping(flag: &Cell<bool>) -> bool {
+    flag.set(flag.get() | BackgroundWorker::sigterm_received());
+    flag.get()
+}
+
 /// What listeners of `ruvector_integrity` are told of an event.
 fn notification(event: &Event, seq: Option<u64>, lambda_norm: Option<f64>) -> Value {
     json!({
@@ -278,7 +286,9 @@ struct Worker {
     outbox: RefCell<Vec<Value>>,
     warned_relations_full: bool,
     /// SIGTERM arrived (it is looked at between steps too).
-    stopping: bool,
+    stopping: Cell<bool>,
+    /// Checkpoints shipped by `ruvector.checkpoint_command`.
+    witness: witness::Shipping,
 }
 
 impl Worker {
@@ -296,15 +306,15 @@ impl Worker {
             reported_damage: HashMap::new(),
             outbox: RefCell::new(Vec::new()),
             warned_relations_full: false,
-            stopping: false,
+            stopping: Cell::new(false),
+            witness: witness::Shipping::default(),
         }
     }
 
     /// Whether SIGTERM arrived: the worker ends its tick early and leaves (an
     /// owner's DROP DATABASE waits for it).
-    fn stopping(&mut self) -> bool {
-        self.stopping |= BackgroundWorker::sigterm_received();
-        self.stopping
+    fn stopping(&self) -> bool {
+        stopping(&self.stopping)
     }
 
     /// One tick; returns how long to sleep, or `None` when the extension is
@@ -342,6 +352,10 @@ impl Worker {
         self.report_damage(&collections);
 
         self.sign_pending(shared);
+        if let Some(file) = &self.checkpoint_path {
+            let flag = &self.stopping;
+            self.witness.ship(file, || stopping(flag));
+        }
         self.record_settings();
         for collection in collections
             .iter()

@@ -81,11 +81,13 @@ impl Worker {
                 }
             }
         }
-        shared.set_signing_note(&self.keys.note().to_string());
+        let mut note = self.keys.note();
+        note["witness"] = self.witness.note();
+        shared.set_signing_note(&note.to_string());
     }
 
     /// Writes a checkpoint of `head` (committed and flushed).
-    pub(super) fn checkpoint(&self, head: Option<Head>) {
+    pub(super) fn checkpoint(&mut self, head: Option<Head>) {
         let (Some(head), Some(path), Some(signer), Some(root)) = (
             head,
             &self.checkpoint_path,
@@ -94,11 +96,12 @@ impl Worker {
         ) else {
             return;
         };
-        if let Err(e) = audit::write_checkpoint(signer, head, &root, path) {
-            warning!(
+        match audit::write_checkpoint(signer, head, &root, path) {
+            Ok(checkpoint) => self.witness.spool(&checkpoint, path),
+            Err(e) => warning!(
                 "ruvector: cannot write the audit checkpoint {}: {e}",
                 path.display()
-            );
+            ),
         }
     }
 

@@ -201,6 +201,10 @@ pub struct ChainVerifier {
     entries: u64,
     last_signed_at: Micros,
     current: Option<String>,
+    /// The key a promoted standby may take over with (see [`KeyAction`]).
+    successor: Option<String>,
+    /// Where the last entry was signed.
+    last_context: Option<Context>,
     keys: HashMap<String, KnownKey>,
     roots: Vec<(u64, Fingerprint)>,
     /// Signatures not sent to the checker yet.
@@ -230,6 +234,8 @@ impl ChainVerifier {
             entries: 0,
             last_signed_at: Micros::MIN,
             current: None,
+            successor: None,
+            last_context: None,
             keys: HashMap::new(),
             roots: Vec::new(),
             unchecked: Vec::new(),
@@ -334,6 +340,7 @@ impl ChainVerifier {
             KeyEvent::of(&event).map_err(|e| fault(seq, Fault::Modified, e.to_string()))?;
         let signer = match &introduced {
             Some(k) if k.action.self_signed() => self.introduce_root(seq, k)?,
+            Some(k) if k.action == KeyAction::Failover => self.successor_signer(seq, entry)?,
             _ => self.current_signer(seq, &entry.signer_id)?,
         };
         if entry.signer_id != key_id_of(&signer) {
@@ -356,11 +363,20 @@ impl ChainVerifier {
         })?;
         self.unchecked
             .push((seq, entry.entry_hash, signature, signer));
-        if let Some(k) = &introduced {
-            if !k.action.self_signed() {
-                self.rotate(seq, k)?;
+        match &introduced {
+            Some(k) if k.action == KeyAction::Successor => self.set_successor(seq, k)?,
+            Some(k) if k.action == KeyAction::Failover => {
+                if let Some(used) = self.successor.take() {
+                    if let Some(used) = self.keys.get_mut(&used) {
+                        used.retired_after = Some(seq);
+                    }
+                }
+                self.rotate(seq, k)?
             }
+            Some(k) if !k.action.self_signed() => self.rotate(seq, k)?,
+            _ => {}
         }
+        self.last_context = Some(entry.context);
         if self.trust.checkpoints.iter().any(|c| c.seq == seq) {
             self.at_checkpoints.insert(
                 seq,
@@ -388,6 +404,13 @@ impl ChainVerifier {
         if signer == current {
             return Ok(self.keys[current].key);
         }
+        if self.successor.as_deref() == Some(signer) {
+            return Err(fault(
+                seq,
+                Fault::UnintroducedKey,
+                format!("key {signer} is the chain's successor: it may sign a failover and nothing else"),
+            ));
+        }
         match self.keys.get(signer) {
             Some(KnownKey {
                 revoked_after: Some(at),
@@ -411,6 +434,66 @@ impl ChainVerifier {
                 format!("no entry of the chain introduced key {signer}"),
             )),
         }
+    }
+
+    /// The successor key, for a failover entry: it must be the chain's
+    /// successor, unrevoked, and the entry the first of a later timeline of
+    /// the same cluster.
+    fn successor_signer(&self, seq: u64, entry: &SignedEntry) -> Result<VerifyingKey, ChainFault> {
+        let Some(successor) = &self.successor else {
+            return Err(fault(
+                seq,
+                Fault::UnintroducedKey,
+                "a failover, but the chain has no successor key to take over with",
+            ));
+        };
+        if entry.signer_id != *successor {
+            return Err(fault(
+                seq,
+                Fault::UnintroducedKey,
+                format!(
+                    "a failover signed by {}, but only the successor key {successor} may sign one",
+                    entry.signer_id
+                ),
+            ));
+        }
+        let known = &self.keys[successor];
+        if let Some(at) = known.revoked_after {
+            return Err(fault(
+                seq,
+                Fault::RevokedKey,
+                format!("successor key {successor} was revoked at seq {at}"),
+            ));
+        }
+        let later = self.last_context.is_some_and(|c| {
+            c.system_identifier == entry.context.system_identifier
+                && entry.context.timeline > c.timeline
+        });
+        if !later {
+            return Err(fault(
+                seq,
+                Fault::UnintroducedKey,
+                format!(
+                    "a failover signed on {}, not on a later timeline of the cluster that signed the entry before it",
+                    entry.context
+                ),
+            ));
+        }
+        Ok(known.key)
+    }
+
+    /// A successor, signed (already checked) by the current key, which stays
+    /// current; it replaces the successor before it.
+    fn set_successor(&mut self, seq: u64, k: &KeyEvent) -> Result<(), ChainFault> {
+        let key = self.new_key(seq, k)?;
+        if let Some(previous) = self.successor.take() {
+            if let Some(old) = self.keys.get_mut(&previous) {
+                old.retired_after.get_or_insert(seq);
+            }
+        }
+        self.know(k, key);
+        self.successor = Some(k.key.clone());
+        Ok(())
     }
 
     fn new_key(&self, seq: u64, k: &KeyEvent) -> Result<VerifyingKey, ChainFault> {
@@ -460,7 +543,10 @@ impl ChainVerifier {
                 ),
             ));
         }
-        if let Some(previous) = self.current.take() {
+        for previous in [self.current.take(), self.successor.take()]
+            .into_iter()
+            .flatten()
+        {
             if let Some(old) = self.keys.get_mut(&previous) {
                 old.retired_after = Some(seq);
             }
@@ -494,6 +580,12 @@ impl ChainVerifier {
 
     /// The key `k` introduces signs from now on.
     fn make_current(&mut self, k: &KeyEvent, key: VerifyingKey) {
+        self.know(k, key);
+        self.current = Some(k.key.clone());
+    }
+
+    /// The key `k` introduces is one of the chain's.
+    fn know(&mut self, k: &KeyEvent, key: VerifyingKey) {
         self.keys.insert(
             k.key.clone(),
             KnownKey {
@@ -502,7 +594,6 @@ impl ChainVerifier {
                 revoked_after: None,
             },
         );
-        self.current = Some(k.key.clone());
     }
 
     /// Checks every signature collected so far; the first bad one, if any.

@@ -12,6 +12,14 @@
 //! - `reroot`: a new root signed by itself, when no valid key is left (a
 //!   restore from before a rotation, a promoted standby without the key). A
 //!   verifier must be told to trust the new root, as for a new chain.
+//! - `successor`: the key a promoted standby may take over with, signed by
+//!   the current key, which stays current. Its secret is a file in the data
+//!   directory, so a base backup carries it to standbys; it signs nothing but
+//!   a `failover`, and a later `successor` replaces it.
+//! - `failover`: a promoted standby's new key, signed by the successor key,
+//!   in the first entry of a later timeline of the same cluster. It replaces
+//!   the current key and uses the successor up. The old primary, if it signs
+//!   on, is a fork of the chain.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -29,6 +37,8 @@ pub enum KeyAction {
     Rotate,
     Revoke,
     Reroot,
+    Successor,
+    Failover,
 }
 
 impl KeyAction {
@@ -114,16 +124,52 @@ impl KeyEvent {
 
 /// The key that must sign entry `seq`, given the key events of the chain up
 /// to it (seq, event), in order: the key a root or re-root at `seq`
-/// introduces, else the key current before `seq`. `None` before any root.
+/// introduces, the successor for a failover at `seq`, else the key current
+/// before `seq`. `None` before any root.
 pub fn signer_at(events: &[(u64, KeyEvent)], seq: u64) -> Option<&KeyEvent> {
-    let mut current = None;
-    for (at, k) in events {
-        if *at > seq || (*at == seq && !k.action.self_signed()) {
-            break;
-        }
-        current = Some(k);
+    let before = &events[..events.partition_point(|(at, _)| *at < seq)];
+    match events.get(before.len()).filter(|(at, _)| *at == seq) {
+        Some((_, k)) if k.action.self_signed() => Some(k),
+        Some((_, k)) if k.action == KeyAction::Failover => successor(before),
+        _ => current(before),
     }
-    current
+}
+
+/// The chain's current key, from its key events in order: the last one
+/// introduced by anything but `successor`.
+pub fn current(events: &[(u64, KeyEvent)]) -> Option<&KeyEvent> {
+    events
+        .iter()
+        .map(|(_, k)| k)
+        .rfind(|k| k.action != KeyAction::Successor)
+}
+
+/// The chain's successor key, if it has one that may still take over: the
+/// last `successor`, unless a later failover used it up, a re-root ended
+/// its chain, or a revocation named it.
+pub fn successor(events: &[(u64, KeyEvent)]) -> Option<&KeyEvent> {
+    let (at, found) = events
+        .iter()
+        .enumerate()
+        .rfind(|(_, (_, k))| k.action == KeyAction::Successor)
+        .map(|(i, (_, k))| (i, k))?;
+    let ended = events[at + 1..].iter().any(|(_, k)| {
+        matches!(k.action, KeyAction::Failover | KeyAction::Reroot)
+            || k.revoked_key.as_deref() == Some(&found.key)
+    });
+    (!ended).then_some(found)
+}
+
+/// Whether a worker holding the successor key `held` may take over the
+/// chain: it is the chain's successor, and this server writes on a later
+/// timeline than the chain's last entry (it was promoted since).
+pub fn may_take_over(
+    held: &str,
+    events: &[(u64, KeyEvent)],
+    head_timeline: u32,
+    timeline: u32,
+) -> bool {
+    successor(events).is_some_and(|s| s.key == held) && timeline > head_timeline
 }
 
 /// An operator's request about keys, recorded as a pending `audit` event the

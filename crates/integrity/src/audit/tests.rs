@@ -654,3 +654,128 @@ fn witness_capacities_survive_a_round_trip_through_json_text_exactly() {
         assert_eq!(back.capacity.to_bits(), capacity.to_bits(), "{text}");
     }
 }
+
+/// Appends a payload signed by `signer` on `context`.
+fn append_on(entries: &mut Vec<SignedEntry>, signer: &Signer, context: Context, payload: Vec<u8>) {
+    let last = entries.last().unwrap();
+    let entry = signer.seal(
+        Some((last.seq, last.entry_hash)),
+        last.signed_at + 1,
+        context,
+        payload,
+    );
+    entries.push(entry);
+}
+
+fn key_event(action: KeyAction, new: &Signer, previous: &Signer) -> Vec<u8> {
+    KeyEvent::new(action, &new.public_key(), Some(previous.id()), "test")
+        .to_event(0)
+        .encode()
+        .unwrap()
+}
+
+const PROMOTED: Context = Context {
+    system_identifier: HERE.system_identifier,
+    timeline: 2,
+};
+
+#[test]
+fn a_promoted_standby_takes_over_with_the_successor_on_a_later_timeline_only() {
+    let (primary, successor, promoted, mallory) = (signer(1), signer(2), signer(3), signer(9));
+    let mut entries = chain(&primary, 2);
+    // The primary introduces its successor and signs on, under its own key.
+    introduce(
+        &mut entries,
+        &primary,
+        &successor,
+        KeyAction::Successor,
+        None,
+    ); // seq 3
+    append(&mut entries, &primary, event(4).encode().unwrap()); // seq 4
+    let before = entries.clone();
+    // Promoted: the successor signs the failover, first on timeline 2.
+    let failover = key_event(KeyAction::Failover, &promoted, &primary);
+    append_on(&mut entries, &successor, PROMOTED, failover.clone()); // seq 5
+    append_on(
+        &mut entries,
+        &promoted,
+        PROMOTED,
+        event(6).encode().unwrap(),
+    );
+    let verdict = verify_chain(
+        &entries,
+        Trust {
+            roots: vec![primary.fingerprint()],
+            checkpoints: vec![],
+        },
+    )
+    .unwrap();
+    assert_eq!(verdict.current_key.as_deref(), Some(promoted.id()));
+    assert_eq!(verdict.roots, vec![(1, primary.fingerprint())]);
+    // The successor is used up, and the old key replaced.
+    let mut again = entries.clone();
+    append_on(&mut again, &successor, PROMOTED, event(7).encode().unwrap());
+    assert_eq!(fault_of(verify(&again)), (7, Fault::ExpiredKey));
+    let mut old = entries.clone();
+    append_on(&mut old, &primary, PROMOTED, event(7).encode().unwrap());
+    assert_eq!(fault_of(verify(&old)), (7, Fault::ExpiredKey));
+
+    // Not on a later timeline: refused.
+    let mut same = before.clone();
+    append(&mut same, &successor, failover.clone());
+    assert_eq!(fault_of(verify(&same)), (5, Fault::UnintroducedKey));
+    // Another cluster's timeline 2: refused.
+    let mut elsewhere = before.clone();
+    let other = Context {
+        system_identifier: 42,
+        timeline: 2,
+    };
+    append_on(&mut elsewhere, &successor, other, failover.clone());
+    assert_eq!(fault_of(verify(&elsewhere)), (5, Fault::UnintroducedKey));
+    // Signed by anyone but the successor: refused.
+    let mut forged = before.clone();
+    append_on(&mut forged, &mallory, PROMOTED, failover.clone());
+    assert_eq!(fault_of(verify(&forged)), (5, Fault::UnintroducedKey));
+    // The successor signs nothing else.
+    let mut misuse = before.clone();
+    append(&mut misuse, &successor, event(5).encode().unwrap());
+    assert_eq!(fault_of(verify(&misuse)), (5, Fault::UnintroducedKey));
+    // A revoked successor takes over nothing.
+    let mut revoked = before.clone();
+    let rotation = signer(4);
+    introduce(
+        &mut revoked,
+        &primary,
+        &rotation,
+        KeyAction::Revoke,
+        Some(&successor),
+    ); // seq 5
+    let failover_then = key_event(KeyAction::Failover, &promoted, &rotation);
+    append_on(&mut revoked, &successor, PROMOTED, failover_then);
+    assert_eq!(fault_of(verify(&revoked)), (6, Fault::RevokedKey));
+    // No successor at all.
+    let mut none = chain(&primary, 2);
+    append_on(&mut none, &successor, PROMOTED, failover);
+    assert_eq!(fault_of(verify(&none)), (3, Fault::UnintroducedKey));
+}
+
+#[test]
+fn the_key_events_name_the_signer_of_a_failover_and_the_current_key() {
+    use super::keys::{current, may_take_over, signer_at, successor};
+    let (primary, next, promoted) = (signer(1), signer(2), signer(3));
+    let k = |action, new: &Signer| KeyEvent::new(action, &new.public_key(), None, "");
+    let events = vec![
+        (1, k(KeyAction::Root, &primary)),
+        (3, k(KeyAction::Successor, &next)),
+        (5, k(KeyAction::Failover, &promoted)),
+    ];
+    assert_eq!(current(&events[..2]).unwrap().key, primary.id());
+    assert_eq!(successor(&events[..2]).unwrap().key, next.id());
+    assert!(may_take_over(next.id(), &events[..2], 1, 2));
+    assert!(!may_take_over(next.id(), &events[..2], 2, 2));
+    assert!(!may_take_over(promoted.id(), &events[..2], 1, 2));
+    assert_eq!(signer_at(&events, 4).unwrap().key, primary.id());
+    assert_eq!(signer_at(&events, 5).unwrap().key, next.id());
+    assert_eq!(signer_at(&events, 6).unwrap().key, promoted.id());
+    assert!(successor(&events).is_none());
+}

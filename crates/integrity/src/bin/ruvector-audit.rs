@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! psql -XAtc "SELECT ruvector_audit_export()" > audit.jsonl
-//! ruvector-audit verify audit.jsonl [--root FINGERPRINT]... [--checkpoint FILE]...
+//! ruvector-audit verify audit.jsonl [--root FINGERPRINT]... [--checkpoint FILE]... [--witness DIR]...
 //! ruvector-audit show audit.jsonl
 //! ```
 //!
@@ -12,7 +12,11 @@
 //! log, where any role can write a look-alike line). Each `--checkpoint` is a
 //! checkpoint kept aside: the log must agree with it (its head, its fork, its
 //! root at that seq), but the root it names is not trusted for being there,
-//! since whoever holds a key can sign a checkpoint naming any root. Without
+//! since whoever holds a key can sign a checkpoint naming any root.
+//! `--witness DIR` takes every `*.json` file in DIR as a `--checkpoint`: the
+//! checkpoints `ruvector.checkpoint_command` shipped out of the server, which
+//! a key holder who rewrites and re-signs history afterwards cannot change
+//! (`--root` alone accepts such a history). Without
 //! `--root`, the log's own root is taken on trust, and the verdict says so.
 //! `-` reads the export from standard input.
 //!
@@ -22,6 +26,7 @@
 //! unreadable export.
 
 use std::io::BufRead;
+use std::path::Path;
 use std::process::ExitCode;
 
 use ruvector_integrity::audit::chain::Trust;
@@ -29,7 +34,7 @@ use ruvector_integrity::audit::export::{self, Failure};
 use ruvector_integrity::audit::{from_hex_array, hex, Checkpoint};
 
 const USAGE: &str =
-    "usage: ruvector-audit verify EXPORT [--root FINGERPRINT]... [--checkpoint FILE]...\n       ruvector-audit show EXPORT";
+    "usage: ruvector-audit verify EXPORT [--root FINGERPRINT]... [--checkpoint FILE]... [--witness DIR]...\n       ruvector-audit show EXPORT";
 
 fn open(path: &str) -> Result<Box<dyn BufRead>, String> {
     if path == "-" {
@@ -37,6 +42,13 @@ fn open(path: &str) -> Result<Box<dyn BufRead>, String> {
     }
     let file = std::fs::File::open(path).map_err(|e| format!("cannot read {path}: {e}"))?;
     Ok(Box::new(std::io::BufReader::new(file)))
+}
+
+/// A checkpoint kept aside, from its file.
+fn checkpoint(file: &Path) -> Result<Checkpoint, String> {
+    let shown = file.display();
+    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    serde_json::from_str(&text).map_err(|e| format!("{shown}: not a checkpoint: {e}"))
 }
 
 fn trust(options: &[String]) -> Result<Trust, String> {
@@ -49,12 +61,21 @@ fn trust(options: &[String]) -> Result<Trust, String> {
                 from_hex_array(value.trim())
                     .ok_or_else(|| format!("--root {value}: not a fingerprint (64 hex digits)"))?,
             ),
-            "--checkpoint" => {
-                let text = std::fs::read_to_string(value)
+            "--checkpoint" => trust.checkpoints.push(checkpoint(Path::new(value))?),
+            "--witness" => {
+                let mut files: Vec<_> = std::fs::read_dir(value)
+                    .map_err(|e| format!("cannot read {value}: {e}"))?
+                    .map(|entry| entry.map(|e| e.path()))
+                    .collect::<Result<_, _>>()
                     .map_err(|e| format!("cannot read {value}: {e}"))?;
-                let checkpoint: Checkpoint =
-                    serde_json::from_str(&text).map_err(|e| format!("{value}: {e}"))?;
-                trust.checkpoints.push(checkpoint);
+                files.retain(|f| f.extension().is_some_and(|x| x == "json"));
+                files.sort();
+                if files.is_empty() {
+                    return Err(format!("--witness {value}: no checkpoint (*.json) there"));
+                }
+                for file in files {
+                    trust.checkpoints.push(checkpoint(&file)?);
+                }
             }
             other => return Err(format!("unknown option {other}")),
         }

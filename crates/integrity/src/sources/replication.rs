@@ -7,6 +7,11 @@
 //! PostgreSQL's synchronous replication matches them). A standby nobody
 //! declared is listed among the primary's observations and never lowers λ.
 //!
+//! After a failover, the settings a promoted standby carries may still name
+//! it: an expected standby named as this server's `cluster_name` is this
+//! server, never counted, and the primary's observations say to remove it
+//! from the settings (`expected_standby_is_this_server`).
+//!
 //! A standby's health is that of its stream: 1 while `streaming` with replay
 //! lag under half of `ruvector.replication_lag_budget`, falling linearly to
 //! [`LAG_FLOOR`] at the budget and beyond, 0 when absent or not streaming —
@@ -66,6 +71,9 @@ pub struct Replication {
     /// Whether the server started less than `ruvector.startup_grace` ago.
     #[serde(default)]
     pub in_startup_grace: bool,
+    /// This server's `cluster_name`: the name it went by as a standby.
+    #[serde(default)]
+    pub this_server: String,
 }
 
 impl Default for Replication {
@@ -76,6 +84,7 @@ impl Default for Replication {
             standbys: Vec::new(),
             lag_budget_bytes: DEFAULT_LAG_BUDGET,
             in_startup_grace: false,
+            this_server: String::new(),
         }
     }
 }
@@ -145,8 +154,37 @@ pub fn synchronous_names(setting: &str) -> Vec<String> {
     split_names(list).into_iter().filter(|n| n != "*").collect()
 }
 
-/// The expected standbys, in the order the settings name them, each once.
+/// The expected standbys, in the order the settings name them, each once;
+/// not this server itself (see [`named_self`]).
 pub fn expected(replication: &Replication) -> Vec<Expected> {
+    let mut all = named(replication);
+    all.retain(|e| !is_this_server(replication, &e.name));
+    all
+}
+
+fn is_this_server(replication: &Replication, name: &str) -> bool {
+    !replication.this_server.is_empty() && name.eq_ignore_ascii_case(&replication.this_server)
+}
+
+/// What a DBA must change when the settings expect this server as a
+/// standby (it was promoted): `None` when they do not.
+pub fn named_self(replication: &Replication) -> Option<Value> {
+    let e = named(replication)
+        .into_iter()
+        .find(|e| is_this_server(replication, &e.name))?;
+    Some(json!({
+        "name": e.name,
+        "declared_by": e.declared_by,
+        "hint": format!(
+            "this server (cluster_name {}) was a standby and is the primary now: remove it from {} and name the standbys of this primary there",
+            replication.this_server,
+            e.declared_by.join(" and ")
+        ),
+    }))
+}
+
+/// Every name the settings expect, in their order, each once.
+fn named(replication: &Replication) -> Vec<Expected> {
     let mut out: Vec<Expected> = Vec::new();
     let named = split_names(&replication.expected_standbys)
         .into_iter()

@@ -67,12 +67,12 @@ pub(crate) fn add(
     shards: &[Shard],
     replication: &Replication,
 ) -> Result<Placement, Error> {
-    let primary = b.node(
-        NodeKind::Shard,
-        "primary",
-        1.0,
-        json!({"type": "primary", "undeclared_standbys": replication::undeclared(replication)}),
-    )?;
+    let mut data =
+        json!({"type": "primary", "undeclared_standbys": replication::undeclared(replication)});
+    if let Some(this) = replication::named_self(replication) {
+        data["expected_standby_is_this_server"] = this;
+    }
+    let primary = b.node(NodeKind::Shard, "primary", 1.0, data)?;
     let mut foreign = HashMap::with_capacity(shards.len());
     for s in shards {
         let measured = probe_health(s.probe.as_ref());

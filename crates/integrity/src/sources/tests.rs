@@ -184,6 +184,37 @@ fn undeclared_standbys_are_observed_but_never_count() {
 }
 
 #[test]
+fn after_a_failover_the_standby_the_settings_name_as_this_server_is_not_lost() {
+    // Promoted: the settings it carries still expect it, by its cluster_name.
+    let mut o = with_standbys(collection(2), "demo_standby", vec![]);
+    assert_eq!(level(&o), State::Critical);
+    o.replication.this_server = "Demo_Standby".into();
+    let (built, measured) = integrity(&o);
+    assert_eq!(measured.lambda_norm, 1.0);
+    assert!(built
+        .graph
+        .find(NodeKind::ReplicationTarget, "demo_standby")
+        .is_none());
+    let primary = built.graph.find(NodeKind::Shard, "primary").unwrap();
+    let said = &built.node_data[primary]["expected_standby_is_this_server"];
+    assert_eq!(said["name"], "demo_standby");
+    assert!(said["hint"]
+        .as_str()
+        .unwrap()
+        .contains("remove it from ruvector.expected_standbys"));
+    // Another expected standby still counts.
+    o.replication.expected_standbys = "demo_standby, replica2".into();
+    assert_eq!(level(&o), State::Critical);
+    // A primary whose settings do not name it says nothing.
+    o.replication.this_server = "main".into();
+    let (built, _) = integrity(&o);
+    let primary = built.graph.find(NodeKind::Shard, "primary").unwrap();
+    assert!(built.node_data[primary]
+        .get("expected_standby_is_this_server")
+        .is_none());
+}
+
+#[test]
 fn within_the_startup_grace_a_reconnecting_standby_is_not_lost() {
     let mut o = with_standbys(collection(2), "a", vec![]);
     o.replication.in_startup_grace = true;
