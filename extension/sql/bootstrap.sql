@@ -349,6 +349,19 @@ CREATE TABLE ruvector.successor_keys (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 ALTER TABLE ruvector.successor_keys ENABLE ROW LEVEL SECURITY;
+-- Whatever default privileges the creating role had set go too.
+DO $$
+DECLARE
+    grantee oid;
+BEGIN
+    FOR grantee IN SELECT DISTINCT a.grantee
+                   FROM pg_class c, aclexplode(c.relacl) a
+                   WHERE c.oid = 'ruvector.successor_keys'::regclass AND a.grantee <> c.relowner
+    LOOP
+        EXECUTE format('REVOKE ALL ON ruvector.successor_keys FROM %s',
+                       CASE WHEN grantee = 0 THEN 'PUBLIC' ELSE grantee::regrole::text END);
+    END LOOP;
+END $$;
 REVOKE ALL ON FUNCTION ruvector.refuse_audit_change() FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector.forget_edges() FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector.guard_signing_key() FROM PUBLIC;

@@ -8,23 +8,23 @@
 //!   key it holds: a copy of the data directory (a restored backup, a promoted
 //!   standby) that goes on signing does so under a key of its own, so forks of
 //!   one chain are told apart.
-//! - A worker whose key file is not the chain's current key (a backup restored
-//!   to before a later rotation, a standby promoted after the primary rotated,
-//!   another cluster's dump) does not sign: events wait, unsigned, and the
-//!   status says why, until a superuser starts a new root
-//!   (`ruvector_reroot_audit_chain`).
+//! - A worker whose key file is not the chain's current key, and that cannot
+//!   take over with the successor (below), does not sign (a backup restored
+//!   to before a later rotation on the same timeline, another cluster's
+//!   dump): events wait, unsigned, and the status says why, until a superuser
+//!   starts a new root (`ruvector_reroot_audit_chain`).
 //! - Operators' requests (rotate, revoke, re-root) are pending events the
 //!   worker acts on before it signs anything else; a revocation takes effect
 //!   from the seq of the key event that records it, so a revocation in flight
 //!   never invalidates what was signed before it.
 //!
-//! - A failover: each installation's chain also introduces a successor key,
-//!   whose secret is kept in `ruvector.successor_keys` (readable by the
-//!   extension's owner alone), so that the WAL carries it to every standby. A
-//!   standby promoted since (it writes on a later timeline than the chain's
-//!   last entry) whose key file is stale takes over: the successor signs a
-//!   `failover` introducing the new primary's key, and a new successor is
-//!   introduced after it.
+//! - A failover: after every key change the chain introduces a new successor
+//!   key, whose secret is kept in `ruvector.successor_keys` (the last one's
+//!   alone, readable by the extension's owner alone), so that the WAL carries
+//!   it to every standby. A server promoted since (it writes on a later
+//!   timeline of the cluster that signed the chain's last entry: a standby,
+//!   or a point-in-time restore) whose key file is stale takes over: the
+//!   successor signs a `failover` introducing its key.
 //!
 //! A new key is written beside the key file (`<file>.next`, synced) before the
 //! key event that introduces it commits, and renamed over the key file after:
@@ -192,6 +192,10 @@ pub struct KeyHolder {
     prepared: Option<pg_sys::Oid>,
     /// The successor key, while it signs a failover in the open transaction.
     taking_over: Option<Signer>,
+    /// The chain's successor (its id), and one introduced in the open
+    /// transaction.
+    successor: Option<String>,
+    next_successor: Option<String>,
 }
 
 impl KeyHolder {
@@ -204,6 +208,8 @@ impl KeyHolder {
             next: None,
             prepared: None,
             taking_over: None,
+            successor: None,
+            next_successor: None,
         }
     }
 
@@ -225,10 +231,11 @@ impl KeyHolder {
         match (&self.signer, &self.stopped) {
             (Some(signer), _) => json!({
                 "signing": true, "key": signer.id(), "root_fingerprint": self.root.map(|r| hex(&r)),
+                "successor": self.successor,
             }),
             (None, why) => json!({
                 "signing": false, "reason": why.clone().unwrap_or_else(|| "the worker has not loaded its key yet".into()),
-                "root_fingerprint": self.root.map(|r| hex(&r)),
+                "root_fingerprint": self.root.map(|r| hex(&r)), "successor": self.successor,
             }),
         }
     }
@@ -275,6 +282,12 @@ impl KeyHolder {
         store::events::register_key(&new, seq, &event.why)?;
         let root = event.action.self_signed().then(|| new.fingerprint());
         self.next = Some((new, root.or(self.root()), !on_file));
+        // Every key change brings a new successor: one that leaked with an
+        // earlier key is worth nothing after it. (Before `ALTER EXTENSION
+        // ruvector UPDATE` to 0.3.0 there is no table to keep it in.)
+        if store::events::keeps_successors() {
+            self.introduce_successor()?;
+        }
         Ok(())
     }
 
@@ -294,7 +307,9 @@ impl KeyHolder {
         describe(&mut event);
         let seq = audit::append_signed(by, &event.to_event(clock::now()))?;
         store::events::register_key(&successor, seq, &event.why)?;
-        store::events::keep_successor(&successor)
+        store::events::keep_successor(&successor)?;
+        self.next_successor = Some(successor.id().to_owned());
+        Ok(())
     }
 
     /// The chain's successor key, if the chain may be taken over with it
@@ -305,17 +320,21 @@ impl KeyHolder {
         else {
             return Ok(None);
         };
-        let Some(held) = store::events::successor(&successor.key)? else {
+        let (Some(held), Some(head)) = (
+            store::events::successor(&successor.key)?,
+            store::events::head_context()?,
+        ) else {
             return Ok(None);
         };
-        let head_timeline = store::events::head_timeline()?.unwrap_or(0);
-        let timeline = audit::context().timeline;
-        Ok(keys::may_take_over(held.id(), events, head_timeline, timeline).then_some(held))
+        Ok(keys::may_take_over(held.id(), events, head, audit::context()).then_some(held))
     }
 
     /// The transaction that introduced a key committed: it is the key now.
     pub fn committed(&mut self) {
         self.taking_over = None;
+        if let Some(successor) = self.next_successor.take() {
+            self.successor = Some(successor);
+        }
         let Some((new, root, move_file)) = self.next.take() else {
             return;
         };
@@ -344,6 +363,7 @@ impl KeyHolder {
     /// that found no key is tried again).
     pub fn aborted(&mut self) {
         self.taking_over = None;
+        self.next_successor = None;
         if let Some((_, _, true)) = self.next.take() {
             let _ = std::fs::remove_file(next_path(&self.path));
         }
@@ -405,12 +425,11 @@ impl KeyHolder {
         };
         self.prepared = Some(installation);
         let head = store::events::head()?;
-        // (Before `ALTER EXTENSION ruvector UPDATE` to 0.3.0 there is no table
-        // to keep one in: no successor, as before.)
-        let successors = store::events::keeps_successors();
-        let has_successor = match keys::successor(&events) {
-            Some(k) if successors => store::events::successor(&k.key)?.is_some(),
-            _ => !successors,
+        self.successor = match keys::successor(&events) {
+            Some(k) if store::events::keeps_successors() => {
+                store::events::successor(&k.key)?.map(|held| held.id().to_owned())
+            }
+            _ => None,
         };
         match keys::at_start(file.id(), current.as_deref(), head.is_some()) {
             Start::Stop(why) => match self.successor_to_take_over(&events)? {
@@ -429,7 +448,6 @@ impl KeyHolder {
                     );
                     self.taking_over = Some(successor);
                     self.introduce(new, event, false)?;
-                    self.introduce_successor()?;
                     Ok(true)
                 }
                 None => {
@@ -451,9 +469,6 @@ impl KeyHolder {
                     hex(&file.fingerprint())
                 );
                 self.introduce(file, root, true)?;
-                if successors {
-                    self.introduce_successor()?;
-                }
                 Ok(true)
             }
             Start::Carry => {
@@ -467,9 +482,6 @@ impl KeyHolder {
                 }
                 self.signer = Some(file);
                 self.rotate(KeyAction::Rotate, None, &why)?;
-                if !has_successor {
-                    self.introduce_successor()?;
-                }
                 Ok(true)
             }
         }
@@ -502,9 +514,6 @@ impl KeyHolder {
                         "a superuser started a new root",
                     );
                     self.introduce(new, event, false)?;
-                    if store::events::keeps_successors() {
-                        self.introduce_successor()?;
-                    }
                 }
                 _ if self.signer().is_none() => continue,
                 Request::Rotate => {

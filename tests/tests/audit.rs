@@ -398,10 +398,12 @@ fn rotation_and_restarts_introduce_each_key_in_the_chain() {
         )
         .unwrap()
         .get(0);
-    assert_eq!(
-        successors, 1,
-        "one successor, kept across rotations and restarts"
-    );
+    assert_eq!(successors, 3, "a new successor after each key change");
+    let kept: i64 = db
+        .query_one("SELECT count(*) FROM ruvector.successor_keys", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 1, "the secret of the last one alone");
     let (state, _) = error(
         &mut db,
         "SELECT ruvector_revoke_signing_key('ed25519:0000000000000000', 'typo')",

@@ -143,10 +143,6 @@ fn audit_note(db: &mut Client) -> Value {
 fn a_standby_promoted_after_the_primary_rotated_without_the_successor_does_not_sign() {
     let (primary, mut db) = cluster_with_docs("stale-primary", &[]);
     wait_signed(&mut db);
-    // Without a successor's secret (deleted by a superuser here), a promoted
-    // standby cannot take over (tests/tests/failover.rs).
-    db.batch_execute("DELETE FROM ruvector.successor_keys")
-        .unwrap();
     let standby = primary.base_backup("stale-standby", &[]);
     standby.pg_ctl_start();
     // The primary moves to a new key after the backup.
@@ -167,6 +163,18 @@ fn a_standby_promoted_after_the_primary_rotated_without_the_successor_does_not_s
             .ok()?
             .get(0);
         (seq == Some(rotated)).then_some(())
+    });
+    // Without a successor's secret (deleted by a superuser here), a promoted
+    // standby cannot take over (tests/tests/failover.rs).
+    db.batch_execute("DELETE FROM ruvector.successor_keys")
+        .unwrap();
+    wait_for(30, "the standby to replay the deletion", || {
+        let kept: i64 = standby
+            .client()
+            .query_one("SELECT count(*) FROM ruvector.successor_keys", &[])
+            .ok()?
+            .get(0);
+        (kept == 0).then_some(())
     });
     // A hot standby's reads are not searches (nor do they need a transaction id).
     let rows: i64 = standby

@@ -184,11 +184,13 @@ fn a_witness_refuses_a_history_re_signed_with_the_stolen_key() {
 
     std::fs::write(&file, export_saying(&signer, "rewritten")).unwrap();
     let (status, out) = verify(&file, &["--root", &root]);
+    println!("--root alone, exit {status}:\n{out}");
     assert_eq!(
         status, 0,
         "the root alone accepts the re-signed history: {out}"
     );
     let (status, out) = verify(&file, &["--root", &root, "--witness", w]);
+    println!("--root and --witness, exit {status}:\n{out}");
     assert_eq!(status, 1, "{out}");
     assert!(
         out.contains("seq 4") && out.contains("checkpoint_mismatch"),

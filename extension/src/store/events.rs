@@ -125,11 +125,21 @@ pub fn head() -> SqlResult<Option<Head>> {
     }
 }
 
-/// The timeline the chain's last entry was signed on, if it has any.
-pub fn head_timeline() -> SqlResult<Option<u32>> {
-    Ok(Spi::get_one::<i32>(super::CHAIN_HEAD_TIMELINE)
-        .optional()?
-        .map(|t| t as u32))
+/// Where the chain's last entry was signed, if it has any.
+pub fn head_context() -> SqlResult<Option<Context>> {
+    let row = match Spi::get_two::<String, i32>(super::CHAIN_HEAD_CONTEXT) {
+        Err(pgrx::spi::Error::InvalidPosition) => return Ok(None),
+        row => row?,
+    };
+    match row {
+        (Some(system), Some(timeline)) => Ok(Some(Context {
+            system_identifier: system
+                .parse()
+                .map_err(|_| SqlError::internal("the last entry's system_identifier"))?,
+            timeline: timeline as u32,
+        })),
+        _ => Ok(None),
+    }
 }
 
 /// Whether this installation keeps successor keys: its SQL is 0.3.0's or

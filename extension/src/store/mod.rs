@@ -43,7 +43,7 @@ queries! {
     ACTIVATE_POLICY = "activate_policy";
     AUDIT_ROWS = "audit_rows";
     CHAIN_HEAD = "chain_head";
-    CHAIN_HEAD_TIMELINE = "chain_head_timeline";
+    CHAIN_HEAD_CONTEXT = "chain_head_context";
     CITUS_INSTALLED = "citus_installed";
     CITUS_WORKERS = "citus_workers";
     COLLECTION_RELATIONS = "collection_relations";

@@ -48,12 +48,14 @@ pub fn replication(
     lag_budget_bytes: i64,
     startup_grace_secs: f64,
 ) -> SqlResult<Replication> {
+    let timeline = crate::audit::context().timeline as i64;
     document(
         super::REPLICATION,
         &[
             expected_standbys.into(),
             lag_budget_bytes.into(),
             startup_grace_secs.into(),
+            timeline.into(),
         ],
     )
 }

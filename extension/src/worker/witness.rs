@@ -6,15 +6,18 @@
 //! --witness DIR` refuses a log that disagrees with any of them.
 //!
 //! Each checkpoint the worker writes while a command is set is copied, synced,
-//! to `ruvector_witness/` in the data directory, named after its installation
-//! and seq (`ruvector_audit_checkpoint_<database>_<extension>_<seq>.json`).
-//! Every tick the worker runs the command for its database's copies in seq
-//! order (`%p` the copy's path, `%f` its name, `%d` the database's OID, `%%` a
-//! `%`); a copy goes when the command exits 0, and the first failure stops
-//! the round, to be tried again next tick. A command runs at most
-//! `ruvector.worker_statement_timeout`, and is killed after that.
+//! to `ruvector_witness/` in the data directory, named after its installation,
+//! seq and entry hash (`ruvector_audit_checkpoint_<database>_<extension>_<seq>_<hash>.json`:
+//! two forks of one chain never share a name). Every tick the worker runs the
+//! command for its database's copies in seq order (`%p` the copy's path, `%f`
+//! its name, `%d` the database's OID, `%%` a `%`); a copy goes when the
+//! command exits 0, and the first failure stops the round, to be tried again
+//! next tick. A command runs at most `ruvector.worker_statement_timeout`, in a
+//! process group of its own that is killed whole after that; a tick ships for
+//! at most [`TICK_BUDGET`], and leaves the rest to the next.
 
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,6 +28,9 @@ use ruvector_integrity::audit::Checkpoint;
 use serde_json::{json, Value};
 
 use crate::{catalog, gucs};
+
+/// The longest one tick spends shipping.
+const TICK_BUDGET: Duration = Duration::from_secs(10);
 
 /// What the worker shipped, and what waits.
 #[derive(Default)]
@@ -74,7 +80,11 @@ impl Shipping {
             Err(e) => return self.fail(format!("cannot list {}: {e}", spool_dir().display())),
         };
         self.waiting = waiting.len();
+        let started = Instant::now();
         for (seq, copy) in waiting {
+            if started.elapsed() > TICK_BUDGET {
+                return;
+            }
             if let Err(e) = run(&command, &copy, &stopping) {
                 return self.fail(format!("checkpoint {seq}: {e}"));
             }
@@ -107,16 +117,30 @@ fn spool_dir() -> PathBuf {
     PathBuf::from(data_dir).join("ruvector_witness")
 }
 
-/// `<checkpoint file's stem>_<seq, 20 digits>.json`: names sort by seq.
-fn copy_name(file: &Path, seq: u64) -> String {
-    let stem = file.file_stem().unwrap_or_default().to_string_lossy();
-    format!("{stem}_{seq:020}.json")
+/// `<checkpoint file's stem>_`: the start of this installation's copies.
+fn copy_prefix(file: &Path) -> String {
+    format!(
+        "{}_",
+        file.file_stem().unwrap_or_default().to_string_lossy()
+    )
+}
+
+/// `<prefix><seq, 20 digits>_<the entry hash's first 16 hex digits>.json`:
+/// names sort by seq.
+fn copy_name(file: &Path, checkpoint: &Checkpoint) -> String {
+    let hash = ruvector_integrity::audit::hex(&checkpoint.entry_hash);
+    format!(
+        "{}{:020}_{}.json",
+        copy_prefix(file),
+        checkpoint.seq,
+        &hash[..16]
+    )
 }
 
 fn spool(checkpoint: &Checkpoint, file: &Path) -> std::io::Result<()> {
     let dir = spool_dir();
     std::fs::create_dir_all(&dir)?;
-    let path = dir.join(copy_name(file, checkpoint.seq));
+    let path = dir.join(copy_name(file, checkpoint));
     let temporary = path.with_extension("tmp");
     let mut out = std::fs::File::create(&temporary)?;
     out.write_all(serde_json::to_string(checkpoint)?.as_bytes())?;
@@ -127,8 +151,7 @@ fn spool(checkpoint: &Checkpoint, file: &Path) -> std::io::Result<()> {
 
 /// This installation's copies, by seq.
 fn waiting(file: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
-    let prefix = copy_name(file, 0);
-    let prefix = &prefix[..prefix.len() - "00000000000000000000.json".len()];
+    let prefix = copy_prefix(file);
     let dir = spool_dir();
     if !dir.exists() {
         return Ok(Vec::new());
@@ -137,8 +160,9 @@ fn waiting(file: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     for entry in std::fs::read_dir(&dir)? {
         let name = entry?.file_name().to_string_lossy().into_owned();
         let seq = name
-            .strip_prefix(prefix)
-            .and_then(|rest| rest.strip_suffix(".json"))
+            .strip_prefix(&prefix)
+            .filter(|rest| rest.ends_with(".json"))
+            .and_then(|rest| rest.split('_').next())
             .and_then(|seq| seq.parse::<u64>().ok());
         if let Some(seq) = seq {
             found.push((seq, dir.join(name)));
@@ -179,8 +203,15 @@ fn run(command: &str, copy: &Path, stopping: impl Fn() -> bool) -> Result<(), St
         .arg("-c")
         .arg(expand(command, copy))
         .stdin(Stdio::null())
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot run it: {e}"))?;
+    // The command and whatever it started, killed together.
+    let kill = |child: &mut std::process::Child| {
+        // SAFETY: a signal to the process group the child leads.
+        unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+        let _ = child.wait();
+    };
     let limit = gucs::WORKER_STATEMENT_TIMEOUT.get();
     let deadline = (limit > 0).then(|| Instant::now() + Duration::from_millis(limit as u64));
     loop {
@@ -191,15 +222,13 @@ fn run(command: &str, copy: &Path, stopping: impl Fn() -> bool) -> Result<(), St
             Err(e) => return Err(format!("cannot wait for it: {e}")),
         }
         if deadline.is_some_and(|d| Instant::now() > d) {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill(&mut child);
             return Err(format!(
                 "the command ran longer than {limit} ms and was killed"
             ));
         }
         if stopping() {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill(&mut child);
             return Err("the worker is stopping".into());
         }
         std::thread::sleep(Duration::from_millis(20));

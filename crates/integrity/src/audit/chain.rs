@@ -404,7 +404,11 @@ impl ChainVerifier {
         if signer == current {
             return Ok(self.keys[current].key);
         }
-        if self.successor.as_deref() == Some(signer) {
+        let revoked = self
+            .keys
+            .get(signer)
+            .is_some_and(|k| k.revoked_after.is_some());
+        if self.successor.as_deref() == Some(signer) && !revoked {
             return Err(fault(
                 seq,
                 Fault::UnintroducedKey,

@@ -13,9 +13,9 @@
 //!   restore from before a rotation, a promoted standby without the key). A
 //!   verifier must be told to trust the new root, as for a new chain.
 //! - `successor`: the key a promoted standby may take over with, signed by
-//!   the current key, which stays current. Its secret is a file in the data
-//!   directory, so a base backup carries it to standbys; it signs nothing but
-//!   a `failover`, and a later `successor` replaces it.
+//!   the current key, which stays current. The extension keeps its secret
+//!   where the WAL carries it to standbys; it signs nothing but a `failover`,
+//!   and the next `successor` (after every other key event) replaces it.
 //! - `failover`: a promoted standby's new key, signed by the successor key,
 //!   in the first entry of a later timeline of the same cluster. It replaces
 //!   the current key and uses the successor up. The old primary, if it signs
@@ -24,7 +24,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{from_hex_array, key_id, usable_key, Event};
+use super::{from_hex_array, key_id, usable_key, Context, Event};
 use crate::{Error, Micros};
 
 /// The event type of key events.
@@ -161,15 +161,13 @@ pub fn successor(events: &[(u64, KeyEvent)]) -> Option<&KeyEvent> {
 }
 
 /// Whether a worker holding the successor key `held` may take over the
-/// chain: it is the chain's successor, and this server writes on a later
-/// timeline than the chain's last entry (it was promoted since).
-pub fn may_take_over(
-    held: &str,
-    events: &[(u64, KeyEvent)],
-    head_timeline: u32,
-    timeline: u32,
-) -> bool {
-    successor(events).is_some_and(|s| s.key == held) && timeline > head_timeline
+/// chain: it is the chain's successor, and this server (`here`) writes on a
+/// later timeline of the cluster that signed the chain's last entry
+/// (`head`): it was promoted, or recovered to a new timeline, since.
+pub fn may_take_over(held: &str, events: &[(u64, KeyEvent)], head: Context, here: Context) -> bool {
+    successor(events).is_some_and(|s| s.key == held)
+        && here.system_identifier == head.system_identifier
+        && here.timeline > head.timeline
 }
 
 /// An operator's request about keys, recorded as a pending `audit` event the
@@ -233,7 +231,7 @@ pub fn at_start(file_key: &str, chain_current: Option<&str>, has_entries: bool) 
         None if has_entries => Start::Stop("the audit chain has entries but no root key event".into()),
         None => Start::Root,
         Some(current) if current != file_key => Start::Stop(format!(
-            "the key file holds key {file_key}, but the chain's current key is {current} (a backup restored to before a later rotation, a standby promoted after the primary rotated, or another cluster's data): a superuser can start a new root with ruvector_reroot_audit_chain()"
+            "the key file holds key {file_key}, but the chain's current key is {current} and no successor key may take over (a backup restored to before a later rotation, a standby promoted without a usable successor, or another cluster's data): a superuser can start a new root with ruvector_reroot_audit_chain()"
         )),
         Some(_) => Start::Carry,
     }

@@ -755,8 +755,30 @@ fn a_promoted_standby_takes_over_with_the_successor_on_a_later_timeline_only() {
     assert_eq!(fault_of(verify(&revoked)), (6, Fault::RevokedKey));
     // No successor at all.
     let mut none = chain(&primary, 2);
-    append_on(&mut none, &successor, PROMOTED, failover);
+    append_on(&mut none, &successor, PROMOTED, failover.clone());
     assert_eq!(fault_of(verify(&none)), (3, Fault::UnintroducedKey));
+    // A successor replaced by a later one takes over nothing.
+    let mut replaced = before.clone();
+    let next = signer(5);
+    introduce(&mut replaced, &primary, &next, KeyAction::Successor, None); // seq 5
+    append_on(&mut replaced, &successor, PROMOTED, failover.clone());
+    assert_eq!(fault_of(verify(&replaced)), (6, Fault::UnintroducedKey));
+    // Nor one whose chain was re-rooted since.
+    let mut rerooted = before.clone();
+    let root2 = signer(6);
+    let reroot = KeyEvent::new(
+        KeyAction::Reroot,
+        &root2.public_key(),
+        Some(primary.id()),
+        "",
+    );
+    append(&mut rerooted, &root2, reroot.to_event(0).encode().unwrap()); // seq 5
+    append_on(&mut rerooted, &successor, PROMOTED, failover);
+    assert_eq!(fault_of(verify(&rerooted)), (6, Fault::UnintroducedKey));
+    // The same successor twice is refused.
+    let mut twice = before.clone();
+    introduce(&mut twice, &primary, &successor, KeyAction::Successor, None);
+    assert_eq!(fault_of(verify(&twice)), (5, Fault::UnusableKey));
 }
 
 #[test]
@@ -771,9 +793,14 @@ fn the_key_events_name_the_signer_of_a_failover_and_the_current_key() {
     ];
     assert_eq!(current(&events[..2]).unwrap().key, primary.id());
     assert_eq!(successor(&events[..2]).unwrap().key, next.id());
-    assert!(may_take_over(next.id(), &events[..2], 1, 2));
-    assert!(!may_take_over(next.id(), &events[..2], 2, 2));
-    assert!(!may_take_over(promoted.id(), &events[..2], 1, 2));
+    assert!(may_take_over(next.id(), &events[..2], HERE, PROMOTED));
+    assert!(!may_take_over(next.id(), &events[..2], PROMOTED, PROMOTED));
+    assert!(!may_take_over(promoted.id(), &events[..2], HERE, PROMOTED));
+    let elsewhere = Context {
+        system_identifier: 42,
+        timeline: 2,
+    };
+    assert!(!may_take_over(next.id(), &events[..2], HERE, elsewhere));
     assert_eq!(signer_at(&events, 4).unwrap().key, primary.id());
     assert_eq!(signer_at(&events, 5).unwrap().key, next.id());
     assert_eq!(signer_at(&events, 6).unwrap().key, promoted.id());

@@ -13,10 +13,12 @@
 //! checkpoint kept aside: the log must agree with it (its head, its fork, its
 //! root at that seq), but the root it names is not trusted for being there,
 //! since whoever holds a key can sign a checkpoint naming any root.
-//! `--witness DIR` takes every `*.json` file in DIR as a `--checkpoint`: the
-//! checkpoints `ruvector.checkpoint_command` shipped out of the server, which
-//! a key holder who rewrites and re-signs history afterwards cannot change
-//! (`--root` alone accepts such a history). Without
+//! `--witness DIR` takes every `*.json` file in DIR as a `--checkpoint` (those
+//! of a root given with `--root`, when there is one): the checkpoints
+//! `ruvector.checkpoint_command` shipped out of the server, which a key holder
+//! who rewrites and re-signs history afterwards cannot change (`--root` alone
+//! accepts such a history). Copy the directory before taking the export: a
+//! checkpoint beyond the export's last entry reads as a cut tail. Without
 //! `--root`, the log's own root is taken on trust, and the verdict says so.
 //! `-` reads the export from standard input.
 //!
@@ -53,6 +55,7 @@ fn checkpoint(file: &Path) -> Result<Checkpoint, String> {
 
 fn trust(options: &[String]) -> Result<Trust, String> {
     let mut trust = Trust::default();
+    let mut witnessed = Vec::new();
     let mut rest = options.iter();
     while let Some(flag) = rest.next() {
         let value = rest.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -74,12 +77,25 @@ fn trust(options: &[String]) -> Result<Trust, String> {
                     return Err(format!("--witness {value}: no checkpoint (*.json) there"));
                 }
                 for file in files {
-                    trust.checkpoints.push(checkpoint(&file)?);
+                    witnessed.push(checkpoint(&file)?);
                 }
             }
             other => return Err(format!("unknown option {other}")),
         }
     }
+    // A witness directory may hold checkpoints of an earlier installation of
+    // the extension (another root): with roots kept aside, only theirs count.
+    let kept = witnessed.len();
+    witnessed.retain(|c| {
+        trust.roots.is_empty() || from_hex_array(&c.root).is_some_and(|r| trust.roots.contains(&r))
+    });
+    if witnessed.len() < kept {
+        println!(
+            "note: {} witnessed checkpoint(s) of other roots left aside",
+            kept - witnessed.len()
+        );
+    }
+    trust.checkpoints.extend(witnessed);
     Ok(trust)
 }
 

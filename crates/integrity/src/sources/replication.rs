@@ -8,9 +8,11 @@
 //! declared is listed among the primary's observations and never lowers λ.
 //!
 //! After a failover, the settings a promoted standby carries may still name
-//! it: an expected standby named as this server's `cluster_name` is this
-//! server, never counted, and the primary's observations say to remove it
-//! from the settings (`expected_standby_is_this_server`).
+//! it. An expected standby named as this server's `cluster_name` is this
+//! server when this server writes on a timeline after the first (it was
+//! promoted) and no standby of that name is connected: it is not counted,
+//! and the primary's observations say to remove it from the settings
+//! (`expected_standby_is_this_server`).
 //!
 //! A standby's health is that of its stream: 1 while `streaming` with replay
 //! lag under half of `ruvector.replication_lag_budget`, falling linearly to
@@ -74,6 +76,9 @@ pub struct Replication {
     /// This server's `cluster_name`: the name it went by as a standby.
     #[serde(default)]
     pub this_server: String,
+    /// The timeline this server writes on (1 until a promotion).
+    #[serde(default)]
+    pub timeline: u32,
 }
 
 impl Default for Replication {
@@ -85,6 +90,7 @@ impl Default for Replication {
             lag_budget_bytes: DEFAULT_LAG_BUDGET,
             in_startup_grace: false,
             this_server: String::new(),
+            timeline: 1,
         }
     }
 }
@@ -163,7 +169,10 @@ pub fn expected(replication: &Replication) -> Vec<Expected> {
 }
 
 fn is_this_server(replication: &Replication, name: &str) -> bool {
-    !replication.this_server.is_empty() && name.eq_ignore_ascii_case(&replication.this_server)
+    replication.timeline > 1
+        && !replication.this_server.is_empty()
+        && name.eq_ignore_ascii_case(&replication.this_server)
+        && row_of(replication, name).is_none()
 }
 
 /// What a DBA must change when the settings expect this server as a

@@ -187,8 +187,10 @@ fn undeclared_standbys_are_observed_but_never_count() {
 fn after_a_failover_the_standby_the_settings_name_as_this_server_is_not_lost() {
     // Promoted: the settings it carries still expect it, by its cluster_name.
     let mut o = with_standbys(collection(2), "demo_standby", vec![]);
-    assert_eq!(level(&o), State::Critical);
     o.replication.this_server = "Demo_Standby".into();
+    // Never promoted (timeline 1): the name is a standby's, lost.
+    assert_eq!(level(&o), State::Critical);
+    o.replication.timeline = 2;
     let (built, measured) = integrity(&o);
     assert_eq!(measured.lambda_norm, 1.0);
     assert!(built
@@ -205,6 +207,17 @@ fn after_a_failover_the_standby_the_settings_name_as_this_server_is_not_lost() {
     // Another expected standby still counts.
     o.replication.expected_standbys = "demo_standby, replica2".into();
     assert_eq!(level(&o), State::Critical);
+    // A standby of that name connected (Debian names every cluster 15/main):
+    // it is that standby, not this server.
+    o.replication.expected_standbys = "demo_standby".into();
+    o.replication.standbys = vec![streaming("demo_standby", 0)];
+    assert_eq!(lambda_norm(&o), 1.0);
+    let (built, _) = integrity(&o);
+    assert!(built
+        .graph
+        .find(NodeKind::ReplicationTarget, "demo_standby")
+        .is_some());
+    o.replication.standbys = vec![];
     // A primary whose settings do not name it says nothing.
     o.replication.this_server = "main".into();
     let (built, _) = integrity(&o);
