@@ -538,9 +538,10 @@ mod tests {
 
     #[pg_test]
     fn audit_tables_are_append_only() {
+        // (Far past the head: the worker may be signing its first entries now.)
         Spi::run(
             "INSERT INTO ruvector.integrity_events (seq, collection_name, event_type, payload, prev_hash, entry_hash, signature, signer_id, created_at, signed_at, system_identifier, timeline)
-             VALUES ((SELECT coalesce(max(seq), 0) + 1 FROM ruvector.integrity_events), 'x', 'audit', '\\x00', decode(repeat('00', 32), 'hex'), decode(repeat('00', 32), 'hex'), '\\x00', 'k', now(), now(), 7, 1)",
+             VALUES ((SELECT coalesce(max(seq), 0) + 1000000 FROM ruvector.integrity_events), 'x', 'audit', '\\x00', decode(repeat('00', 32), 'hex'), decode(repeat('00', 32), 'hex'), '\\x00', 'k', now(), now(), 7, 1)",
         )
         .unwrap();
         for sql in [
