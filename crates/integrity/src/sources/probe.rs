@@ -314,23 +314,61 @@ mod tests {
         both.extend(local(server(Some(b'N'))));
         assert!(probe(&both, Duration::from_secs(2)).reachable);
 
-        // Two silent servers would hold a probe a minute each: one deadline
-        // for all ends both, and the answering one is found meanwhile. (The
-        // deadline leaves a busy machine seconds to answer on loopback: what
-        // is tested is that the deadline ends the silent ones, not how soon.)
+        // All at once: the answering server is reached while both silent
+        // ones still hold their connections (probed one after the other, it
+        // would be reached only once they had ended). It then lets them go.
+        let holding = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let released = std::sync::Arc::new(std::sync::Barrier::new(3));
+        let silent = || {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let (holding, released) = (holding.clone(), released.clone());
+            std::thread::spawn(move || {
+                let (mut stream, _) = listener.accept().unwrap();
+                let mut request = [0u8; 8];
+                stream.read_exact(&mut request).unwrap();
+                holding.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                released.wait();
+            });
+            port
+        };
+        let (first, second) = (silent(), silent());
+        let answering = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = answering.local_addr().unwrap().port();
+        let seen = {
+            let (holding, released) = (holding.clone(), released.clone());
+            std::thread::spawn(move || {
+                let (mut stream, _) = answering.accept().unwrap();
+                let mut request = [0u8; 8];
+                stream.read_exact(&mut request).unwrap();
+                // Both silent probes are connected by the time this one is
+                // answered, or they never will be while it waits.
+                while holding.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                stream.write_all(b"N").unwrap();
+                released.wait();
+                true
+            })
+        };
         let found = probe_all(
-            vec![
-                local(server(None)),
-                local(server(None)),
-                local(server(Some(b'N'))),
-            ],
-            Duration::from_secs(5),
+            vec![local(first), local(second), local(port)],
+            Duration::from_secs(60),
         );
+        assert!(seen.join().unwrap());
         assert_eq!(
             found.iter().map(|p| p.reachable).collect::<Vec<_>>(),
             [false, false, true]
         );
-        for silent in &found[..2] {
+
+        // One deadline ends every probe still waiting (a silent server would
+        // hold each a minute): both come back unreachable, named as such.
+        let found = probe_all(
+            vec![local(server(None)), local(server(None))],
+            Duration::from_millis(300),
+        );
+        for silent in &found {
+            assert!(!silent.reachable, "{silent:?}");
             let error = silent.error.as_deref().unwrap();
             assert!(
                 error.contains("no answer") || error == "timed out",
