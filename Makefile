@@ -54,6 +54,7 @@ test-integration: install
 # those). Each benchmark cluster takes a free port: a running demo is left alone.
 bench: setup
 	cargo bench -p ruvector-integrity --bench mincut
+	cargo bench -p ruvector-integrity --bench soak
 	./scripts/bench-gate
 	./scripts/bench-audit
 	./scripts/bench-worker

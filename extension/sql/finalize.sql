@@ -73,6 +73,15 @@ CREATE FUNCTION ruvector_integrity_simulate(collection text, changes jsonb)
 RETURNS jsonb LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT ruvector._integrity_simulate(collection, changes) $$;
 
+-- Why the collection is in its state and what brings it back (0.4.0).
+CREATE FUNCTION ruvector_integrity_explain(collection text)
+RETURNS jsonb LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ruvector._integrity_explain(collection) $$;
+
+CREATE FUNCTION ruvector_integrity_explain_text(collection text)
+RETURNS text LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ruvector._integrity_explain_text(collection) $$;
+
 -- Trains the collection's IVF lists (k-means over its vector column); the
 -- caller must own the collection's table.
 CREATE FUNCTION ruvector_ivf_train(collection text, lists integer)
@@ -279,6 +288,8 @@ REVOKE ALL ON FUNCTION ruvector._unregister_collection FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._integrity_status FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._integrity_sample FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._integrity_simulate FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._integrity_explain FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector._integrity_explain_text FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._rebuild_contracted_graph FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._policy_set FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector._override FROM PUBLIC;
@@ -305,6 +316,8 @@ REVOKE ALL ON FUNCTION ruvector_unregister_collection FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_integrity_status FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_integrity_sample FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_integrity_simulate FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_integrity_explain FROM PUBLIC;
+REVOKE ALL ON FUNCTION ruvector_integrity_explain_text FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_rebuild_contracted_graph FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_ivf_train FROM PUBLIC;
 REVOKE ALL ON FUNCTION ruvector_integrity_policy_set FROM PUBLIC;
@@ -330,6 +343,7 @@ REVOKE ALL ON ruvector.collections_status FROM PUBLIC;
 
 GRANT EXECUTE ON FUNCTION
     ruvector_integrity_status, ruvector_integrity_gate, ruvector_integrity_allowed, ruvector_integrity_simulate,
+    ruvector_integrity_explain, ruvector_integrity_explain_text,
     ruvector_integrity_history, ruvector_contracted_graph, ruvector_contracted_graph_dot,
     ruvector_verify_event_signature,
     ruvector_verify_audit_chain, ruvector_audit_checkpoint, ruvector_audit_export,

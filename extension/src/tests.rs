@@ -487,6 +487,31 @@ mod tests {
     }
 
     #[pg_test]
+    fn explain_names_a_healthy_collection_s_state_and_refuses_unknown_ones() {
+        collection("why_docs", 10);
+        let e = json_of("SELECT ruvector_integrity_explain('why_docs')");
+        assert_eq!(e["collection"], "why_docs");
+        assert_eq!(e["lambda_norm"], 1.0);
+        assert_eq!(e["level"], "normal");
+        assert_eq!(e["repair"]["components"], serde_json::json!([]));
+        assert_eq!(e["repair"]["target"], 0.9);
+        // Before its first sample: one healthy sample makes it normal.
+        assert_eq!(e["hysteresis"]["moves"][0]["to"], "normal", "{e}");
+        let text = Spi::get_one::<String>("SELECT ruvector_integrity_explain_text('why_docs')")
+            .unwrap()
+            .unwrap();
+        assert!(text.contains("nothing to repair"), "{text}");
+        assert_eq!(
+            error_of("SELECT ruvector_integrity_explain('nope')").0,
+            "42704"
+        );
+        assert_eq!(
+            error_of("SELECT ruvector_integrity_explain_text('nope')").0,
+            "42704"
+        );
+    }
+
+    #[pg_test]
     fn partitions_are_nodes_and_new_ones_are_gated_at_once() {
         Spi::run("CREATE TABLE part_docs (id int, embedding real[]) PARTITION BY RANGE (id)")
             .unwrap();

@@ -606,7 +606,8 @@ fn a_what_if_in_an_idle_transaction_holds_no_lock_on_the_collection() {
     let mut watcher = cluster.client_as("watcher");
     watcher
         .batch_execute(
-            "BEGIN; SELECT ruvector_integrity_simulate('docs', '{\"shard:primary\": 0.5}');",
+            "BEGIN; SELECT ruvector_integrity_simulate('docs', '{\"shard:primary\": 0.5}');
+             SELECT ruvector_integrity_explain('docs');",
         )
         .unwrap();
     let held: i64 = owner

@@ -71,6 +71,27 @@ fn witnesses(db: &mut Client, name: &str) -> String {
     status(db, name)["witness_edges"].to_string()
 }
 
+/// `ruvector_integrity_explain(name)`, checked against its text rendering,
+/// and the components of its smallest repair.
+fn explained(db: &mut Client, name: &str) -> (Value, Vec<String>) {
+    let e = json(db, &format!("SELECT ruvector_integrity_explain('{name}')"));
+    let text: String = db
+        .query_one("SELECT ruvector_integrity_explain_text($1)", &[&name])
+        .unwrap()
+        .get(0);
+    let repair: Vec<String> = e["repair"]["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["component"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(e["repair"]["exact"], true, "{e}");
+    for c in &repair {
+        assert!(text.contains(c.as_str()), "{c} not in\n{text}");
+    }
+    (e, repair)
+}
+
 /// A streaming standby of `primary` made with `pg_basebackup -R` under
 /// `dir` (unique to the test), whose application name is `name`, started.
 fn standby(primary: &Cluster, dir: &str, name: &str) -> Cluster {
@@ -247,6 +268,20 @@ fn an_expected_standby_stopped_is_critical_and_restarted_recovers_through_stress
         "critical after critical_samples samples: {after:?}"
     );
     assert!(witnesses(&mut db, "docs").contains("replication_target:replica1"));
+    let (e, repair) = explained(&mut db, "docs");
+    assert_eq!(repair, ["replication_target:replica1"], "{e}");
+    let stream = &e["repair"]["components"][0]["health_function"];
+    assert_eq!(stream["function"], "standby_stream", "{e}");
+    assert_eq!(stream["measured"]["status"], "absent", "{e}");
+    assert_eq!(e["repair"]["lambda_norm_after"], 1.0, "{e}");
+    assert!(
+        e["refused"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["operation"] == "insert"),
+        "{e}"
+    );
 
     replica.pg_ctl_start();
     wait_streaming(&mut db, &["replica1"]);
@@ -401,6 +436,8 @@ fn a_foreign_shard_down_is_critical_and_named_and_never_stalls_the_worker() {
     .unwrap();
     wait_for_state(&mut db, "lost", "critical", 30);
     assert!(witnesses(&mut db, "lost").contains("shard:hole"));
+    let (e, repair) = explained(&mut db, "lost");
+    assert_eq!(repair, ["shard:hole"], "{e}");
 
     let fault_at = now_epoch(&mut db);
     remote.stop();
@@ -409,6 +446,14 @@ fn a_foreign_shard_down_is_critical_and_named_and_never_stalls_the_worker() {
         witnesses(&mut db, "docs").contains("shard:remote"),
         "{}",
         witnesses(&mut db, "docs")
+    );
+    let (e, repair) = explained(&mut db, "docs");
+    assert_eq!(repair, ["shard:remote"], "{e}");
+    let probe = &e["repair"]["components"][0]["health_function"];
+    assert_eq!(
+        (&probe["function"], &probe["measured"]["reachable"]),
+        (&json!("reachability"), &json!(false)),
+        "{e}"
     );
     wait_samples(&mut db, "docs", 3);
     let during: Vec<f64> = samples(&mut db, "docs")
@@ -464,6 +509,32 @@ fn ivf_lists_drifted_by_shifted_inserts_are_stress_whatever_the_vector_type() {
     assert_eq!(s["lambda_norm"], 0.5, "{s}");
     assert!(s["witness_edges"].to_string().contains("centroid:"), "{s}");
     assert!(samples(&mut db, "docs").iter().all(|s| s.1 != "critical"));
+    // Every list drifted: each is retrained, and the remedy says how.
+    let (e, repair) = explained(&mut db, "docs");
+    let lists = json(&mut db, "SELECT ruvector_contracted_graph('docs')")["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["type"] == "centroid")
+        .count();
+    assert!(lists > 0 && repair.len() == lists, "{lists} lists: {e}");
+    assert!(repair.iter().all(|c| c.starts_with("centroid:")), "{e}");
+    let drift = &e["repair"]["components"][0];
+    assert_eq!(drift["health_function"]["function"], "ivf_drift", "{e}");
+    assert!(
+        drift["health_function"]["measured"]["distance_ratio"]
+            .as_f64()
+            .unwrap()
+            > 1.25,
+        "{e}"
+    );
+    assert!(
+        drift["remedy"]
+            .as_str()
+            .unwrap()
+            .contains("ruvector_ivf_train('docs'"),
+        "{e}"
+    );
 
     // Retrained on what the collection holds now: normal again.
     json(&mut db, "SELECT ruvector_ivf_train('docs', 16)");

@@ -10,7 +10,7 @@ use ruvector_tests::*;
 
 /// The earlier releases, each with its install script in
 /// `extension/sql/releases/`.
-const EARLIER: [&str; 2] = ["0.1.0", "0.2.0"];
+const EARLIER: [&str; 3] = ["0.1.0", "0.2.0", "0.3.0"];
 
 /// The signed entries of an export (its lines after the header).
 fn entries(export: &str) -> Vec<&str> {
@@ -72,6 +72,11 @@ fn an_update_from_0_1_0_keeps_the_data_and_the_chain() {
 #[test]
 fn an_update_from_0_2_0_keeps_the_data_and_the_chain() {
     update_from(EARLIER[1]);
+}
+
+#[test]
+fn an_update_from_0_3_0_keeps_the_data_and_the_chain() {
+    update_from(EARLIER[2]);
 }
 
 /// Installs release `previous`, fills it with a collection, policies, an

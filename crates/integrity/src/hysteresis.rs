@@ -177,6 +177,125 @@ impl Controller {
     }
 }
 
+/// One move the state can make next, and how far the samples have got
+/// toward it ([`Controller::progress`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Move {
+    pub to: State,
+    /// What the samples must do, in words.
+    pub needs: String,
+    /// Consecutive samples seen, of `samples_needed` (escalations).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub samples_seen: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub samples_needed: Option<u32>,
+    /// How long the recovery level has held, of `hold_seconds` (recoveries).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_seconds: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_seconds: Option<u32>,
+    /// The earliest sample at which it can happen: every sample from the
+    /// next one on meets the condition, samples come every `interval`, and
+    /// the cooldown is respected.
+    pub earliest: Micros,
+}
+
+impl Controller {
+    /// The moves open from the current state and how far each has got, at
+    /// `now`, for samples taken every `interval` (the last at `last_sample`).
+    /// Escalations count consecutive samples; recoveries need the recovery
+    /// level held for `restore_hold_seconds`; none happens within the
+    /// cooldown of the last transition (from `unknown` the cooldown does
+    /// not apply).
+    pub fn progress(
+        &self,
+        last_sample: Option<Micros>,
+        interval: Micros,
+        now: Micros,
+        thresholds: &Thresholds,
+        hysteresis: &Hysteresis,
+    ) -> Vec<Move> {
+        let interval = interval.max(SECOND);
+        let base = last_sample.unwrap_or(now);
+        let cooldown_end = match (self.state, self.last_transition) {
+            (State::Unknown, _) | (_, None) => Micros::MIN,
+            (_, Some(at)) => at + hysteresis.cooldown_after_transition_seconds as Micros * SECOND,
+        };
+        // The first sample, `k` ≥ `samples` intervals after the base, at or after `not_before`.
+        let sample_at = |samples: i64, not_before: Micros| {
+            let wait = not_before.max(cooldown_end).saturating_sub(base).max(0);
+            base + samples.max(1).max((wait + interval - 1) / interval) * interval
+        };
+        let escalation = |to: State, seen: u32, needed: u32, below: f64| Move {
+            to,
+            needs: format!("{needed} consecutive samples with lambda_norm < {below}"),
+            samples_seen: Some(seen.min(needed)),
+            samples_needed: Some(needed),
+            held_seconds: None,
+            hold_seconds: None,
+            earliest: sample_at(needed.saturating_sub(seen) as i64, Micros::MIN),
+        };
+        let recovery = |to: State, level: f64| {
+            let hold = hysteresis.restore_hold_seconds;
+            let since = self.recovering_since.unwrap_or(base + interval);
+            Move {
+                to,
+                needs: format!(
+                    "lambda_norm >= {} on every sample for {hold} s",
+                    round(level)
+                ),
+                samples_seen: None,
+                samples_needed: None,
+                held_seconds: Some(
+                    self.recovering_since
+                        .map_or(0, |s| (now - s).max(0) / SECOND),
+                ),
+                hold_seconds: Some(hold),
+                earliest: sample_at(1, since + hold as Micros * SECOND),
+            }
+        };
+        let offset = hysteresis.restore_threshold_offset;
+        let to_stress = escalation(
+            State::Stress,
+            self.below_high,
+            hysteresis.degrade_samples,
+            thresholds.high,
+        );
+        let to_critical = escalation(
+            State::Critical,
+            self.below_low,
+            hysteresis.critical_samples,
+            thresholds.low,
+        );
+        match self.state {
+            State::Unknown => vec![
+                Move {
+                    to: State::Normal,
+                    needs: format!("one sample with lambda_norm >= {}", thresholds.high),
+                    samples_seen: Some(0),
+                    samples_needed: Some(1),
+                    held_seconds: None,
+                    hold_seconds: None,
+                    earliest: sample_at(1, Micros::MIN),
+                },
+                to_stress,
+                to_critical,
+            ],
+            State::Normal => vec![to_stress, to_critical],
+            State::Stress => vec![
+                to_critical,
+                recovery(State::Normal, thresholds.high + offset),
+            ],
+            State::Critical => vec![recovery(State::Stress, thresholds.low + offset)],
+        }
+    }
+}
+
+/// A threshold plus an offset as a DBA would write it (0.3 + 0.1 is 0.4, not 0.4000000000000001).
+fn round(x: f64) -> f64 {
+    (x * 1e9).round() / 1e9
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,5 +570,70 @@ mod tests {
         c.recovering_since = Some(7);
         let json = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<Controller>(&json).unwrap(), c);
+    }
+}
+
+#[cfg(test)]
+mod progress_tests {
+    use super::*;
+
+    const THRESHOLDS: Thresholds = Thresholds {
+        high: 0.8,
+        low: 0.3,
+    };
+    const INTERVAL: Micros = 10 * SECOND;
+
+    #[test]
+    fn escalations_count_samples_and_wait_out_the_cooldown() {
+        let h = Hysteresis::default();
+        // Normal since t=0, one sample below high at t=100.
+        let c = Controller {
+            state: State::Normal,
+            below_high: 1,
+            below_low: 0,
+            recovering_since: None,
+            last_transition: Some(0),
+        };
+        let moves = c.progress(Some(100 * SECOND), INTERVAL, 105 * SECOND, &THRESHOLDS, &h);
+        assert_eq!(moves[0].to, State::Stress);
+        assert_eq!(
+            (moves[0].samples_seen, moves[0].samples_needed),
+            (Some(1), Some(3))
+        );
+        assert_eq!(moves[0].earliest, 120 * SECOND);
+        assert_eq!(moves[1].to, State::Critical);
+        assert_eq!(moves[1].earliest, 120 * SECOND);
+        // Just after a transition the cooldown (60 s) comes first.
+        let c = Controller {
+            last_transition: Some(95 * SECOND),
+            ..c
+        };
+        let moves = c.progress(Some(100 * SECOND), INTERVAL, 105 * SECOND, &THRESHOLDS, &h);
+        assert_eq!(moves[0].earliest, 160 * SECOND);
+    }
+
+    #[test]
+    fn recoveries_count_the_hold_from_its_first_sample() {
+        let h = Hysteresis::default();
+        let c = Controller {
+            state: State::Stress,
+            below_high: 0,
+            below_low: 0,
+            recovering_since: Some(40 * SECOND),
+            last_transition: Some(0),
+        };
+        let moves = c.progress(Some(100 * SECOND), INTERVAL, 105 * SECOND, &THRESHOLDS, &h);
+        let up = &moves[1];
+        assert_eq!(up.to, State::Normal);
+        assert_eq!(up.needs, "lambda_norm >= 0.9 on every sample for 300 s");
+        assert_eq!((up.held_seconds, up.hold_seconds), (Some(65), Some(300)));
+        assert_eq!(up.earliest, 340 * SECOND);
+        // Not recovering yet: the hold would start at the next sample.
+        let c = Controller {
+            recovering_since: None,
+            ..c
+        };
+        let up = &c.progress(Some(100 * SECOND), INTERVAL, 105 * SECOND, &THRESHOLDS, &h)[1];
+        assert_eq!((up.held_seconds, up.earliest), (Some(0), 410 * SECOND));
     }
 }

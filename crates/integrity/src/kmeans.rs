@@ -6,6 +6,7 @@
 //! progress and may stop the work by returning an error (the extension checks
 //! for a cancelled query there).
 
+use crate::rng::Rng;
 use crate::Error;
 
 /// Where training is, for the `step` callback.
@@ -72,25 +73,6 @@ pub fn usable(mut values: Vec<f32>, dim: usize, cosine: bool) -> Option<Vec<f32>
     Some(values)
 }
 
-/// A small deterministic generator (SplitMix64): training is reproducible
-/// from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// Trains `k` centroids on `rows` (each `dim` finite values) with at most
 /// `iterations` Lloyd iterations; stops early when no row changes list.
 pub fn train(
@@ -125,7 +107,7 @@ pub fn train(
     // k-means++: each next seed is drawn with probability ∝ squared distance
     // to the nearest seed so far.
     let mut centroids = Vec::with_capacity(k * dim);
-    centroids.extend_from_slice(row((rng.next() % n as u64) as usize));
+    centroids.extend_from_slice(row(rng.below(n as u64) as usize));
     let mut d2: Vec<f32> = (0..n).map(|i| distance2(row(i), &centroids)).collect();
     let mut assignment = vec![0usize; n];
     for c in 1..k {
@@ -146,7 +128,7 @@ pub fn train(
             chosen
         } else {
             // Every row sits on a seed already (duplicates): any row will do.
-            (rng.next() % n as u64) as usize
+            rng.below(n as u64) as usize
         };
         centroids.extend_from_slice(row(chosen));
         let seed = &centroids[c * dim..];

@@ -4,6 +4,7 @@
 //! `crate::audit`'s and `crate::keys`').
 
 pub mod collections;
+mod explain;
 mod graph;
 mod ivf;
 mod policies;

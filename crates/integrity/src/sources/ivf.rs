@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{ramp, Builder};
+use super::{ramp, Builder, Why};
 use crate::graph::{EdgeKind, NodeKind};
 use crate::Error;
 
@@ -113,6 +113,14 @@ pub(crate) fn add(b: &mut Builder, ivf: &Ivf, placed: &HashMap<i64, usize>) -> R
                 "vector_count": list.vector_count, "mean_distance": list.mean_distance,
                 "imbalance": imbalance, "growth": growth, "distance_ratio": ratio,
             }),
+            Why {
+                function: "ivf_drift",
+                measured: json!({"growth": growth, "distance_ratio": ratio, "imbalance": imbalance}),
+                healthy_while: format!(
+                    "growth <= {GROWTH_HEALTHY}, distance_ratio <= {DISTANCE_HEALTHY} and imbalance <= {IMBALANCE_HEALTHY} \
+                     (each falls to {DRIFT_FLOOR} at {GROWTH_WORST}, {DISTANCE_WORST} and {IMBALANCE_WORST}; the least counts)"
+                ),
+            },
         )?;
         for (partition, count) in routes {
             b.built.graph.add_edge(

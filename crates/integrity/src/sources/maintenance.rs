@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::Builder;
+use super::{Builder, Why};
 use crate::graph::{EdgeKind, NodeKind};
 use crate::Error;
 
@@ -51,6 +51,11 @@ pub(crate) fn add(b: &mut Builder, seen: &Maintenance, primary: usize) -> Result
         "autovacuum",
         if works { 1.0 } else { IMPAIRED },
         json!({"type": "vacuum", "autovacuum": seen.autovacuum, "track_counts": seen.track_counts}),
+        Why {
+            function: "autovacuum",
+            measured: json!({"autovacuum": seen.autovacuum, "track_counts": seen.track_counts}),
+            healthy_while: format!("autovacuum and track_counts are on ({IMPAIRED} otherwise)"),
+        },
     )?;
     b.built
         .graph
@@ -69,6 +74,14 @@ pub(crate) fn add(b: &mut Builder, seen: &Maintenance, primary: usize) -> Result
                 "type": "backup", "archive_mode": seen.archive_mode, "failing": failing,
                 "archived_count": seen.archived_count, "failed_count": seen.failed_count,
             }),
+            Why {
+                function: "wal_archiving",
+                measured: json!({"failing": failing, "last_archived_unix_us": seen.last_archived,
+                                 "last_failed_unix_us": seen.last_failed}),
+                healthy_while: format!(
+                    "the last archive attempt succeeded ({IMPAIRED} while the last failure is newer than the last success)"
+                ),
+            },
         )?;
         b.built
             .graph

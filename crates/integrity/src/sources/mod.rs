@@ -67,6 +67,18 @@ pub fn label(kind: NodeKind, name: &str) -> String {
     format!("{}:{name}", kind.as_str())
 }
 
+/// How a node's health came about, for `ruvector_integrity_explain`: the
+/// health function, the raw measurement it read, and where its dead zone
+/// ends (health is 1 while the measurement stays there). Kept among the
+/// node's observations as `health_function`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Why {
+    /// The function's name, as the health table of docs/how-it-works.md has it.
+    pub function: &'static str,
+    pub measured: Value,
+    pub healthy_while: String,
+}
+
 /// The builder's state: the graph so far and the overrides to apply.
 pub(crate) struct Builder<'a> {
     pub built: Built,
@@ -82,19 +94,21 @@ impl Builder<'_> {
             .unwrap_or(measured)
     }
 
-    /// Adds a node with its measured health (or its override) and observations.
+    /// Adds a node with its measured health (or its override), its
+    /// observations and how its health came about.
     pub fn node(
         &mut self,
         kind: NodeKind,
         name: &str,
         measured: f64,
         mut data: Value,
+        why: Why,
     ) -> Result<usize, Error> {
         let health = self.health(kind, name, measured);
         if health != measured {
             data["measured_health"] = measured.into();
         }
-        self.raw_node(kind, name, health, data)
+        self.raw_node(kind, name, health, data, why)
     }
 
     /// Adds a node with exactly this health.
@@ -103,9 +117,11 @@ impl Builder<'_> {
         kind: NodeKind,
         name: &str,
         health: f64,
-        data: Value,
+        mut data: Value,
+        why: Why,
     ) -> Result<usize, Error> {
         let index = self.built.graph.add_node(kind, name, health)?;
+        data["health_function"] = serde_json::json!(why);
         self.built.node_data.push(data);
         Ok(index)
     }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::shards::Placement;
-use super::{ramp, Builder};
+use super::{ramp, Builder, Why};
 use crate::graph::{EdgeKind, NodeKind};
 use crate::Error;
 
@@ -72,7 +72,7 @@ pub(crate) fn add(
     let mut placed = HashMap::with_capacity(partitions.len());
     for p in partitions {
         let (dead_share, bloat) = bloat_health(p.live, p.dead);
-        let (shard, health) = match &p.server {
+        let (shard, health, why) = match &p.server {
             Some(server) => {
                 let &(node, health) = placement.foreign.get(server).ok_or_else(|| {
                     Error::Source(format!(
@@ -80,9 +80,27 @@ pub(crate) fn add(
                         p.name
                     ))
                 })?;
-                (node, health)
+                let why = Why {
+                    function: "foreign_partition",
+                    measured: json!({"server": server}),
+                    healthy_while: format!(
+                        "its server, {}, is healthy",
+                        super::label(NodeKind::Shard, server)
+                    ),
+                };
+                (node, health, why)
             }
-            None => (placement.primary, bloat),
+            None => {
+                let why = Why {
+                    function: "bloat",
+                    measured: json!({"dead_share": dead_share, "live_tuples": p.live, "dead_tuples": p.dead}),
+                    healthy_while: format!(
+                        "dead_share <= {DEAD_SHARE_HEALTHY}, or fewer than {MIN_TUPLES} tuples \
+                         (falls to {BLOAT_FLOOR} at {DEAD_SHARE_WORST})"
+                    ),
+                };
+                (placement.primary, bloat, why)
+            }
         };
         let node = b.node(
             NodeKind::Partition,
@@ -93,6 +111,7 @@ pub(crate) fn add(
                 "live_tuples": p.live, "dead_tuples": p.dead,
                 "dead_share": dead_share, "last_vacuum_unix_us": p.last_vacuum,
             }),
+            why,
         )?;
         b.built
             .graph

@@ -34,7 +34,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{ramp, Builder};
+use super::{ramp, Builder, Why};
 use crate::graph::{EdgeKind, NodeKind};
 use crate::Error;
 
@@ -274,8 +274,17 @@ pub(crate) fn add(b: &mut Builder, replication: &Replication, primary: usize) ->
         if health != measured {
             data["measured_health"] = measured.into();
         }
+        let why = Why {
+            function: "standby_stream",
+            measured: json!({"status": status, "replay_lag_bytes": row.and_then(|r| r.replay_lag_bytes)}),
+            healthy_while: format!(
+                "it streams with replay lag <= {} bytes (falls to {LAG_FLOOR} at {} bytes; 0 when absent or not streaming)",
+                replication.lag_budget_bytes / 2,
+                replication.lag_budget_bytes
+            ),
+        };
         // The node stays whole; its stream carries the health.
-        let node = b.raw_node(NodeKind::ReplicationTarget, &e.name, 1.0, data)?;
+        let node = b.raw_node(NodeKind::ReplicationTarget, &e.name, 1.0, data, why)?;
         b.built
             .graph
             .add_edge(primary, node, EdgeKind::Replication, 1.0, 1.0 - health)?;

@@ -17,7 +17,7 @@ use serde_json::json;
 
 use super::probe::Probe;
 use super::replication::{self, Replication};
-use super::{ramp, Builder};
+use super::{ramp, Builder, Why};
 use crate::graph::{EdgeKind, NodeKind};
 use crate::Error;
 
@@ -72,7 +72,12 @@ pub(crate) fn add(
     if let Some(this) = replication::named_self(replication) {
         data["expected_standby_is_this_server"] = this;
     }
-    let primary = b.node(NodeKind::Shard, "primary", 1.0, data)?;
+    let why = Why {
+        function: "primary",
+        measured: json!({}),
+        healthy_while: "always: the worker runs on it".into(),
+    };
+    let primary = b.node(NodeKind::Shard, "primary", 1.0, data, why)?;
     let mut foreign = HashMap::with_capacity(shards.len());
     for s in shards {
         let measured = probe_health(s.probe.as_ref());
@@ -81,6 +86,16 @@ pub(crate) fn add(
             &s.name,
             measured,
             json!({"type": s.kind, "probe": s.probe}),
+            Why {
+                function: "reachability",
+                measured: match &s.probe {
+                    None => json!({"probed": false}),
+                    Some(p) => json!({"reachable": p.reachable, "latency_ms": p.latency_ms}),
+                },
+                healthy_while: format!(
+                    "it answers within {LATENCY_HEALTHY_MS} ms (falls to {SLOW_FLOOR} at {LATENCY_WORST_MS} ms; 0 when it does not answer)"
+                ),
+            },
         )?;
         b.built
             .graph
