@@ -29,12 +29,16 @@
 //! the hysteresis lets it show (a stress fault needs 3 samples below
 //! `threshold_high`): those are counted as missed, not as delays.
 //!
-//! Output: a table on stdout and `target/bench/soak.json`. `--samples N`
+//! Last, the time of `ruvector_integrity_explain`'s search for the smallest
+//! repair, on this collection under each fault and on a large one.
+//!
+//! Output: tables on stdout and `target/bench/soak.json`. `--samples N`
 //! changes the length; `--seed S` the random stream.
 
 use std::collections::HashMap;
 
 use ruvector_integrity::control::Control;
+use ruvector_integrity::explain;
 use ruvector_integrity::gate::{self, GateInput, Operation, Rows};
 use ruvector_integrity::hysteresis::Controller;
 use ruvector_integrity::policy::Policy;
@@ -203,6 +207,78 @@ fn observe(rng: &mut Rng, fault: Option<Fault>, blip: Option<Blip>) -> Observed 
         }),
     });
     observed
+}
+
+/// How long `ruvector_integrity_explain`'s search for the smallest repair
+/// takes: on the soak's collection under each fault, and on a large one
+/// (256 partitions, 1,000 IVF lists each in 8 of them, every list drifted and
+/// a standby lost: 1,001 components to repair).
+fn explain_cost(rng: &mut Rng) -> serde_json::Value {
+    let time = |observed: &Observed| {
+        let started = std::time::Instant::now();
+        let found =
+            explain::smallest_repair(observed, 0.9, explain::MAX_STEPS, &mut Control::default())
+                .expect("a search");
+        (started.elapsed().as_secs_f64() * 1e3, found)
+    };
+    println!(
+        "\n  explain's smallest repair: {:<18} {:>9} {:>10} {:>6} {:>5}",
+        "collection", "ms", "components", "cuts", "exact"
+    );
+    let mut rows = Vec::new();
+    let mut row = |name: String, observed: &Observed| {
+        let (ms, found) = time(observed);
+        let s = &found.summary;
+        println!(
+            "  {:<45} {ms:>9.2} {:>10} {:>6} {:>5}",
+            name,
+            found.set.len(),
+            s.cuts_solved,
+            s.exact
+        );
+        rows.push(serde_json::json!({"collection": name, "ms": ms, "components": found.set.len(),
+                                     "cuts": s.cuts_solved, "exact": s.exact, "candidates": s.candidates}));
+    };
+    for fault in Fault::ALL {
+        row(
+            format!("soak layout, {fault:?}"),
+            &observe(rng, Some(fault), None),
+        );
+    }
+    let mut large = observe(rng, Some(Fault::OneStandbyLost), None);
+    large.partitions = (0..256)
+        .map(|i| Partition {
+            relid: 20_000 + i,
+            name: format!("public.big_p{i}"),
+            relkind: "r".into(),
+            live: 1_000,
+            dead: 0,
+            last_vacuum: None,
+            server: None,
+        })
+        .collect();
+    large.shards.clear();
+    large.ivf = Some(Ivf {
+        lists: (0..1000)
+            .map(|l| List {
+                list_id: l,
+                vector_count: 256,
+                mean_distance: 1.0,
+                partition_counts: (0..8)
+                    .map(|k| (20_000 + (l as i64 * 8 + k) % 256, 32))
+                    .collect(),
+            })
+            .collect(),
+        trained_rows: 256_000,
+        trained_mean_distance: 1.0,
+        live_rows: 256_000,
+        sample: Some(DriftSample {
+            rows: 256,
+            mean_distance: 2.5,
+        }),
+    });
+    row("256 partitions, 1,000 lists drifted".into(), &large);
+    serde_json::Value::Array(rows)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
@@ -430,6 +506,7 @@ fn main() {
         elapsed.as_secs_f64(),
         elapsed.as_secs_f64() * 1e6 / samples as f64
     );
+    report["explain"] = explain_cost(&mut rng);
     let target = std::env::var("CARGO_TARGET_DIR")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../target").to_owned());
     std::fs::create_dir_all(format!("{target}/bench")).unwrap();

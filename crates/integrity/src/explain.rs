@@ -23,11 +23,14 @@
 //! collections. So the first size at which a set works is the smallest, and
 //! among the sets of that size the one lifting `lambda_norm` highest is given.
 //!
-//! It is bounded: at most [`MAX_CUT_EDGES`] edges summed over the minimum cuts
-//! it solves (each also checks for interrupts). Past that it answers with
-//! every impaired component, which always works, and says the answer is not
-//! proven smallest (`exact: false`).
+//! It is bounded, in time and memory: at most [`MAX_STEPS`] steps, each build
+//! of the graph and each minimum cut counting the graph's nodes plus edges
+//! (all of them check for interrupts); what a candidate can change is kept as
+//! a list of edges. Past the bound it answers with every impaired component,
+//! which always works, and says the answer is not proven smallest
+//! (`exact: false`).
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::fmt::{self, Write as _};
 
@@ -40,14 +43,15 @@ use crate::graph::{EdgeKind, NodeKind};
 use crate::hysteresis::{Controller, Move};
 use crate::mincut;
 use crate::policy::Policy;
-use crate::sources::{self, Built, Observed, Overrides};
+use crate::sources::{self, Built, Observed, Overrides, Why};
 use crate::state::State;
 use crate::time::utc;
 use crate::{Error, Micros, SECOND};
 
-/// The bound of one search of the smallest repair: edges summed over the
-/// minimum cuts it solves (a thousand cuts of a graph of a thousand edges).
-pub const MAX_CUT_EDGES: usize = 1 << 20;
+/// The bound of one search of the smallest repair, in steps: each build of
+/// the graph and each minimum cut counts its nodes plus its edges (about
+/// 500 minimum cuts of a graph of a thousand edges).
+pub const MAX_STEPS: usize = 1 << 20;
 
 /// A component the explanation names: its health and how it came about.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -56,7 +60,7 @@ pub struct Component {
     pub component: String,
     pub health: f64,
     /// The health function, the raw measurement and where its dead zone ends.
-    pub health_function: Value,
+    pub health_function: Why,
     /// What a DBA does to repair it.
     pub remedy: String,
 }
@@ -111,6 +115,8 @@ pub struct Context<'a> {
     pub controller: &'a Controller,
     pub last_sample: Option<Micros>,
     pub sample_interval_secs: u32,
+    /// The state the samples set, as the gate reads it.
+    pub sampled_state: State,
     /// The state the gate acts on and whether it is stale.
     pub in_force: (State, bool),
     pub pin: Option<Pin>,
@@ -162,10 +168,10 @@ pub struct Hysteresis {
 }
 
 /// The level `lambda_norm` must reach for the state to come back to normal:
-/// `threshold_high` plus the recovery offset (at most 1).
+/// `threshold_high` plus the recovery offset (at most 1), computed as the
+/// hysteresis computes it.
 pub fn recovery_target(policy: &Policy) -> f64 {
-    let level = policy.threshold_high + policy.hysteresis.restore_threshold_offset;
-    ((level * 1e9).round() / 1e9).min(1.0)
+    (policy.threshold_high + policy.hysteresis.restore_threshold_offset).min(1.0)
 }
 
 /// Explains the collection observed in `observed` under `context`.
@@ -204,9 +210,11 @@ pub fn explain(
     let component = |i: usize| describe(&built, i, context.collection);
 
     let target = recovery_target(context.policy);
-    let repair = smallest_repair(observed, target, MAX_CUT_EDGES, control)?;
+    let repair = smallest_repair(observed, target, MAX_STEPS, control)?;
     let repair = Repair {
         components: repair.set.iter().map(|&i| component(i)).collect(),
+        // As a DBA writes it: 0.7 + 0.1 is 0.8, not 0.7999999999999999.
+        target: (target * 1e9).round() / 1e9,
         ..repair.summary
     };
 
@@ -238,7 +246,7 @@ pub fn explain(
     Ok(Explanation {
         collection: context.collection.to_owned(),
         state,
-        sampled_state: context.controller.state,
+        sampled_state: context.sampled_state,
         stale,
         pin: context.pin.as_ref().map(|p| {
             serde_json::json!({"state": p.pin.state, "until": utc(p.pin.until), "reason": p.reason})
@@ -264,9 +272,16 @@ pub fn explain(
             sample_interval_secs: context.sample_interval_secs,
         },
         refused,
-        limits: Limits {
-            max_insert_batch_size: context.policy.actions(state).max_insert_batch_size,
-            max_concurrent_searches: context.policy.actions(state).max_concurrent_searches,
+        // Before the first sample the gate applies no limit.
+        limits: match state {
+            State::Unknown => Limits {
+                max_insert_batch_size: None,
+                max_concurrent_searches: None,
+            },
+            state => Limits {
+                max_insert_batch_size: context.policy.actions(state).max_insert_batch_size,
+                max_concurrent_searches: context.policy.actions(state).max_concurrent_searches,
+            },
         },
     })
 }
@@ -320,7 +335,7 @@ fn describe(built: &Built, i: usize, collection: &str) -> Component {
     Component {
         component: sources::label(node.kind, name),
         health,
-        health_function: data["health_function"].clone(),
+        health_function: built.why[i].clone(),
         remedy,
     }
 }
@@ -333,7 +348,7 @@ pub struct Found {
 
 /// The smallest set of components of the collection `observed` describes
 /// whose repair (health 1) lifts `lambda_norm` to at least `target`, within
-/// `budget` (edges summed over the minimum cuts solved); see the module's
+/// `budget` steps (see [`MAX_STEPS`]); see the module's
 /// documentation for how it stays exact and bounded.
 pub fn smallest_repair(
     observed: &Observed,
@@ -359,27 +374,12 @@ pub fn smallest_repair(
         .ok_or(Error::TooFewNodes(n))?
         .value;
 
-    // The candidates, and which edges each can change: those whose ends'
-    // health or whose own error rate it changes, repaired alone. (Whether an
-    // edge's capacity changes also depends on its other end, so capacities
-    // are not compared: a node's health and an edge's error rate are each
-    // set by one override, or measured.)
-    let candidates: Vec<usize> = (0..n).filter(|&i| impaired(&base, i)).collect();
-    let mut touches: Vec<Vec<bool>> = vec![Vec::new(); n];
-    for &c in &candidates {
-        let alone = build(&[c], control)?;
-        let (now, then) = (graph, &alone.graph);
-        let changed = |x: usize| now.nodes()[x].health != then.nodes()[x].health;
-        touches[c] = now
-            .edges()
-            .iter()
-            .zip(then.edges())
-            .map(|(a, b)| changed(a.source) || changed(a.target) || a.error_rate != b.error_rate)
-            .collect();
-    }
-
-    let cuts = std::cell::Cell::new(0);
-    let evaluate = |set: &[usize], control: &mut Control| -> Result<(f64, Vec<usize>), Error> {
+    // One build or one minimum cut, in steps of the budget.
+    let step = graph.edges().len() + n;
+    let spent = Cell::new(0);
+    let cuts = Cell::new(0);
+    let evaluate = |set: &[usize], control: &mut Control| -> Result<(f64, Vec<bool>), Error> {
+        spent.set(spent.get() + 2 * step);
         let edges = build(set, control)?.graph.weighted_edges(false);
         let cut = mincut::min_cut_with(n, &edges, control)?.ok_or(Error::TooFewNodes(n))?;
         cuts.set(cuts.get() + 1);
@@ -388,20 +388,15 @@ pub fn smallest_repair(
         } else {
             0.0
         };
-        let crossing = (0..edges.len())
-            .filter(|&e| cut.side[graph.edges()[e].source] != cut.side[graph.edges()[e].target])
+        let crossing = graph
+            .edges()
+            .iter()
+            .map(|e| cut.side[e.source] != cut.side[e.target])
             .collect();
         Ok((norm, crossing))
     };
-    // The candidates outside `set` that can change an edge of `crossing`.
-    let branches = |set: &[usize], crossing: &[usize]| -> Vec<usize> {
-        candidates
-            .iter()
-            .copied()
-            .filter(|c| !set.contains(c) && crossing.iter().any(|&e| touches[*c][e]))
-            .collect()
-    };
-    let answer = |set: Vec<usize>, norm: f64, exact: bool, cuts: usize| Found {
+    let candidates: Vec<usize> = (0..n).filter(|&i| impaired(&base, i)).collect();
+    let answer = |set: Vec<usize>, norm: f64, exact: bool| Found {
         set,
         summary: Repair {
             target,
@@ -410,37 +405,49 @@ pub fn smallest_repair(
             lambda_norm_after: norm,
             exact,
             candidates: candidates.len(),
-            cuts_solved: cuts,
+            cuts_solved: cuts.get(),
         },
     };
 
+    let (norm, crossing) = evaluate(&[], control)?;
+    if norm >= target {
+        return Ok(answer(Vec::new(), norm, true));
+    }
     let (best, _) = evaluate(&candidates, control)?;
     if best < target {
-        let mut found = answer(Vec::new(), best, true, cuts.get());
+        let mut found = answer(Vec::new(), best, true);
         found.summary.reachable = false;
         return Ok(found);
     }
-    let mut level: Vec<Vec<usize>> = vec![Vec::new()];
+    // Past the budget: every candidate, which works.
+    if candidates.len() * step > budget {
+        return Ok(answer(candidates.clone(), best, false));
+    }
+    // Which edges each candidate can change: those whose ends' health or
+    // whose own error rate it changes, repaired alone. (Whether an edge's
+    // capacity changes also depends on its other end, so capacities are not
+    // compared: a node's health and an edge's error rate are each set by one
+    // override, or measured.)
+    let mut touches: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for &c in &candidates {
+        spent.set(spent.get() + step);
+        let alone = build(&[c], control)?;
+        let (now, then) = (graph, &alone.graph);
+        let changed = |x: usize| now.nodes()[x].health != then.nodes()[x].health;
+        touches[c] = (0..now.edges().len())
+            .filter(|&e| {
+                let (a, b) = (&now.edges()[e], &then.edges()[e]);
+                changed(a.source) || changed(a.target) || a.error_rate != b.error_rate
+            })
+            .collect();
+    }
+    // The sets one candidate larger than `set` worth trying: with a
+    // candidate that can change an edge of `crossing`, its minimum cut.
     let mut seen: HashSet<Vec<usize>> = HashSet::new();
-    while !level.is_empty() {
-        let mut works: Option<(Vec<usize>, f64)> = None;
-        let mut next = Vec::new();
-        for set in &level {
-            if cuts.get() * graph.edges().len() >= budget {
-                return Ok(answer(candidates.clone(), best, false, cuts.get()));
-            }
-            let (norm, crossing) = evaluate(set, control)?;
-            if norm >= target {
-                if works.as_ref().is_none_or(|(_, best)| norm > *best) {
-                    works = Some((set.clone(), norm));
-                }
-                continue;
-            }
-            if works.is_some() {
-                continue;
-            }
-            for c in branches(set, &crossing) {
-                let mut grown = set.clone();
+    let mut grow = |set: &[usize], crossing: &[bool], next: &mut Vec<Vec<usize>>| {
+        for &c in &candidates {
+            if !set.contains(&c) && touches[c].iter().any(|&e| crossing[e]) {
+                let mut grown = set.to_vec();
                 grown.push(c);
                 grown.sort_unstable();
                 if seen.insert(grown.clone()) {
@@ -448,8 +455,32 @@ pub fn smallest_repair(
                 }
             }
         }
+    };
+    let mut level = Vec::new();
+    grow(&[], &crossing, &mut level);
+    while !level.is_empty() {
+        let mut works: Option<(Vec<usize>, f64)> = None;
+        let mut next = Vec::new();
+        for set in &level {
+            if spent.get() + 2 * step > budget {
+                // A set of this size works and no smaller one does: the
+                // smallest, though perhaps not the best of its size.
+                return Ok(match works {
+                    Some((set, norm)) => answer(set, norm, true),
+                    None => answer(candidates.clone(), best, false),
+                });
+            }
+            let (norm, crossing) = evaluate(set, control)?;
+            if norm >= target {
+                if works.as_ref().is_none_or(|(_, best)| norm > *best) {
+                    works = Some((set.clone(), norm));
+                }
+            } else if works.is_none() {
+                grow(set, &crossing, &mut next);
+            }
+        }
         if let Some((set, norm)) = works {
-            return Ok(answer(set, norm, true, cuts.get()));
+            return Ok(answer(set, norm, true));
         }
         level = next;
     }
@@ -539,7 +570,17 @@ impl fmt::Display for Explanation {
                 if !self.witness_components.contains(c) {
                     write_component(&mut out, c);
                 }
-                let _ = writeln!(out, "    {}: {}", c.component, c.remedy);
+            }
+            // One line per remedy: one retraining repairs every list.
+            let mut remedies: Vec<(&str, Vec<&str>)> = Vec::new();
+            for c in &r.components {
+                match remedies.iter_mut().find(|(remedy, _)| *remedy == c.remedy) {
+                    Some((_, names)) => names.push(&c.component),
+                    None => remedies.push((&c.remedy, vec![&c.component])),
+                }
+            }
+            for (remedy, names) in remedies {
+                let _ = writeln!(out, "  to do, for {}: {remedy}", names.join(", "));
             }
         }
         let _ = writeln!(
@@ -623,11 +664,7 @@ fn write_component(out: &mut String, c: &Component) {
     let _ = writeln!(
         out,
         "    {}: health {:.3} by {}; measured {}; healthy while {}",
-        c.component,
-        c.health,
-        h["function"].as_str().unwrap_or("?"),
-        h["measured"],
-        h["healthy_while"].as_str().unwrap_or("?")
+        c.component, c.health, h.function, h.measured, h.healthy_while
     );
 }
 

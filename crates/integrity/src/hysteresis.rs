@@ -194,9 +194,10 @@ pub struct Move {
     pub held_seconds: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hold_seconds: Option<u32>,
-    /// The earliest sample at which it can happen: every sample from the
-    /// next one on meets the condition, samples come every `interval`, and
-    /// the cooldown is respected.
+    /// The earliest sample at which it can happen if every sample from the
+    /// next one on meets the condition and samples come every `interval`
+    /// (a sample an operator asks for, or a worker restart, can come
+    /// sooner), after the cooldown.
     pub earliest: Micros,
 }
 
@@ -216,7 +217,9 @@ impl Controller {
         hysteresis: &Hysteresis,
     ) -> Vec<Move> {
         let interval = interval.max(SECOND);
-        let base = last_sample.unwrap_or(now);
+        // The next sample is due an interval after the last, and not before
+        // now (a stale collection is sampled as soon as the worker can).
+        let base = last_sample.map_or(now, |at| at.max(now - interval));
         let cooldown_end = match (self.state, self.last_transition) {
             (State::Unknown, _) | (_, None) => Micros::MIN,
             (_, Some(at)) => at + hysteresis.cooldown_after_transition_seconds as Micros * SECOND,
@@ -246,9 +249,10 @@ impl Controller {
                 ),
                 samples_seen: None,
                 samples_needed: None,
+                // Held as far as the samples confirm it: to the last one.
                 held_seconds: Some(
                     self.recovering_since
-                        .map_or(0, |s| (now - s).max(0) / SECOND),
+                        .map_or(0, |s| (last_sample.unwrap_or(now) - s).max(0) / SECOND),
                 ),
                 hold_seconds: Some(hold),
                 earliest: sample_at(1, since + hold as Micros * SECOND),
@@ -613,6 +617,20 @@ mod progress_tests {
     }
 
     #[test]
+    fn a_stale_collection_s_next_sample_is_now_not_in_the_past() {
+        let h = Hysteresis::default();
+        let c = Controller {
+            state: State::Normal,
+            below_high: 2,
+            ..Controller::default()
+        };
+        // The last sample an hour ago: the next one is due now.
+        let now = 4_000 * SECOND;
+        let moves = c.progress(Some(400 * SECOND), INTERVAL, now, &THRESHOLDS, &h);
+        assert_eq!(moves[0].earliest, now);
+    }
+
+    #[test]
     fn recoveries_count_the_hold_from_its_first_sample() {
         let h = Hysteresis::default();
         let c = Controller {
@@ -626,7 +644,7 @@ mod progress_tests {
         let up = &moves[1];
         assert_eq!(up.to, State::Normal);
         assert_eq!(up.needs, "lambda_norm >= 0.9 on every sample for 300 s");
-        assert_eq!((up.held_seconds, up.hold_seconds), (Some(65), Some(300)));
+        assert_eq!((up.held_seconds, up.hold_seconds), (Some(60), Some(300)));
         assert_eq!(up.earliest, 340 * SECOND);
         // Not recovering yet: the hold would start at the next sample.
         let c = Controller {

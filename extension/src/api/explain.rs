@@ -49,6 +49,7 @@ fn explained(name: &str) -> SqlResult<Explanation> {
             .policy
             .sample_interval_secs
             .unwrap_or(gucs::SAMPLE_INTERVAL.get().max(1) as u32),
+        sampled_state: view.state,
         in_force: view.in_force(now),
         pin,
         now,

@@ -55,11 +55,13 @@ pub struct Observed {
 /// questions: the builder uses them in place of the measured ones.
 pub type Overrides = HashMap<String, f64>;
 
-/// A built graph and, per node, the observations its health came from.
+/// A built graph and, per node, the observations its health came from and
+/// how (the second is not stored with the graph: only explanations show it).
 #[derive(Debug, Clone, Default)]
 pub struct Built {
     pub graph: ContractedGraph,
     pub node_data: Vec<Value>,
+    pub why: Vec<Why>,
 }
 
 /// A node's label: `kind:name`, as witness edges and what-if changes name it.
@@ -69,8 +71,7 @@ pub fn label(kind: NodeKind, name: &str) -> String {
 
 /// How a node's health came about, for `ruvector_integrity_explain`: the
 /// health function, the raw measurement it read, and where its dead zone
-/// ends (health is 1 while the measurement stays there). Kept among the
-/// node's observations as `health_function`.
+/// ends (health is 1 while the measurement stays there).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Why {
     /// The function's name, as the health table of docs/how-it-works.md has it.
@@ -117,12 +118,12 @@ impl Builder<'_> {
         kind: NodeKind,
         name: &str,
         health: f64,
-        mut data: Value,
+        data: Value,
         why: Why,
     ) -> Result<usize, Error> {
         let index = self.built.graph.add_node(kind, name, health)?;
-        data["health_function"] = serde_json::json!(why);
         self.built.node_data.push(data);
+        self.built.why.push(why);
         Ok(index)
     }
 }
