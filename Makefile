@@ -52,9 +52,10 @@ test-integration: install
 # table-reading gate, the audit trail's signing and verification, the worker at
 # scale, and the solvers' cancel latency (a release build is installed for
 # those). Each benchmark cluster takes a free port: a running demo is left alone.
-bench: setup
+bench: install
 	cargo bench -p ruvector-integrity --bench mincut
 	cargo bench -p ruvector-integrity --bench soak
+	./scripts/test-integration --test soak -- --ignored --nocapture
 	./scripts/bench-gate
 	./scripts/bench-audit
 	./scripts/bench-worker
