@@ -30,7 +30,8 @@
 //! `threshold_high`): those are counted as missed, not as delays.
 //!
 //! Last, the time of `ruvector_integrity_explain`'s search for the smallest
-//! repair, on this collection under each fault and on a large one.
+//! repair, on this collection under each fault and on a large one, and of one
+//! probe of a foreign server (answering, refused, silent until its timeout).
 //!
 //! Output: tables on stdout and `target/bench/soak.json`. `--samples N`
 //! changes the length; `--seed S` the random stream.
@@ -45,7 +46,7 @@ use ruvector_integrity::policy::Policy;
 use ruvector_integrity::rng::Rng;
 use ruvector_integrity::sources::ivf::{DriftSample, Ivf, List};
 use ruvector_integrity::sources::partitions::Partition;
-use ruvector_integrity::sources::probe::Probe;
+use ruvector_integrity::sources::probe::{self, Probe};
 use ruvector_integrity::sources::replication::{Replication, Standby};
 use ruvector_integrity::sources::shards::Shard;
 use ruvector_integrity::sources::{self, Observed, Overrides};
@@ -207,6 +208,59 @@ fn observe(rng: &mut Rng, fault: Option<Fault>, blip: Option<Blip>) -> Observed 
         }),
     });
     observed
+}
+
+/// How long one probe of a foreign server takes, on loopback: a server that
+/// answers, a refused port, and a server that accepts and never answers
+/// (the probe's own 2 s timeout ends it), each the median of 5.
+fn probe_times() -> serde_json::Value {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::time::Duration;
+    let listener = |answer: bool| {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in l.incoming() {
+                let mut stream = stream.unwrap();
+                std::thread::spawn(move || {
+                    let mut request = [0u8; 8];
+                    let _ = stream.read_exact(&mut request);
+                    if answer {
+                        let _ = stream.write_all(b"N");
+                    } else {
+                        let _ = stream.read(&mut [0u8; 1]);
+                    }
+                });
+            }
+        });
+        port
+    };
+    let refused = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cases = [
+        ("answering", listener(true)),
+        ("refused", refused),
+        ("silent", listener(false)),
+    ];
+    println!("\n  one probe, loopback, 2 s timeout (median of 5):");
+    let mut out = serde_json::Map::new();
+    for (name, port) in cases {
+        let target = vec![probe::Target {
+            host: "127.0.0.1".into(),
+            port,
+        }];
+        let mut ms: Vec<f64> = (0..5)
+            .map(|_| probe::probe(&target, Duration::from_secs(2)).latency_ms)
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        println!("  {name:<10} {:>9.2} ms", ms[2]);
+        out.insert(name.into(), ms[2].into());
+    }
+    serde_json::Value::Object(out)
 }
 
 /// How long `ruvector_integrity_explain`'s search for the smallest repair
@@ -507,6 +561,7 @@ fn main() {
         elapsed.as_secs_f64() * 1e6 / samples as f64
     );
     report["explain"] = explain_cost(&mut rng);
+    report["probe"] = probe_times();
     let target = std::env::var("CARGO_TARGET_DIR")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../target").to_owned());
     std::fs::create_dir_all(format!("{target}/bench")).unwrap();
