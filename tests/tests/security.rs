@@ -140,6 +140,58 @@ fn a_planted_operator_and_search_path_never_run_in_the_worker() {
     assert!(!is_superuser(&mut db, "mallory"));
 }
 
+/// A reader asks for an explanation with a planted `text = text` first in its
+/// search path: the SECURITY DEFINER wrappers run with theirs pinned, so the
+/// collection's lookup never calls it as the extension's owner. (With the
+/// wrappers' `SET search_path` removed it is called, and makes her superuser.)
+#[test]
+fn a_readers_planted_operator_never_runs_in_explain() {
+    let (cluster, mut db) = cluster_with_docs("planted-explain", &[]);
+    db.batch_execute(
+        "CREATE ROLE peeker LOGIN IN ROLE ruvector_reader;
+         CREATE SCHEMA peeker AUTHORIZATION peeker;",
+    )
+    .unwrap();
+    let mut peeker = cluster.client_as("peeker");
+    peeker
+        .batch_execute(
+            r#"
+            CREATE TABLE peeker.stolen (who name);
+            GRANT INSERT ON peeker.stolen TO PUBLIC;
+            GRANT USAGE ON SCHEMA peeker TO PUBLIC;
+            CREATE FUNCTION peeker.eq(text, text) RETURNS boolean LANGUAGE plpgsql AS $$
+            BEGIN
+                INSERT INTO peeker.stolen VALUES (current_user);
+                IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+                    ALTER ROLE peeker SUPERUSER;
+                END IF;
+                RETURN $1 OPERATOR(pg_catalog.=) $2;
+            END $$;
+            CREATE OPERATOR peeker.= (FUNCTION = peeker.eq, LEFTARG = text, RIGHTARG = text);
+            SET search_path = peeker, public, pg_catalog;
+            "#,
+        )
+        .unwrap();
+    let e = json(&mut peeker, "SELECT ruvector_integrity_explain('docs')");
+    assert_eq!(e["collection"], "docs", "{e}");
+    peeker
+        .query_one("SELECT ruvector_integrity_explain_text('docs')", &[])
+        .unwrap();
+    assert_eq!(count(&mut db, "SELECT count(*) FROM peeker.stolen"), 0);
+    assert!(!is_superuser(&mut db, "peeker"));
+    // A role that is not a reader is refused, wrapper and function alike.
+    db.batch_execute("CREATE ROLE stranger LOGIN").unwrap();
+    let mut stranger = cluster.client_as("stranger");
+    for sql in [
+        "SELECT ruvector_integrity_explain('docs')",
+        "SELECT ruvector_integrity_explain_text('docs')",
+        "SELECT ruvector._integrity_explain('docs')",
+        "SELECT ruvector._integrity_explain_text('docs')",
+    ] {
+        assert_eq!(error(&mut stranger, sql).0, "42501", "{sql}");
+    }
+}
+
 #[test]
 fn a_role_without_grants_keeps_using_the_database() {
     let (cluster, mut db) = cluster_with_docs("no-grants", &[]);
