@@ -635,3 +635,39 @@ pub fn exported(db: &mut Client) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// The collection's `ruvector_integrity_status`.
+pub fn status(db: &mut Client, name: &str) -> Value {
+    json(db, &format!("SELECT ruvector_integrity_status('{name}')"))
+}
+
+/// How many samples the collection has taken.
+pub fn sample_count(db: &mut Client, name: &str) -> i64 {
+    status(db, name)["sample_count"].as_i64().unwrap()
+}
+
+/// The collection's witness edges, as text.
+pub fn witnesses(db: &mut Client, name: &str) -> String {
+    status(db, name)["witness_edges"].to_string()
+}
+
+/// The server's clock, seconds since the epoch.
+pub fn now_epoch(db: &mut Client) -> f64 {
+    db.query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[])
+        .unwrap()
+        .get(0)
+}
+
+/// Waits until these application names stream from the primary.
+pub fn wait_streaming(db: &mut Client, names: &[&str]) {
+    wait_for(60, &format!("{names:?} to stream"), || {
+        let streaming: i64 = db
+            .query_one(
+                "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND application_name = ANY($1)",
+                &[&names],
+            )
+            .unwrap()
+            .get(0);
+        (streaming == names.len() as i64).then_some(())
+    });
+}

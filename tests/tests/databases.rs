@@ -44,10 +44,6 @@ fn ivf_collection(db: &mut Client) {
     );
 }
 
-fn status(db: &mut Client) -> Value {
-    json(db, "SELECT ruvector_integrity_status('docs')")
-}
-
 /// The database named in the root key event of `db`'s chain.
 fn root_database(db: &mut Client) -> String {
     db.query_one(
@@ -92,12 +88,12 @@ fn two_databases_each_have_a_worker_and_a_fault_in_one_leaves_the_other_alone() 
              FROM generate_series(1, 450) g",
     );
     wait_for_state(&mut first, "docs", "stress", 30);
-    let before = status(&mut second)["sample_count"].as_i64().unwrap();
+    let before = sample_count(&mut second, "docs");
     wait_for(30, "two more samples in the second database", || {
-        (status(&mut second)["sample_count"].as_i64().unwrap() >= before + 2).then_some(())
+        (sample_count(&mut second, "docs") >= before + 2).then_some(())
     });
     assert_eq!(state(&mut second, "docs"), "normal");
-    assert_eq!(status(&mut second)["lambda_norm"], 1.0);
+    assert_eq!(status(&mut second, "docs")["lambda_norm"], 1.0);
 
     // Its worker is killed: the other one runs on, and the launcher starts
     // the first one again.

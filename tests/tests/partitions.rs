@@ -92,16 +92,6 @@ fn relay(mut client: TcpStream, target: u16, mode: &AtomicU8) {
     let _ = server.shutdown(Shutdown::Both);
 }
 
-fn witnesses(db: &mut Client) -> String {
-    json(db, "SELECT ruvector_integrity_status('docs')")["witness_edges"].to_string()
-}
-
-fn sample_count(db: &mut Client) -> i64 {
-    json(db, "SELECT ruvector_integrity_status('docs')")["sample_count"]
-        .as_i64()
-        .unwrap()
-}
-
 #[test]
 fn a_shard_behind_a_partition_is_critical_and_named_and_comes_back_when_it_heals() {
     let remote = Cluster::start_without_extension("partition-remote", &[]);
@@ -140,14 +130,14 @@ fn a_shard_behind_a_partition_is_critical_and_named_and_comes_back_when_it_heals
     ] {
         proxy.set(mode);
         wait_for_state(&mut db, "docs", "critical", 30);
-        let named = witnesses(&mut db);
+        let named = witnesses(&mut db, "docs");
         assert!(named.contains("shard:remote"), "{what}: {named}");
         // The worker's ticks go on: each probe is bounded by its timeout.
-        let before = sample_count(&mut db);
+        let before = sample_count(&mut db, "docs");
         wait_for(
             30,
             &format!("two more samples while the proxy {what}"),
-            || (sample_count(&mut db) >= before + 2).then_some(()),
+            || (sample_count(&mut db, "docs") >= before + 2).then_some(()),
         );
         proxy.set(FORWARD);
         wait_for_state(&mut db, "docs", "normal", 60);

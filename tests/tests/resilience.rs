@@ -2,12 +2,6 @@
 
 use ruvector_tests::*;
 
-fn sample_count(db: &mut Client, name: &str) -> i64 {
-    json(db, &format!("SELECT ruvector_integrity_status('{name}')"))["sample_count"]
-        .as_i64()
-        .unwrap()
-}
-
 #[test]
 fn a_crash_loses_nothing_committed_and_shared_memory_is_refilled() {
     let (cluster, mut db) = cluster_with_docs("crash", &[]);

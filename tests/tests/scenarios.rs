@@ -18,14 +18,6 @@ fn fast_policy(db: &mut Client, name: &str) {
     .unwrap();
 }
 
-fn status(db: &mut Client, name: &str) -> Value {
-    json(db, &format!("SELECT ruvector_integrity_status('{name}')"))
-}
-
-fn sample_count(db: &mut Client, name: &str) -> i64 {
-    status(db, name)["sample_count"].as_i64().unwrap()
-}
-
 /// Waits until `name` has taken `more` samples beyond now.
 fn wait_samples(db: &mut Client, name: &str, more: i64) {
     let start = sample_count(db, name);
@@ -61,16 +53,6 @@ fn samples(db: &mut Client, name: &str) -> Vec<(f64, String, f64)> {
     .collect()
 }
 
-fn now_epoch(db: &mut Client) -> f64 {
-    db.query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[])
-        .unwrap()
-        .get(0)
-}
-
-fn witnesses(db: &mut Client, name: &str) -> String {
-    status(db, name)["witness_edges"].to_string()
-}
-
 /// `ruvector_integrity_explain(name)`, checked against its text rendering,
 /// and the components of its smallest repair.
 fn explained(db: &mut Client, name: &str) -> (Value, Vec<String>) {
@@ -98,20 +80,6 @@ fn standby(primary: &Cluster, dir: &str, name: &str) -> Cluster {
     let standby = primary.base_backup(dir, &[&format!("cluster_name = '{name}'")]);
     standby.pg_ctl_start();
     standby
-}
-
-/// Waits until these application names stream from the primary.
-fn wait_streaming(db: &mut Client, names: &[&str]) {
-    wait_for(60, &format!("{names:?} to stream"), || {
-        let streaming: i64 = db
-            .query_one(
-                "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND application_name = ANY($1)",
-                &[&names],
-            )
-            .unwrap()
-            .get(0);
-        (streaming == names.len() as i64).then_some(())
-    });
 }
 
 /// `rows` vectors of `dim` values around eight centres, moved by `shift`.

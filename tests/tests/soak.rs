@@ -54,12 +54,6 @@ struct Window {
     back: f64,
 }
 
-fn now_epoch(db: &mut Client) -> f64 {
-    db.query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[])
-        .unwrap()
-        .get(0)
-}
-
 fn total_samples(db: &mut Client) -> i64 {
     db.query_one(
         "SELECT sum(sample_count)::bigint FROM ruvector.collections_status",
@@ -78,19 +72,6 @@ fn all_normal(db: &mut Client) -> bool {
         .unwrap()
         .get(0);
     normal == COLLECTIONS as i64
-}
-
-fn wait_streaming(db: &mut Client) {
-    wait_for(60, "the standby to stream", || {
-        let n: i64 = db
-            .query_one(
-                "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND application_name = 'soak_standby'",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        (n == 1).then_some(())
-    });
 }
 
 fn set_autovacuum(db: &mut Client, value: &str) {
@@ -145,7 +126,7 @@ fn ten_thousand_samples_under_random_real_faults() {
     }
     let standby = primary.base_backup("soak-standby", &["cluster_name = 'soak_standby'"]);
     standby.pg_ctl_start();
-    wait_streaming(&mut db);
+    wait_streaming(&mut db, &["soak_standby"]);
     wait_for(120, "every collection normal", || {
         all_normal(&mut db).then_some(())
     });
@@ -202,7 +183,7 @@ fn ten_thousand_samples_under_random_real_faults() {
         match fault {
             Fault::StandbyStopped => {
                 standby.pg_ctl_start();
-                wait_streaming(&mut db);
+                wait_streaming(&mut db, &["soak_standby"]);
             }
             Fault::ForeignServerStopped => remote.pg_ctl_start(),
             Fault::AutovacuumOff => set_autovacuum(&mut db, "on"),
