@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 
 use crate::errors::{OrRaise, SqlError, SqlResult};
 use crate::store::events::{Head, Pending, SignedRow};
-use crate::{catalog, clock, gucs, installation, privileges, shmem, store};
+use crate::{catalog, clock, gucs, installation, privileges, server, shmem, store};
 
 /// Rows read per query while verifying: memory stays bounded.
 const PAGE: i64 = 2_000;
@@ -71,25 +71,13 @@ mod ruvector {
     }
 }
 
-/// Where this process signs: the cluster and its current timeline.
-pub fn context() -> Context {
-    // SAFETY: reads the control file's identifier and the WAL insertion
-    // timeline, both set before any backend or worker runs.
-    unsafe {
-        Context {
-            system_identifier: pg_sys::GetSystemIdentifier(),
-            timeline: pg_sys::GetWALInsertionTimeLine(),
-        }
-    }
-}
-
 /// Chains, signs and appends `event`; returns its seq. Its `signed_at` never
 /// goes back, even if the clock does.
 pub fn append_signed(signer: &Signer, event: &Event) -> SqlResult<u64> {
     let payload = event.encode()?;
     let head = store::events::head()?;
     let signed_at = head.map_or(clock::now(), |h| h.signed_at.max(clock::now()));
-    let context = context();
+    let context = server::context();
     let entry = signer.seal(head.map(|h| (h.seq, h.hash)), signed_at, context, payload);
     store::events::insert_signed(&entry, event)?;
     Ok(entry.seq)
@@ -162,7 +150,7 @@ pub fn write_checkpoint(
     root: &Fingerprint,
     path: &Path,
 ) -> std::io::Result<Checkpoint> {
-    let checkpoint = signer.checkpoint(head.seq, head.hash, clock::now(), context(), root);
+    let checkpoint = signer.checkpoint(head.seq, head.hash, clock::now(), server::context(), root);
     let text = serde_json::to_string(&checkpoint).map_err(std::io::Error::other)?;
     let temporary = path.with_extension("json.tmp");
     let mut file = std::fs::File::create(&temporary)?;

@@ -46,7 +46,7 @@ use serde_json::{json, Value};
 
 use crate::errors::{OrRaise, SqlError, SqlResult};
 use crate::store::events::Pending;
-use crate::{audit, catalog, clock, gucs, installation, privileges, store, xact};
+use crate::{audit, catalog, clock, gucs, installation, privileges, server, store, xact};
 
 /// Moves 0.2's key file (at `ruvector.signing_key_path` itself, one per
 /// cluster) to `path`, this database's key file, when this is the database
@@ -326,7 +326,7 @@ impl KeyHolder {
         ) else {
             return Ok(None);
         };
-        Ok(keys::may_take_over(held.id(), events, head, audit::context()).then_some(held))
+        Ok(keys::may_take_over(held.id(), events, head, server::context()).then_some(held))
     }
 
     /// The transaction that introduced a key committed: it is the key now.
@@ -434,7 +434,7 @@ impl KeyHolder {
         match keys::at_start(file.id(), current.as_deref(), head.is_some()) {
             Start::Stop(why) => match self.successor_to_take_over(&events)? {
                 Some(successor) => {
-                    let timeline = audit::context().timeline;
+                    let timeline = server::context().timeline;
                     let new = Signer::generate()?;
                     let event = KeyEvent::new(
                         KeyAction::Failover,
@@ -552,7 +552,7 @@ impl KeyHolder {
 /// the database (the chain says which database it is: its root, and every
 /// key after).
 fn describe(event: &mut KeyEvent) {
-    let context = audit::context();
+    let context = server::context();
     let details = [
         (
             "system_identifier",

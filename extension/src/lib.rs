@@ -19,6 +19,7 @@ mod gucs;
 mod installation;
 mod jsonb;
 mod privileges;
+mod server;
 mod shmem;
 mod xact;
 

@@ -129,6 +129,19 @@ fn streaming(name: &str, lag: i64) -> Standby {
 }
 
 /// What one sample observes, with `fault` and `blip` (if any) in effect.
+/// `count` IVF lists of `vectors` each, list `l` spread over `partitions(l)`
+/// (partition relid, vectors there).
+fn lists(count: i32, vectors: i64, partitions: impl Fn(i32) -> HashMap<i64, i64>) -> Vec<List> {
+    (0..count)
+        .map(|l| List {
+            list_id: l,
+            vector_count: vectors,
+            mean_distance: 1.0,
+            partition_counts: partitions(l),
+        })
+        .collect()
+}
+
 fn observe(rng: &mut Rng, fault: Option<Fault>, blip: Option<Blip>) -> Observed {
     let mut partitions: Vec<Partition> = (0..6)
         .map(|i| {
@@ -187,14 +200,7 @@ fn observe(rng: &mut Rng, fault: Option<Fault>, blip: Option<Blip>) -> Observed 
     };
     observed.maintenance.autovacuum = fault != Some(Fault::AutovacuumOff);
     observed.ivf = Some(Ivf {
-        lists: (0..8)
-            .map(|l| List {
-                list_id: l,
-                vector_count: 75_000,
-                mean_distance: 1.0,
-                partition_counts: (0..6).map(|p| (16384 + p, 12_500)).collect(),
-            })
-            .collect(),
+        lists: lists(8, 75_000, |_| (0..6).map(|p| (16384 + p, 12_500)).collect()),
         trained_rows: 600_000,
         trained_mean_distance: 1.0,
         live_rows: (600_000.0 * rng.range(1.0, 1.15)) as i64,
@@ -313,16 +319,11 @@ fn explain_cost(rng: &mut Rng) -> serde_json::Value {
         .collect();
     large.shards.clear();
     large.ivf = Some(Ivf {
-        lists: (0..1000)
-            .map(|l| List {
-                list_id: l,
-                vector_count: 256,
-                mean_distance: 1.0,
-                partition_counts: (0..8)
-                    .map(|k| (20_000 + (l as i64 * 8 + k) % 256, 32))
-                    .collect(),
-            })
-            .collect(),
+        lists: lists(1000, 256, |l| {
+            (0..8)
+                .map(|k| (20_000 + (l as i64 * 8 + k) % 256, 32))
+                .collect()
+        }),
         trained_rows: 256_000,
         trained_mean_distance: 1.0,
         live_rows: 256_000,

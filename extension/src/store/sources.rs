@@ -48,7 +48,7 @@ pub fn replication(
     lag_budget_bytes: i64,
     startup_grace_secs: f64,
 ) -> SqlResult<Replication> {
-    let timeline = crate::audit::context().timeline as i64;
+    let timeline = crate::server::context().timeline as i64;
     document(
         super::REPLICATION,
         &[

@@ -4,7 +4,7 @@
 //! round's contractions are then merged in place, a row and a column at a time.
 
 use super::sparse::Csr;
-use super::weight::{Margin, Weight};
+use super::weight::{Bar, Margin, Weight};
 use crate::control::Control;
 use crate::union_find::UnionFind;
 use crate::Error;
@@ -86,7 +86,7 @@ impl<W: Weight> Dense<W> {
                 break;
             }
             let start = (round * 7919) % self.k;
-            let (labels, prefix) = self.scan(lambda_hat, margin, start, control)?;
+            let (labels, prefix) = self.scan(Bar { lambda_hat, margin }, start, control)?;
             if let Some(slots) = prefix {
                 let value = self.cut_weight(&slots);
                 if value < lambda_hat {
@@ -111,8 +111,7 @@ impl<W: Weight> Dense<W> {
     /// prefix cut if one looked lighter than `lambda_hat` (the caller re-sums it).
     fn scan(
         &self,
-        lambda_hat: W,
-        margin: Margin,
+        bar: Bar<W>,
         start: usize,
         control: &mut Control,
     ) -> Result<(UnionFind, Option<Vec<usize>>), Error> {
@@ -123,7 +122,7 @@ impl<W: Weight> Dense<W> {
         let mut keys = vec![W::key(W::ZERO); k];
         let mut order = Vec::with_capacity(k);
         let mut prefix_cut = W::ZERO;
-        let mut lightest = (lambda_hat, None);
+        let mut lightest = (bar.lambda_hat, None);
         let mut x = start;
         for step in 0..k {
             let r = W::unkey(keys[x]);
@@ -138,11 +137,11 @@ impl<W: Weight> Dense<W> {
             }
             let row = self.row(x);
             let (next, max_key) = W::add_row_and_find_max(&mut keys, row);
-            if W::unkey(max_key).at_least(lambda_hat, margin) {
+            if bar.reached_by(W::unkey(max_key)) {
                 let unscanned = W::key(W::ZERO);
                 for y in 0..k {
                     if keys[y] >= unscanned
-                        && W::unkey(keys[y]).at_least(lambda_hat, margin)
+                        && bar.reached_by(W::unkey(keys[y]))
                         && !row[y].is_zero()
                     {
                         merges.union(x as u32, y as u32);
@@ -153,7 +152,7 @@ impl<W: Weight> Dense<W> {
             control.work(k)?;
         }
         if 8 * merges.sets() > 7 * k {
-            self.triangles(lambda_hat, margin, &mut merges, control)?;
+            self.triangles(bar, &mut merges, control)?;
         }
         if merges.sets() == k {
             merges.union(order[k - 2] as u32, order[k - 1] as u32);
@@ -169,8 +168,7 @@ impl<W: Weight> Dense<W> {
     /// each; it runs only when the scan merged fewer than 1/8 of the slots.
     fn triangles(
         &self,
-        lambda_hat: W,
-        margin: Margin,
+        bar: Bar<W>,
         merges: &mut UnionFind,
         control: &mut Control,
     ) -> Result<(), Error> {
@@ -188,7 +186,7 @@ impl<W: Weight> Dense<W> {
                 .iter()
                 .zip(self.row(v))
                 .fold(hub[v], |sum, (&a, &b)| sum.plus(a.min(b)));
-            if bound.at_least(lambda_hat, margin) {
+            if bar.reached_by(bound) {
                 merges.union(h as u32, v as u32);
             }
             control.work(k)?;

@@ -315,7 +315,11 @@ fn solve_connected<W: Weight>(
             }
             break;
         }
-        let outcome = graph.round(best.value, margin, round, control)?;
+        let bar = weight::Bar {
+            lambda_hat: best.value,
+            margin,
+        };
+        let outcome = graph.round(bar, round, control)?;
         if let Some((value, side)) = outcome.lighter_cut {
             best.offer(value, &owner, |o| side[o as usize]);
         }

@@ -5,7 +5,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use super::weight::{Margin, Weight};
+use super::weight::{Bar, Weight};
 use crate::control::Control;
 use crate::union_find::UnionFind;
 use crate::Error;
@@ -155,19 +155,18 @@ impl<W: Weight> Csr<W> {
         lightest
     }
 
-    /// One contraction round against the bound `lambda_hat` (a cut already found).
+    /// One contraction round against `bar` (a cut already found).
     pub(super) fn round(
         &self,
-        lambda_hat: W,
-        margin: Margin,
+        bar: Bar<W>,
         round: usize,
         control: &mut Control,
     ) -> Result<Round<W>, Error> {
         let k = self.len();
         let mut merges = UnionFind::new(k);
-        self.padberg_rinaldi(lambda_hat, margin, &mut merges, control)?;
+        self.padberg_rinaldi(bar, &mut merges, control)?;
         let start = ((round * 7919) % k) as u32;
-        let scan = self.capforest(lambda_hat, margin, start, &mut merges, control)?;
+        let scan = self.capforest(bar, start, &mut merges, control)?;
         if merges.sets() == k {
             // Stoer-Wagner: the last two vertices of a maximum-adjacency scan can
             // always be merged; guarantees progress when nothing else applies.
@@ -190,7 +189,7 @@ impl<W: Weight> Csr<W> {
                 } else {
                     self.cut_weight(&side, control)?
                 };
-                (value < lambda_hat).then_some((value, side))
+                (value < bar.lambda_hat).then_some((value, side))
             }
         };
         Ok(Round {
@@ -206,8 +205,7 @@ impl<W: Weight> Csr<W> {
     /// contracting every such edge at once could merge both sides of a cut.
     fn padberg_rinaldi(
         &self,
-        lambda_hat: W,
-        margin: Margin,
+        bar: Bar<W>,
         merges: &mut UnionFind,
         control: &mut Control,
     ) -> Result<(), Error> {
@@ -215,7 +213,7 @@ impl<W: Weight> Csr<W> {
             for (v, w) in self.neighbors(u) {
                 if u < v {
                     let lighter_end = self.degree[u as usize].min(self.degree[v as usize]);
-                    if w.at_least(lambda_hat, margin) || w.double().exceeds(lighter_end, margin) {
+                    if bar.reached_by(w) || w.double().exceeds(lighter_end, bar.margin) {
                         merges.union(u, v);
                     }
                 }
@@ -230,8 +228,7 @@ impl<W: Weight> Csr<W> {
     /// `λ(x, y) ≥ r(y) ≥ λ̂`, ties included), and watches the prefix cuts.
     fn capforest(
         &self,
-        lambda_hat: W,
-        margin: Margin,
+        bar: Bar<W>,
         start: u32,
         merges: &mut UnionFind,
         control: &mut Control,
@@ -245,7 +242,7 @@ impl<W: Weight> Csr<W> {
         // The cut between the scanned prefix and the rest: exact for integers;
         // for floats only a guide, re-summed before it is trusted.
         let mut prefix_cut = W::ZERO;
-        let mut lightest = (lambda_hat, None);
+        let mut lightest = (bar.lambda_hat, None);
         while let Some(Keyed(_, x)) = heap.pop() {
             if scanned[x as usize] {
                 continue;
@@ -264,7 +261,7 @@ impl<W: Weight> Csr<W> {
                 if !scanned[y as usize] {
                     let ry = r[y as usize].plus(w);
                     r[y as usize] = ry;
-                    if ry.at_least(lambda_hat, margin) {
+                    if bar.reached_by(ry) {
                         merges.union(x, y);
                     }
                     heap.push(Keyed(ry, y));

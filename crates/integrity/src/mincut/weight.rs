@@ -116,6 +116,23 @@ impl Margin {
     }
 }
 
+/// What a contraction test must reach: `lambda_hat`, the lightest cut found so
+/// far, with the margin its float comparisons must clear.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Bar<W> {
+    pub(super) lambda_hat: W,
+    pub(super) margin: Margin,
+}
+
+impl<W: Weight> Bar<W> {
+    /// Whether `bound`, a lower bound on the connectivity of two vertices,
+    /// certainly reaches `lambda_hat` (ties included): then no lighter cut
+    /// separates them, and they may be merged.
+    pub(super) fn reached_by(self, bound: W) -> bool {
+        bound.at_least(self.lambda_hat, self.margin)
+    }
+}
+
 macro_rules! exact_weight {
     ($t:ty, $key:ty) => {
         impl Weight for $t {
