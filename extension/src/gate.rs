@@ -6,8 +6,6 @@
 //! memory does not hold the collection yet (registered in this transaction,
 //! or before the worker's first refresh after a start): then its row is read.
 
-use std::sync::atomic::Ordering;
-
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use ruvector_integrity::gate::{self, Decision, GateInput, Operation, Outcome, Rows, Verdict};
@@ -163,14 +161,15 @@ pub fn decide(
     } else {
         0
     };
-    let counter = slot
+    let shared = slot
         .filter(|_| searching)
-        .and_then(|s| shmem::shared().ok()?.live_searches(s));
-    let ours = searching && slot.is_some_and(xact::holds_search);
-    // (Read only when a limit applies: reading the counter costs a cache
-    // line that the cores running searches share.)
-    let live_searches = match counter {
-        Some(c) if limit > 0 => c.load(Ordering::Acquire).saturating_sub(u32::from(ours)),
+        .and_then(|_| shmem::shared().ok());
+    let held = slot.filter(|_| searching).and_then(xact::held_place);
+    // (Counted only when a limit applies: counting reads every backend's row.)
+    let live_searches = match (shared, slot) {
+        (Some(shared), Some(slot)) if limit > 0 => shared
+            .live_searches(slot)
+            .saturating_sub(u32::from(held.is_some())),
         _ => 0,
     };
     let mut verdict = gate::decide(
@@ -190,27 +189,18 @@ pub fn decide(
             Decision::Throttle => verdict.allowed(roll()),
             _ => verdict.allowed(0.0),
         };
-    // A search takes its place with one compare-and-swap, so that callers
-    // racing for the last place never exceed the limit together; a backend
-    // that holds the place already adds a hold on it.
-    if allowed && !disabled && searching {
-        if let (Some(slot), Some(counter)) = (slot, counter) {
-            let admitted = ours
-                || if limit == 0 {
-                    counter.fetch_add(1, Ordering::AcqRel);
-                    true
-                } else {
-                    counter
-                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                            (n < limit).then_some(n + 1)
-                        })
-                        .is_ok()
-                };
-            if admitted {
-                xact::hold_search(slot, executor);
-            } else {
-                verdict = verdict.over_search_limit(limit);
-                allowed = false;
+    // A search takes its place ([`shmem::Place`]: with a limit, by one
+    // compare-and-swap, so that callers racing for the last place never
+    // exceed the limit together); a backend that holds the place already
+    // adds a hold on it.
+    if allowed && !disabled {
+        if let (Some(shared), Some(slot)) = (shared, slot) {
+            match held.or_else(|| shared.take_place(slot, limit)) {
+                Some(place) => xact::hold_search(place, executor),
+                None => {
+                    verdict = verdict.over_search_limit(limit);
+                    allowed = false;
+                }
             }
         }
     }
@@ -235,9 +225,9 @@ pub fn count_allowed(slot: Option<SlotRef>, op: Operation) {
 /// it already: a query nested in a search of the same collection (a function
 /// it calls) is part of that search. Returns whether it did.
 pub fn join_search(slot: Option<SlotRef>, executor: usize) -> bool {
-    let held = slot.filter(|&slot| xact::holds_search(slot));
-    if let Some(slot) = held {
-        xact::hold_search(slot, executor);
+    let held = slot.and_then(xact::held_place);
+    if let Some(place) = held {
+        xact::hold_search(place, executor);
     }
     held.is_some()
 }

@@ -19,7 +19,6 @@
 //! shared memory would never learn of them.
 
 use std::cell::RefCell;
-use std::sync::atomic::Ordering;
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -27,7 +26,7 @@ use pgrx::prelude::*;
 use ruvector_integrity::gate::Operation;
 
 use crate::errors::{SqlError, SqlResult};
-use crate::shmem::{self, CollectionView, Shared, SlotRef};
+use crate::shmem::{self, CollectionView, Place, Shared, SlotRef};
 
 type Change = Box<dyn FnOnce(Shared)>;
 
@@ -65,7 +64,7 @@ struct Pending {
 /// one place per collection however many of its executors read it at once;
 /// the place is given back when its last hold goes.
 struct Held {
-    slot: SlotRef,
+    place: Place,
     /// The executor (its `QueryDesc`) that releases it when it ends; 0 for a
     /// gate call, which holds it to the end of the transaction.
     executor: usize,
@@ -311,23 +310,29 @@ pub fn wake_worker_at_commit() {
     PENDING.with(|p| p.borrow_mut().wake_worker = true);
 }
 
-/// Whether this backend already holds a search on the collection in `slot`.
-pub fn holds_search(slot: SlotRef) -> bool {
-    PENDING.with(|p| p.borrow().searches.iter().any(|h| h.slot == slot))
+/// The search place this backend holds on the collection in `slot`, if any.
+pub fn held_place(slot: SlotRef) -> Option<Place> {
+    PENDING.with(|p| {
+        let searches = &p.borrow().searches;
+        searches
+            .iter()
+            .find(|h| h.place.slot == slot)
+            .map(|h| h.place)
+    })
 }
 
-/// Remembers a search admitted on `slot` (its counter already counts this
-/// backend), to be released when `executor` ends (0: when the transaction ends).
-pub fn hold_search(slot: SlotRef, executor: usize) {
+/// Remembers a search place (taken, or held already), to be released when
+/// `executor` ends (0: when the transaction ends).
+pub fn hold_search(place: Place, executor: usize) {
     release_at_exit();
     let subxact = subxact();
     PENDING.with(|p| {
         let searches = &mut p.borrow_mut().searches;
         // (A gate call repeated in one transaction holds its place once.)
-        let held = |h: &Held| h.slot == slot && h.executor == executor && h.subxact == subxact;
+        let held = |h: &Held| h.place == place && h.executor == executor && h.subxact == subxact;
         if !searches.iter().any(held) {
             searches.push(Held {
-                slot,
+                place,
                 executor,
                 subxact,
             });
@@ -350,20 +355,11 @@ fn drop_holds(searches: &mut Vec<Held>, ending: impl Fn(&Held) -> bool) {
             continue;
         }
         let held = searches.swap_remove(i);
-        if !searches.iter().any(|h| h.slot == held.slot) {
-            give_back(held.slot);
+        if !searches.iter().any(|h| h.place == held.place) {
+            if let Ok(shared) = shmem::shared() {
+                shared.give_back(held.place);
+            }
         }
-    }
-}
-
-/// Gives back one place in the slot's live count.
-fn give_back(slot: SlotRef) {
-    if let Some(counter) = shmem::shared()
-        .ok()
-        .and_then(|shared| shared.live_searches(slot))
-    {
-        // Never below zero, even if the slot was reset under us.
-        let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 }
 

@@ -166,6 +166,47 @@ fn concurrent_searches_are_counted_until_their_transactions_end() {
     );
 }
 
+/// Without a limit, a backend announces its place in its own row of shared
+/// memory instead of the collection's counter: those places still count the
+/// moment a limit comes into force.
+#[test]
+fn searches_admitted_without_a_limit_count_when_a_limit_comes() {
+    let (cluster, mut db) = cluster_with_docs("announced", &[]);
+    db.execute(
+        "SELECT ruvector_integrity_policy_set('docs', 'two', '{\"critical_actions\": {\"max_concurrent_searches\": 2, \"throttle_searches_pct\": 0}}')",
+        &[],
+    )
+    .unwrap();
+    let live = |db: &mut Client| {
+        json(db, "SELECT ruvector_integrity_status('docs')")["gate"]["live_searches"].as_i64()
+    };
+    let search = "SELECT ruvector_integrity_gate('docs', 'search')";
+    let mut sessions: Vec<Client> = (0..4).map(|_| cluster.client()).collect();
+    for s in sessions.iter_mut().take(3) {
+        s.batch_execute("BEGIN").unwrap();
+        assert_eq!(json(s, search)["allowed"], true);
+    }
+    assert_eq!(live(&mut db), Some(3));
+    pin(&mut db, "critical");
+    let fourth = json(&mut sessions[3], search);
+    assert_eq!(fourth["allowed"], false, "{fourth}");
+    assert!(fourth["reason"]
+        .as_str()
+        .unwrap()
+        .contains("limit of 2 concurrent searches"));
+    sessions[0].batch_execute("COMMIT").unwrap();
+    sessions[1].batch_execute("ROLLBACK").unwrap();
+    assert_eq!(live(&mut db), Some(1));
+    sessions[3].batch_execute("BEGIN").unwrap();
+    assert_eq!(json(&mut sessions[3], search)["allowed"], true);
+    // Taken under the limit, on the counter: at most 2 at once.
+    assert_eq!(json(&mut sessions[0], search)["allowed"], false);
+    drop(sessions);
+    wait_for(10, "the places of closed sessions to be given back", || {
+        (live(&mut db) == Some(0)).then_some(())
+    });
+}
+
 #[test]
 fn a_switched_off_gate_allows_everything() {
     let (cluster, mut db) = cluster_with_docs("disabled", &[]);

@@ -12,14 +12,16 @@
 //!   the worker follows;
 //! - one entry per database with a worker ([`databases`]): its pid, latch,
 //!   heartbeat and signing note; and the launcher's pid and latch.
+//! - one row per backend ([`places`]): the search places it holds, announced
+//!   where no other process writes.
 //!
 //! Layout, sized at server start by `ruvector.max_collections`,
 //! `ruvector.max_relations` and `ruvector.max_databases`:
-//! `Header | Slot × slots | i32 × 2·slots | RelationEntry × relations | i32 × 2·relations | DatabaseEntry × databases`
+//! `Header | Slot × slots | i32 × 2·slots | RelationEntry × relations | i32 × 2·relations | DatabaseEntry × databases | Row × MaxBackends`
 //! (the `i32` arrays are open-addressing indexes of entry + 1, 0 for empty).
 //! One LWLock guards slots, relations and both indexes: readers take it
-//! shared, writers (the worker, and backends at commit) exclusive. Live search
-//! counts, counters and the solvers' memory are atomics, changed without it.
+//! shared, writers (the worker, and backends at commit) exclusive. Search
+//! places, counters and the solvers' memory are atomics, changed without it.
 //!
 //! Everything is scoped to a database: a backend sees the slots and relations
 //! of the database it is connected to, nothing else. Times are Unix µs.
@@ -30,6 +32,7 @@
 mod accounts;
 mod cache;
 mod databases;
+mod places;
 mod relations;
 mod slots;
 
@@ -47,6 +50,7 @@ use crate::gucs;
 
 pub use accounts::Full;
 pub use databases::{forget_launcher, forget_worker, Claim};
+pub use places::Place;
 pub use slots::SlotRef;
 
 const SHMEM_NAME: &std::ffi::CStr = c"ruvector integrity";
@@ -92,6 +96,8 @@ struct Header {
     /// still true while it stays there (see [`cache`]).
     changes: AtomicU64,
     database_capacity: u32,
+    /// One search-place row per backend (`MaxBackends`).
+    row_capacity: u32,
     launcher_pid: AtomicI32,
     launcher_latch: AtomicPtr<pg_sys::Latch>,
     /// What the launcher must learn (under the lock).
@@ -107,17 +113,18 @@ static mut HEADER: *mut Header = std::ptr::null_mut();
 static mut PREV_SHMEM_REQUEST: pg_sys::shmem_request_hook_type = None;
 static mut PREV_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
 
-/// Byte offsets of the five arrays, and the total size.
+/// Byte offsets of the six arrays, and the total size.
 struct Layout {
     slots: usize,
     slot_index: usize,
     relations: usize,
     relation_index: usize,
     databases: usize,
+    rows: usize,
     total: usize,
 }
 
-fn layout(slots: usize, relations: usize, databases: usize) -> Layout {
+fn layout(slots: usize, relations: usize, databases: usize, rows: usize) -> Layout {
     use std::mem::{align_of, size_of};
     let slots_at = size_of::<Header>().next_multiple_of(align_of::<slots::Slot>());
     let slot_index = slots_at + slots * size_of::<slots::Slot>();
@@ -126,13 +133,16 @@ fn layout(slots: usize, relations: usize, databases: usize) -> Layout {
     let relation_index = relations_at + relations * size_of::<relations::RelationEntry>();
     let databases_at = (relation_index + 2 * relations * size_of::<i32>())
         .next_multiple_of(align_of::<databases::DatabaseEntry>());
+    let rows_at = (databases_at + databases * size_of::<databases::DatabaseEntry>())
+        .next_multiple_of(align_of::<places::Row>());
     Layout {
         slots: slots_at,
         slot_index,
         relations: relations_at,
         relation_index,
         databases: databases_at,
-        total: databases_at + databases * size_of::<databases::DatabaseEntry>(),
+        rows: rows_at,
+        total: rows_at + rows * size_of::<places::Row>(),
     }
 }
 
@@ -141,7 +151,15 @@ fn layout_from_settings() -> Layout {
         gucs::MAX_COLLECTIONS.get() as usize,
         gucs::MAX_RELATIONS.get() as usize,
         gucs::MAX_DATABASES.get() as usize,
+        max_backends(),
     )
+}
+
+/// The backends PostgreSQL can run: set before shared memory is sized.
+fn max_backends() -> usize {
+    // SAFETY: set by the postmaster from its settings before
+    // `shmem_request_hook` runs, and never changed after.
+    unsafe { pg_sys::MaxBackends as usize }
 }
 
 /// Installs the shared-memory hooks; called from `_PG_init` while preloading.
@@ -195,6 +213,7 @@ unsafe extern "C-unwind" fn shmem_startup() {
             (*header).slot_capacity = gucs::MAX_COLLECTIONS.get() as u32;
             (*header).relation_capacity = gucs::MAX_RELATIONS.get() as u32;
             (*header).database_capacity = gucs::MAX_DATABASES.get() as u32;
+            (*header).row_capacity = max_backends() as u32;
         }
         HEADER = base.cast::<Header>();
         pg_sys::LWLockRelease(init_lock);
@@ -268,6 +287,7 @@ impl Shared {
             h.slot_capacity as usize,
             h.relation_capacity as usize,
             h.database_capacity as usize,
+            h.row_capacity as usize,
         )
     }
 

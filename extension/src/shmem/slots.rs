@@ -367,10 +367,10 @@ impl Shared {
             .collect()
     }
 
-    /// The live search counter of the collection `at` refers to, if the slot
-    /// still holds it.
+    /// The search counter of the collection `at` refers to, if the slot still
+    /// holds it: the places not announced in a backend's row ([`super::places`]).
     /// The segment lives as long as the process, so does the counter.
-    pub fn live_searches(&self, at: SlotRef) -> Option<&'static AtomicU32> {
+    pub(super) fn search_counter(&self, at: SlotRef) -> Option<&'static AtomicU32> {
         // SAFETY: a slot of the segment, mapped for the process's life.
         let slot: &'static Slot = unsafe { &*self.slot_ptr(at.index) };
         (slot.in_use && slot.generation == at.generation).then_some(&slot.counters.live_searches)
@@ -442,9 +442,11 @@ impl Shared {
 
     /// The searches running on `name` right now.
     pub fn live_search_count(&self, name: &str) -> Option<u32> {
-        let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
-        self.find(name)
-            .map(|i| self.slot(i).counters.live_searches.load(Ordering::Acquire))
+        let at = {
+            let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
+            self.find(name).map(|i| self.slot_ref(i))?
+        };
+        Some(self.live_searches(at))
     }
 }
 

@@ -1,0 +1,138 @@
+//! Search places: how many searches run on a collection at once, for the
+//! policy's `max_concurrent_searches`.
+//!
+//! A backend announces each place it takes in its own row, a cache line that
+//! no other process writes: a search on a collection without a limit then
+//! moves no cache line between cores (one shared counter did, twice per
+//! search: 2–5% of a 32-client gate benchmark on 2 cores). Where a limit
+//! applies, the count is the places announced plus the slot's counter, and a
+//! place is taken on that counter by compare-and-swap, so that callers racing
+//! for the last place never exceed the limit together. A backend whose row is
+//! full, or a process without one, takes its places on the counter too.
+//!
+//! An announcement names the slot and its generation, so that a place held
+//! on an earlier occupant of a slot is never counted for a new one.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use pgrx::pg_sys;
+
+use super::{Shared, SlotRef};
+
+/// Places one backend announces at once (one cache line).
+const PER_ROW: usize = 8;
+
+/// One backend's announced places: 0, or a slot and generation packed by
+/// [`pack`]. Written by its backend only.
+#[repr(C, align(64))]
+pub(super) struct Row([AtomicU64; PER_ROW]);
+
+/// A search place this backend holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Place {
+    pub slot: SlotRef,
+    /// Its entry in this backend's row; `None`: on the slot's counter.
+    entry: Option<usize>,
+}
+
+/// A slot (below 2^20: `ruvector.max_collections` is at most 100,000) and its
+/// generation, never 0.
+fn pack(at: SlotRef) -> u64 {
+    (at.generation << 20) | (at.index as u64 + 1)
+}
+
+impl Shared {
+    /// Rows there are: one per backend PostgreSQL can run.
+    pub(super) fn row_capacity(&self) -> usize {
+        self.header().row_capacity as usize
+    }
+
+    fn row(&self, i: usize) -> &Row {
+        debug_assert!(i < self.row_capacity());
+        // SAFETY: `i` is below the row capacity; the rows lie in the segment
+        // at the layout's offset, aligned to their 64 bytes.
+        unsafe { &*self.at::<Row>(self.layout().rows).add(i) }
+    }
+
+    /// This backend's row, cleared the first time this process asks (a
+    /// backend that exits gives its places back, but a row must not rely on
+    /// its previous owner for that). `None` for a process without one.
+    fn own_row(&self) -> Option<&Row> {
+        thread_local! {
+            static CLEARED: Cell<bool> = const { Cell::new(false) };
+        }
+        // SAFETY: MyProc is this process's own PGPROC (or null), set before
+        // any statement runs.
+        let procno = unsafe { pg_sys::MyProc.as_ref() }.map(|p| p.pgprocno as usize)?;
+        let row = (procno < self.row_capacity()).then(|| self.row(procno))?;
+        if !CLEARED.replace(true) {
+            row.0.iter().for_each(|e| e.store(0, Ordering::Release));
+        }
+        Some(row)
+    }
+
+    /// The places announced on `at`, by every backend.
+    fn announced(&self, at: SlotRef) -> u32 {
+        let wanted = pack(at);
+        (0..self.row_capacity())
+            .flat_map(|i| &self.row(i).0)
+            .filter(|e| e.load(Ordering::Acquire) == wanted)
+            .count() as u32
+    }
+
+    /// The searches running on the collection `at` refers to.
+    pub fn live_searches(&self, at: SlotRef) -> u32 {
+        let counted = self
+            .search_counter(at)
+            .map_or(0, |c| c.load(Ordering::Acquire));
+        counted + self.announced(at)
+    }
+
+    /// Takes a search place on `at` for this backend, within `limit` searches
+    /// at once (0: no limit); `None` when none is left.
+    pub fn take_place(&self, at: SlotRef, limit: u32) -> Option<Place> {
+        if limit == 0 {
+            if let Some(row) = self.own_row() {
+                if let Some(entry) = row.0.iter().position(|e| e.load(Ordering::Relaxed) == 0) {
+                    row.0[entry].store(pack(at), Ordering::Release);
+                    return Some(Place {
+                        slot: at,
+                        entry: Some(entry),
+                    });
+                }
+            }
+        }
+        let announced = if limit == 0 { 0 } else { self.announced(at) };
+        // (A slot that holds another collection now has nothing to count on.)
+        if let Some(counter) = self.search_counter(at) {
+            counter
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (limit == 0 || n + announced < limit).then_some(n + 1)
+                })
+                .ok()?;
+        }
+        Some(Place {
+            slot: at,
+            entry: None,
+        })
+    }
+
+    /// Gives `place` back.
+    pub fn give_back(&self, place: Place) {
+        match place.entry {
+            Some(entry) => {
+                if let Some(row) = self.own_row() {
+                    row.0[entry].store(0, Ordering::Release);
+                }
+            }
+            None => {
+                if let Some(counter) = self.search_counter(place.slot) {
+                    // Never below zero, even if the slot was reset under us.
+                    let _ = counter
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+                }
+            }
+        }
+    }
+}
