@@ -44,15 +44,17 @@ fn pack(at: SlotRef) -> u64 {
 
 impl Shared {
     /// Rows there are: one per backend PostgreSQL can run.
-    pub(super) fn row_capacity(&self) -> usize {
+    fn row_capacity(&self) -> usize {
         self.header().row_capacity as usize
     }
 
-    fn row(&self, i: usize) -> &Row {
-        debug_assert!(i < self.row_capacity());
-        // SAFETY: `i` is below the row capacity; the rows lie in the segment
-        // at the layout's offset, aligned to their 64 bytes.
-        unsafe { &*self.at::<Row>(self.layout().rows).add(i) }
+    fn rows(&self) -> &[Row] {
+        // SAFETY: the rows lie in the segment at the layout's offset, aligned
+        // to their 64 bytes, `row_capacity` of them, mapped for the process's
+        // life; they hold only atomics.
+        unsafe {
+            std::slice::from_raw_parts(self.at::<Row>(self.layout().rows), self.row_capacity())
+        }
     }
 
     /// This backend's row, cleared the first time this process asks (a
@@ -65,7 +67,7 @@ impl Shared {
         // SAFETY: MyProc is this process's own PGPROC (or null), set before
         // any statement runs.
         let procno = unsafe { pg_sys::MyProc.as_ref() }.map(|p| p.pgprocno as usize)?;
-        let row = (procno < self.row_capacity()).then(|| self.row(procno))?;
+        let row = self.rows().get(procno)?;
         if !CLEARED.replace(true) {
             row.0.iter().for_each(|e| e.store(0, Ordering::Release));
         }
@@ -75,8 +77,9 @@ impl Shared {
     /// The places announced on `at`, by every backend.
     fn announced(&self, at: SlotRef) -> u32 {
         let wanted = pack(at);
-        (0..self.row_capacity())
-            .flat_map(|i| &self.row(i).0)
+        self.rows()
+            .iter()
+            .flat_map(|row| &row.0)
             .filter(|e| e.load(Ordering::Acquire) == wanted)
             .count() as u32
     }
