@@ -165,13 +165,12 @@ pub fn decide(
         .filter(|_| searching)
         .and_then(|_| shmem::shared().ok());
     let held = slot.filter(|_| searching).and_then(xact::held_place);
-    // (Counted only when a limit applies: counting reads every backend's row.)
-    let live_searches = match (shared, slot) {
-        (Some(shared), Some(slot)) if limit > 0 => shared
-            .live_searches(slot)
-            .saturating_sub(u32::from(held.is_some())),
-        _ => 0,
+    // (Counted only where a limit applies: that reads every backend's row.)
+    let (counted, announced) = match (shared, slot) {
+        (Some(shared), Some(slot)) if limit > 0 => shared.live_searches(slot),
+        _ => (0, 0),
     };
+    let live_searches = (counted + announced).saturating_sub(u32::from(held.is_some()));
     let mut verdict = gate::decide(
         policy,
         GateInput {
@@ -195,7 +194,10 @@ pub fn decide(
     // adds a hold on it.
     if allowed && !disabled {
         if let (Some(shared), Some(slot)) = (shared, slot) {
-            match held.or_else(|| shared.take_place(slot, limit)) {
+            if held.is_none() {
+                xact::give_back_at_exit();
+            }
+            match held.or_else(|| shared.take_place(slot, limit, announced)) {
                 Some(place) => xact::hold_search(place, executor),
                 None => {
                     verdict = verdict.over_search_limit(limit);

@@ -324,7 +324,6 @@ pub fn held_place(slot: SlotRef) -> Option<Place> {
 /// Remembers a search place (taken, or held already), to be released when
 /// `executor` ends (0: when the transaction ends).
 pub fn hold_search(place: Place, executor: usize) {
-    release_at_exit();
     let subxact = subxact();
     PENDING.with(|p| {
         let searches = &mut p.borrow_mut().searches;
@@ -365,7 +364,8 @@ fn drop_holds(searches: &mut Vec<Held>, ending: impl Fn(&Held) -> bool) {
 
 /// However the backend exits, what it holds is given back: a transaction
 /// still open at exit is aborted (which releases), and this catches the rest.
-fn release_at_exit() {
+/// Called before the first place is taken (registering can fail, FATAL).
+pub fn give_back_at_exit() {
     thread_local! {
         static REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }

@@ -199,7 +199,7 @@ fn searches_admitted_without_a_limit_count_when_a_limit_comes() {
     assert_eq!(live(&mut db), Some(1));
     sessions[3].batch_execute("BEGIN").unwrap();
     assert_eq!(json(&mut sessions[3], search)["allowed"], true);
-    // Taken under the limit, on the counter: at most 2 at once.
+    // One place announced before the limit, one counted under it: full.
     assert_eq!(json(&mut sessions[0], search)["allowed"], false);
     drop(sessions);
     wait_for(10, "the places of closed sessions to be given back", || {

@@ -220,6 +220,13 @@ pub struct CompiledActions {
     pub max_insert_batch_size: u32,
 }
 
+/// Whether one more search may start while `live` run, under a limit of
+/// `limit` at once (0: no limit). The verdict and the place a search takes in
+/// shared memory both ask this.
+pub fn under_search_limit(live: u32, limit: u32) -> bool {
+    limit == 0 || live < limit
+}
+
 /// A policy in the fixed-size form kept in shared memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C)]
@@ -435,7 +442,7 @@ pub fn decide(policy: &CompiledPolicy, input: GateInput, op: Operation) -> Verdi
     }
     if op == Operation::Search {
         let limit = actions.max_concurrent_searches;
-        if limit > 0 && input.live_searches >= limit {
+        if !under_search_limit(input.live_searches, limit) {
             return verdict(
                 Decision::Throttle,
                 100,
@@ -894,6 +901,15 @@ mod tests {
             decide(&unlimited, unseen, Operation::BulkInsert).decision,
             Decision::Allow
         );
+    }
+
+    #[test]
+    fn a_search_may_start_below_the_limit_and_always_without_one() {
+        assert!(under_search_limit(0, 0));
+        assert!(under_search_limit(u32::MAX, 0));
+        assert!(under_search_limit(1, 2));
+        assert!(!under_search_limit(2, 2));
+        assert!(!under_search_limit(3, 2));
     }
 
     #[test]

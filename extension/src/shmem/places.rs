@@ -10,13 +10,16 @@
 //! for the last place never exceed the limit together. A backend whose row is
 //! full, or a process without one, takes its places on the counter too.
 //!
-//! An announcement names the slot and its generation, so that a place held
-//! on an earlier occupant of a slot is never counted for a new one.
+//! An announcement names the slot and its generation, and the counter holds
+//! its slot's generation next to its count (changed only while they match),
+//! so that a place held on an earlier occupant of a slot is never counted
+//! for, or given back by, a new one.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pgrx::pg_sys;
+use ruvector_integrity::gate;
 
 use super::{Shared, SlotRef};
 
@@ -64,18 +67,15 @@ impl Shared {
         thread_local! {
             static CLEARED: Cell<bool> = const { Cell::new(false) };
         }
-        // SAFETY: MyProc is this process's own PGPROC (or null), set before
-        // any statement runs.
-        let procno = unsafe { pg_sys::MyProc.as_ref() }.map(|p| p.pgprocno as usize)?;
-        let row = self.rows().get(procno)?;
+        let row = self.rows().get(own_procno()?)?;
         if !CLEARED.replace(true) {
             row.0.iter().for_each(|e| e.store(0, Ordering::Release));
         }
         Some(row)
     }
 
-    /// The places announced on `at`, by every backend.
-    fn announced(&self, at: SlotRef) -> u32 {
+    /// The places announced on `at`, by every backend: a read of every row.
+    pub fn announced(&self, at: SlotRef) -> u32 {
         let wanted = pack(at);
         self.rows()
             .iter()
@@ -84,17 +84,18 @@ impl Shared {
             .count() as u32
     }
 
-    /// The searches running on the collection `at` refers to.
-    pub fn live_searches(&self, at: SlotRef) -> u32 {
-        let counted = self
-            .search_counter(at)
-            .map_or(0, |c| c.load(Ordering::Acquire));
-        counted + self.announced(at)
+    /// The searches running on the collection `at` refers to: those counted
+    /// on its slot and those announced.
+    pub fn live_searches(&self, at: SlotRef) -> (u32, u32) {
+        (self.counted(at), self.announced(at))
     }
 
     /// Takes a search place on `at` for this backend, within `limit` searches
-    /// at once (0: no limit); `None` when none is left.
-    pub fn take_place(&self, at: SlotRef, limit: u32) -> Option<Place> {
+    /// at once (0: no limit) given `announced` (read by the caller since the
+    /// limit came into force: announcements only go while it holds, so an
+    /// older reading refuses too much, never too little); `None` when none is
+    /// left.
+    pub fn take_place(&self, at: SlotRef, limit: u32, announced: u32) -> Option<Place> {
         if limit == 0 {
             if let Some(row) = self.own_row() {
                 if let Some(entry) = row.0.iter().position(|e| e.load(Ordering::Relaxed) == 0) {
@@ -106,16 +107,10 @@ impl Shared {
                 }
             }
         }
-        let announced = if limit == 0 { 0 } else { self.announced(at) };
-        // (A slot that holds another collection now has nothing to count on.)
-        if let Some(counter) = self.search_counter(at) {
-            counter
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                    (limit == 0 || n + announced < limit).then_some(n + 1)
-                })
-                .ok()?;
-        }
-        Some(Place {
+        let admitted = self.change_counted(at, |n| {
+            gate::under_search_limit(n + announced, limit).then_some(n + 1)
+        });
+        admitted.then_some(Place {
             slot: at,
             entry: None,
         })
@@ -129,13 +124,21 @@ impl Shared {
                     row.0[entry].store(0, Ordering::Release);
                 }
             }
-            None => {
-                if let Some(counter) = self.search_counter(place.slot) {
-                    // Never below zero, even if the slot was reset under us.
-                    let _ = counter
-                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-                }
-            }
+            // (Never below zero.)
+            None => _ = self.change_counted(place.slot, |n| n.checked_sub(1)),
         }
     }
+}
+
+/// This process's PGPROC number, if it has one.
+fn own_procno() -> Option<usize> {
+    // SAFETY: MyProc is this process's own PGPROC, set before any statement
+    // runs; null for a process without one.
+    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16"))]
+    let procno = unsafe { pg_sys::MyProc.as_ref() }.map(|p| p.pgprocno)?;
+    // SAFETY: MyProcNumber (PostgreSQL 17 on) is this process's own, set
+    // before any statement runs; -1 for a process without one.
+    #[cfg(any(feature = "pg17", feature = "pg18"))]
+    let procno = unsafe { pg_sys::MyProcNumber };
+    usize::try_from(procno).ok()
 }

@@ -4,7 +4,7 @@
 //! counted for) a new one.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use pgrx::pg_sys;
 use ruvector_integrity::gate::{Operation, Outcome};
@@ -33,9 +33,12 @@ pub(super) struct Slot {
 
 #[repr(C, align(64))]
 struct Counters {
-    /// First, on the line of the count of allowed searches: an admitted
-    /// search writes both.
-    live_searches: AtomicU32,
+    /// Search places counted here (the rest are announced in backends' rows,
+    /// [`super::places`]): the slot's generation (its low 32 bits) in the high
+    /// half, the count in the low half, so that a place is taken or given back
+    /// only while the slot holds the collection it was meant for. First, on the
+    /// line of the count of allowed searches: a search counted here writes both.
+    searches: AtomicU64,
     /// Set by `ruvector_integrity_sample`: the worker samples it on its next tick.
     sample_requested: AtomicBool,
     /// The gate's decisions, by operation and outcome.
@@ -217,7 +220,9 @@ impl Shared {
         slot.generation += 1;
         slot.view = view;
         slot.version += 1;
-        slot.counters.live_searches.store(0, Ordering::Relaxed);
+        slot.counters
+            .searches
+            .store(generation_tag(slot.generation), Ordering::Release);
         slot.counters
             .sample_requested
             .store(false, Ordering::Relaxed);
@@ -367,14 +372,45 @@ impl Shared {
             .collect()
     }
 
-    /// The search counter of the collection `at` refers to, if the slot still
-    /// holds it: the places not announced in a backend's row ([`super::places`]).
-    /// The segment lives as long as the process, so does the counter.
-    pub(super) fn search_counter(&self, at: SlotRef) -> Option<&'static AtomicU32> {
-        // SAFETY: a slot of the segment, mapped for the process's life.
-        let slot: &'static Slot = unsafe { &*self.slot_ptr(at.index) };
-        (slot.in_use && slot.generation == at.generation).then_some(&slot.counters.live_searches)
+    fn search_counter(&self, at: SlotRef) -> &AtomicU64 {
+        // SAFETY: a slot of the segment, mapped for the process's life; the
+        // counter is an atomic.
+        unsafe { &(*self.slot_ptr(at.index)).counters.searches }
     }
+
+    /// The search places counted on `at`'s slot (0 if it holds another
+    /// collection now).
+    pub(super) fn counted(&self, at: SlotRef) -> u32 {
+        let value = self.search_counter(at).load(Ordering::Acquire);
+        if value & !u64::from(u32::MAX) == generation_tag(at.generation) {
+            value as u32
+        } else {
+            0
+        }
+    }
+
+    /// Changes the places counted on `at`'s slot to `change(count)`, while
+    /// the slot holds `at`'s collection. False only when `change` refused (a
+    /// slot that holds another collection now changes nothing, and says true).
+    pub(super) fn change_counted(&self, at: SlotRef, change: impl Fn(u32) -> Option<u32>) -> bool {
+        let tag = generation_tag(at.generation);
+        let counter = self.search_counter(at);
+        let changed = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |value| {
+            if value & !u64::from(u32::MAX) != tag {
+                return None;
+            }
+            change(value as u32).map(|count| tag | u64::from(count))
+        });
+        match changed {
+            Ok(_) => true,
+            Err(value) => value & !u64::from(u32::MAX) != tag,
+        }
+    }
+}
+
+/// A generation as the search counter's high half holds it.
+fn generation_tag(generation: u64) -> u64 {
+    (generation & u64::from(u32::MAX)) << 32
 }
 
 impl Shared {
@@ -446,7 +482,8 @@ impl Shared {
             let _guard = self.lock(pg_sys::LWLockMode::LW_SHARED);
             self.find(name).map(|i| self.slot_ref(i))?
         };
-        Some(self.live_searches(at))
+        let (counted, announced) = self.live_searches(at);
+        Some(counted + announced)
     }
 }
 
